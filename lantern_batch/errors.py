@@ -1,0 +1,24 @@
+"""Exceptions that map to the contract's exit codes.
+
+0 published / done, 1 anything else, 2 bad input or config, 3 blocked by the quality gate.
+"""
+
+from __future__ import annotations
+
+
+class LanternError(Exception):
+    """Base of the project's expected failures; ``exit_code`` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class InputError(LanternError, ValueError):
+    """Bad input or config: a missing table or column, an unusable value (exit code 2)."""
+
+    exit_code = 2
+
+
+class QualityGateError(LanternError):
+    """The canary check failed: nothing was published (exit code 3)."""
+
+    exit_code = 3

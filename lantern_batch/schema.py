@@ -1,0 +1,506 @@
+"""Arrow schemas of every table, and validation that splits good rows from bad ones.
+
+Two kinds of failure, as DESIGN.md's input contract says:
+
+* **Whole-input** (:class:`SchemaError`, exit code 2): a missing required column, or a column
+  whose type differs from the contract other than by a safe widening. The message names the
+  table, the column and the expected type; it is raised before any row is read.
+* **Per-row** (error rows): null or duplicate ids, empty required text, text over the size
+  limit, null or empty list elements, unknown enum values. Each bad row becomes one row of
+  :data:`ERRORS_SCHEMA` with a reason code; the reason and detail never contain the offending
+  value (profile text may be hostile or private), only ids and column names.
+
+Row checks are vectorised with ``pyarrow.compute`` so they run per Ray Data batch; duplicates
+need a global view and are handled by :func:`first_occurrence_mask` (in memory) or by the
+pipelines' own keyed de-duplication.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lantern_batch.errors import InputError
+
+SENIORITY_LEVELS: tuple[str, ...] = (
+    "intern",
+    "entry",
+    "mid",
+    "senior",
+    "lead",
+    "manager",
+    "director",
+    "executive",
+)
+"""Ordered seniority scale shared by members and jobs (index = rank)."""
+
+WORKPLACE_TYPES: tuple[str, ...] = ("onsite", "hybrid", "remote")
+FIT_LABELS: tuple[str, ...] = ("High", "Medium", "Low")
+"""Fit labels in the column order of ``p_high, p_medium, p_low``."""
+DIMENSIONS: tuple[str, ...] = (
+    "skills",
+    "seniority",
+    "experience",
+    "domain",
+    "location",
+    "education",
+)
+"""Policy dimensions (docs/POLICY.md), each scored 0-4."""
+
+TS = pa.timestamp("us", tz="UTC")
+
+EXPERIENCE_TYPE = pa.struct(
+    [
+        ("title", pa.string()),
+        ("company", pa.string()),
+        ("start_year", pa.int32()),
+        ("end_year", pa.int32()),  # null = current role
+        ("description", pa.string()),
+    ]
+)
+EDUCATION_TYPE = pa.struct([("degree", pa.string()), ("field", pa.string()), ("school", pa.string())])
+
+MEMBERS_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string(), nullable=False),
+        pa.field("headline", pa.string()),
+        pa.field("summary", pa.string()),
+        pa.field("current_title", pa.string()),
+        pa.field("seniority", pa.string()),
+        pa.field("years_experience", pa.float64()),
+        pa.field("skills", pa.list_(pa.string())),
+        pa.field("experience", pa.list_(EXPERIENCE_TYPE)),
+        pa.field("education", pa.list_(EDUCATION_TYPE)),
+        pa.field("location", pa.string()),
+        pa.field("updated_at", TS),
+    ]
+)
+
+JOBS_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("company", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("seniority", pa.string()),
+        pa.field("required_skills", pa.list_(pa.string())),
+        pa.field("location", pa.string()),
+        pa.field("workplace_type", pa.string()),
+        pa.field("updated_at", TS),
+    ]
+)
+
+PAIRS_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string(), nullable=False),
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("query", pa.string()),
+    ]
+)
+
+DIMENSION_SCORES_TYPE = pa.struct([(d, pa.float32()) for d in DIMENSIONS])
+
+SEED_SCHEMA = pa.schema(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("member_id", pa.string(), nullable=False),
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("fit_label", pa.string(), nullable=False),
+        pa.field("dimension_scores", DIMENSION_SCORES_TYPE),
+        pa.field("explanation", pa.string()),
+        pa.field("source", pa.string()),
+    ]
+)
+"""D_seed: labelled pairs (T1 plus human review in production; the policy in the demo)."""
+
+APPLY_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string(), nullable=False),
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("applied", pa.bool_(), nullable=False),
+        pa.field("event_at", TS),
+    ]
+)
+
+TEACHER_LABELS_SCHEMA = pa.schema(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("member_id", pa.string(), nullable=False),
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("teacher", pa.string(), nullable=False),
+        pa.field("fit_label", pa.string(), nullable=False),
+        pa.field("p_high", pa.float32()),
+        pa.field("p_medium", pa.float32()),
+        pa.field("p_low", pa.float32()),
+        pa.field("dimension_scores", DIMENSION_SCORES_TYPE),
+        pa.field("explanation", pa.string()),
+        # Sparse top-k store for token-level KD: one entry per explanation token.
+        pa.field("explanation_token_ids", pa.list_(pa.int32())),
+        pa.field("topk_ids", pa.list_(pa.list_(pa.int32()))),  # [tokens][k]
+        pa.field("topk_logprobs", pa.list_(pa.list_(pa.float32()))),  # [tokens][k]
+        pa.field("prompt_version", pa.string()),
+        pa.field("model_ref", pa.string()),
+        pa.field("input_fingerprint", pa.string()),
+        pa.field("created_at", TS),
+    ]
+)
+"""The teacher-label contract (D_cls / D_t)."""
+
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string(), nullable=False),
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("fit_label", pa.string(), nullable=False),
+        pa.field("p_high", pa.float32(), nullable=False),
+        pa.field("p_medium", pa.float32(), nullable=False),
+        pa.field("p_low", pa.float32(), nullable=False),
+        pa.field("explanation", pa.string()),
+        pa.field("classifier_version", pa.string(), nullable=False),
+        pa.field("explainer_version", pa.string()),
+        pa.field("input_fingerprint", pa.string(), nullable=False),
+        pa.field("scored_at", TS, nullable=False),
+    ]
+)
+"""The precompute ``scores`` contract."""
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("member_id", pa.string()),
+        pa.field("job_id", pa.string()),
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("created_at", TS, nullable=False),
+    ]
+)
+"""One row per rejected input row: keys (never profile values), stage, reason code, detail."""
+
+INPUT_SCHEMAS: dict[str, pa.Schema] = {
+    "members": MEMBERS_SCHEMA,
+    "jobs": JOBS_SCHEMA,
+    "pairs": PAIRS_SCHEMA,
+}
+
+#: Columns a table must have. Every other contract column is optional (filled with nulls).
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "members": ("member_id", "current_title", "skills"),
+    "jobs": ("job_id", "title", "description"),
+    "pairs": ("member_id", "job_id"),
+}
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "members": ("member_id",),
+    "jobs": ("job_id",),
+    "pairs": ("member_id", "job_id"),
+}
+#: Text that must be present and non-blank.
+REQUIRED_TEXT: dict[str, tuple[str, ...]] = {
+    "members": ("member_id", "current_title"),
+    "jobs": ("job_id", "title", "description"),
+    "pairs": ("member_id", "job_id"),
+}
+LIST_OF_TEXT: dict[str, tuple[str, ...]] = {
+    "members": ("skills",),
+    "jobs": ("required_skills",),
+    "pairs": (),
+}
+ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "members": {"seniority": SENIORITY_LEVELS},
+    "jobs": {"seniority": SENIORITY_LEVELS, "workplace_type": WORKPLACE_TYPES},
+    "pairs": {},
+}
+
+
+class SchemaError(InputError):
+    """A whole input is unusable: missing required column or an incompatible type (exit 2)."""
+
+    def __init__(self, table: str, column: str, expected: pa.DataType, problem: str):
+        self.table, self.column, self.expected, self.problem = table, column, expected, problem
+        super().__init__(
+            f"table '{table}': column '{column}' {problem} (expected type {expected})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Column-level checks
+
+
+def _is_safe_widening(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """True when a value of ``actual`` converts to ``expected`` without loss or meaning change."""
+    if actual.equals(expected) or pa.types.is_null(actual):
+        return True
+    if pa.types.is_integer(expected) and pa.types.is_integer(actual):
+        return actual.bit_width <= expected.bit_width and (
+            pa.types.is_signed_integer(actual) or actual.bit_width < expected.bit_width
+        )
+    if pa.types.is_floating(expected):
+        if pa.types.is_floating(actual):
+            return actual.bit_width <= expected.bit_width
+        return pa.types.is_integer(actual) and actual.bit_width <= 32
+    if pa.types.is_string(expected):
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual) or pa.types.is_string_view(actual)
+    if pa.types.is_timestamp(expected):
+        return pa.types.is_timestamp(actual)
+    if pa.types.is_list(expected) and (
+        pa.types.is_list(actual) or pa.types.is_large_list(actual) or pa.types.is_list_view(actual)
+    ):
+        return _is_safe_widening(actual.value_type, expected.value_type)
+    if pa.types.is_struct(expected) and pa.types.is_struct(actual):
+        names = {actual.field(i).name: actual.field(i).type for i in range(actual.num_fields)}
+        for i in range(expected.num_fields):
+            f = expected.field(i)
+            if f.name in names and not _is_safe_widening(names[f.name], f.type):
+                return False
+        # Missing struct children are allowed (nullable); unknown children are dropped.
+        return True
+    return False
+
+
+def check_columns(table_name: str, schema: pa.Schema) -> None:
+    """Raise :class:`SchemaError` for the first missing required column or unsafe type.
+
+    Args:
+        table_name: ``members``, ``jobs`` or ``pairs``.
+        schema: the schema of the input as read (Parquet footer), before any row is read.
+    """
+    expected = INPUT_SCHEMAS[table_name]
+    for name in REQUIRED_COLUMNS[table_name]:
+        if schema.get_field_index(name) < 0:
+            raise SchemaError(table_name, name, expected.field(name).type, "is missing")
+    for field in expected:
+        idx = schema.get_field_index(field.name)
+        if idx < 0:
+            continue
+        actual = schema.field(idx).type
+        if not _is_safe_widening(actual, field.type):
+            raise SchemaError(
+                table_name, field.name, field.type, f"has type {actual}, not a safe widening"
+            )
+
+
+def _cast_struct(arr: pa.Array, expected: pa.StructType) -> pa.Array:
+    """Cast a struct array to ``expected``, adding missing children as nulls, dropping others."""
+    children = []
+    for i in range(expected.num_fields):
+        f = expected.field(i)
+        idx = arr.type.get_field_index(f.name)
+        child = arr.field(idx) if idx >= 0 else pa.nulls(len(arr), f.type)
+        children.append(_cast(child, f.type))
+    return pa.StructArray.from_arrays(children, fields=list(expected), mask=arr.is_null())
+
+
+def _cast(arr: pa.Array, expected: pa.DataType) -> pa.Array:
+    if arr.type.equals(expected):
+        return arr
+    if pa.types.is_struct(expected):
+        return _cast_struct(arr, expected)
+    if pa.types.is_list(expected) and pa.types.is_struct(expected.value_type):
+        arr = arr.cast(pa.list_(arr.type.value_type)) if not pa.types.is_list(arr.type) else arr
+        values = _cast_struct(arr.flatten(), expected.value_type)
+        offsets = arr.offsets
+        return pa.ListArray.from_arrays(offsets, values, mask=arr.is_null())
+    if pa.types.is_timestamp(expected) and pa.types.is_timestamp(arr.type) and arr.type.tz is None:
+        arr = pc.assume_timezone(arr, "UTC")
+    return arr.cast(expected)
+
+
+def conform(table: pa.Table, table_name: str) -> pa.Table:
+    """Check the columns, then return ``table`` with exactly the contract's columns and types.
+
+    Optional columns the input lacks are added as nulls; extra columns are dropped.
+    """
+    check_columns(table_name, table.schema)
+    expected = INPUT_SCHEMAS[table_name]
+    arrays = []
+    for field in expected:
+        if field.name in table.column_names:
+            col = table.column(field.name).combine_chunks()
+            arrays.append(_cast(col, field.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+    # Keys are checked row by row (null id -> error row), so relax nullability here.
+    relaxed = pa.schema([f.with_nullable(True) for f in expected])
+    return pa.Table.from_arrays(arrays, schema=relaxed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-level checks
+
+
+@dataclass(frozen=True)
+class RowLimits:
+    """Per-row limits (see :class:`lantern_batch.config.ValidationConfig`)."""
+
+    max_text_chars: int = 20_000
+    max_list_items: int = 500
+
+
+def _np_bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def row_reasons(table: pa.Table, table_name: str, limits: RowLimits = RowLimits()) -> np.ndarray:
+    """Reason code of each row's first problem, or None for a good row (duplicates excluded).
+
+    ``table`` must already be conformed (:func:`conform`). Codes look like
+    ``null_id:member_id``, ``empty_text:title``, ``text_too_long:summary``,
+    ``bad_list_element:skills``, ``too_many_items:skills``, ``unknown_enum:seniority``.
+    """
+    n = table.num_rows
+    reasons = np.full(n, None, dtype=object)
+
+    def mark(mask: np.ndarray, code: str) -> None:
+        sel = mask & (reasons == None)  # noqa: E711 (object array comparison)
+        reasons[sel] = code
+
+    for col in KEY_COLUMNS[table_name]:
+        mark(_np_bool(table.column(col).is_null()), f"null_id:{col}")
+    for col in REQUIRED_TEXT[table_name]:
+        arr = table.column(col)
+        blank = pc.or_kleene(arr.is_null(), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(arr)), 0))
+        mark(_np_bool(blank), f"empty_text:{col}")
+    for field in table.schema:
+        col = table.column(field.name)
+        if pa.types.is_string(field.type):
+            mark(_np_bool(pc.greater(pc.utf8_length(col), limits.max_text_chars)), f"text_too_long:{field.name}")
+        elif pa.types.is_list(field.type):
+            mark(_np_bool(pc.greater(pc.list_value_length(col), limits.max_list_items)), f"too_many_items:{field.name}")
+            if pa.types.is_struct(field.type.value_type):
+                mark(_nested_text_too_long(col, field.type.value_type, limits), f"text_too_long:{field.name}")
+    for col in LIST_OF_TEXT[table_name]:
+        mark(_bad_list_elements(table.column(col)), f"bad_list_element:{col}")
+    for col, allowed in ENUMS[table_name].items():
+        arr = table.column(col)
+        unknown = pc.and_(pc.is_valid(arr), pc.invert(pc.is_in(arr, value_set=pa.array(allowed))))
+        mark(_np_bool(unknown), f"unknown_enum:{col}")
+    return reasons
+
+
+def _bad_list_elements(col: pa.ChunkedArray) -> np.ndarray:
+    """Rows whose list holds a null or blank element."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    parent = pc.list_parent_indices(arr).to_numpy()
+    values = pc.list_flatten(arr)
+    bad = pc.or_kleene(values.is_null(), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
+    bad_np = _np_bool(bad)
+    out = np.zeros(n, dtype=bool)
+    out[parent[bad_np]] = True
+    return out
+
+
+def _nested_text_too_long(col: pa.ChunkedArray, struct_type: pa.StructType, limits: RowLimits) -> np.ndarray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    out = np.zeros(len(arr), dtype=bool)
+    if len(arr) == 0:
+        return out
+    parent = pc.list_parent_indices(arr).to_numpy()
+    values = pc.list_flatten(arr)
+    for i in range(struct_type.num_fields):
+        if pa.types.is_string(struct_type.field(i).type):
+            too_long = _np_bool(pc.greater(pc.utf8_length(values.field(i)), limits.max_text_chars))
+            out[parent[too_long]] = True
+    return out
+
+
+def first_occurrence_mask(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
+    """True for the first row of each key (rows with a null key count as first)."""
+    n = table.num_rows
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    idx = pa.array(np.arange(n, dtype=np.int64))
+    t = pa.table({**{k: table.column(k) for k in keys}, "__row": idx})
+    firsts = t.group_by(list(keys), use_threads=False).aggregate([("__row", "min")])
+    mask = np.zeros(n, dtype=bool)
+    mask[firsts.column("__row_min").to_numpy()] = True
+    return mask
+
+
+def error_rows(
+    keys: pa.Table,
+    reasons: np.ndarray | list[str],
+    *,
+    table: str,
+    stage: str,
+    detail: np.ndarray | list[str | None] | None = None,
+    now: datetime | None = None,
+) -> pa.Table:
+    """Build :data:`ERRORS_SCHEMA` rows for rejected rows.
+
+    Args:
+        keys: the rejected rows (only ``member_id`` / ``job_id`` are read, when present).
+        reasons: one reason code per row.
+        table: the input table the rows came from.
+        stage: pipeline stage that rejected them (``validate``, ``join``, ``teacher``, ...).
+        detail: optional per-row detail (never profile values).
+    """
+    n = keys.num_rows
+    now = now or datetime.now(timezone.utc)
+
+    def key(name: str) -> pa.Array:
+        if name in keys.column_names:
+            return keys.column(name).combine_chunks().cast(pa.string())
+        return pa.nulls(n, pa.string())
+
+    return pa.Table.from_arrays(
+        [
+            key("member_id"),
+            key("job_id"),
+            pa.array([table] * n, pa.string()),
+            pa.array([stage] * n, pa.string()),
+            pa.array(list(reasons), pa.string()),
+            pa.array(list(detail) if detail is not None else [None] * n, pa.string()),
+            pa.array([now] * n, TS),
+        ],
+        schema=ERRORS_SCHEMA,
+    )
+
+
+@dataclass
+class ValidationResult:
+    """Good rows (conformed to the contract) and one error row per bad input row."""
+
+    table_name: str
+    good: pa.Table
+    errors: pa.Table
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows by outcome: ``good`` plus one entry per reason code."""
+        out: dict[str, int] = {"good": self.good.num_rows}
+        out.update(Counter(self.errors.column("reason").to_pylist()))
+        return out
+
+
+def validate_table(
+    table: pa.Table,
+    table_name: str,
+    limits: RowLimits = RowLimits(),
+    stage: str = "validate",
+) -> ValidationResult:
+    """Validate an in-memory input table.
+
+    Raises:
+        SchemaError: missing required column or incompatible type.
+
+    Returns:
+        Good rows (first occurrence of each key, all row checks passed) and error rows; every
+        input row is in exactly one of the two.
+    """
+    conformed = conform(table, table_name)
+    reasons = row_reasons(conformed, table_name, limits)
+    first = first_occurrence_mask(conformed, KEY_COLUMNS[table_name])
+    dup_code = "duplicate_pair" if table_name == "pairs" else "duplicate_id"
+    reasons[(~first) & (reasons == None)] = dup_code  # noqa: E711
+    bad = reasons != None  # noqa: E711
+    good = conformed.filter(pa.array(~bad))
+    bad_rows = conformed.filter(pa.array(bad))
+    errors = error_rows(bad_rows, reasons[bad].tolist(), table=table_name, stage=stage)
+    return ValidationResult(table_name, good, errors)
