@@ -1,0 +1,50 @@
+"""Starting or joining Ray, in one visible place.
+
+Library code never calls ``ray.init``; jobs call :func:`init_ray` once with their
+:class:`~lantern_batch.config.RayConfig`. Under ``ray job submit`` (``RAY_ADDRESS`` set) the job
+joins that cluster; otherwise a local Ray is started with the config's logical CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lantern_batch.config import RayConfig
+from lantern_batch.logs import event, get_logger
+
+log = get_logger(__name__)
+
+# Silence Ray's usage-stats prompt/network call and keep local runs self-contained.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Connect to the configured cluster, the submitting cluster, or start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=cfg.log_to_driver)
+        event(log, "ray.joined", address=address, cpus=ray.cluster_resources().get("CPU", 0))
+    else:
+        ray.init(
+            address="local",
+            num_cpus=cfg.num_cpus,
+            object_store_memory=cfg.object_store_memory,
+            include_dashboard=cfg.include_dashboard,
+            log_to_driver=cfg.log_to_driver,
+        )
+        event(log, "ray.local_started", cpus=cfg.num_cpus)
+    configure_data_context()
+
+
+def configure_data_context() -> None:
+    """Ray Data settings shared by every pipeline: progress bars on, row order not preserved
+    (rows are keyed by (member_id, job_id) and order never matters)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = False
+    ctx.enable_progress_bars = True
