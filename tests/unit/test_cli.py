@@ -1,0 +1,47 @@
+"""The command line: validate's exit codes and counts, --dry-run, shortcuts, config errors."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lantern_batch.cli import COMMANDS, build_parser, main
+
+
+def _write(tmp_path, name, table):
+    d = tmp_path / name
+    d.mkdir()
+    pq.write_table(table, d / "part-0.parquet")
+    return str(d)
+
+
+def test_validate_missing_member_id_exits_2_naming_it(tmp_path, capsys):
+    path = _write(tmp_path, "members", pa.table({"current_title": ["x"], "skills": [["a"]]}))
+    assert main(["validate", "--table", "members", path]) == 2
+    err = capsys.readouterr().err
+    assert "member_id" in err and "members" in err
+
+
+def test_validate_counts_bad_rows_by_reason_and_exits_0(tmp_path, capsys):
+    t = pa.table({
+        "member_id": ["a", "a", None, "d"],
+        "current_title": ["t", "t", "t", "t"],
+        "skills": [["x"], ["x"], ["x"], [None]],
+        "summary": ["private words", "b", "c", "d"],
+    })
+    path = _write(tmp_path, "members", t)
+    errors_out = str(tmp_path / "errors")
+    assert main(["validate", "--table", "members", path, "--errors-out", errors_out]) == 0
+    out = capsys.readouterr().out
+    assert "4 rows, 1 good, 3 bad" in out
+    assert "duplicate_id: 1" in out and "null_id:member_id: 1" in out and "bad_list_element:skills: 1" in out
+    assert "private words" not in out
+    assert pq.read_table(errors_out).num_rows == 3
+
+
+def test_validate_no_files_is_input_error(tmp_path, capsys):
+    assert main(["validate", "--table", "jobs", str(tmp_path / "nothing")]) == 2
+    assert "no Parquet files" in capsys.readouterr().err
+
+
+def test_every_command_has_help_and_parses():
+    parser = build_parser(["--help"])
+    assert set(COMMANDS) <= set(parser._subparsers._group_actions[0].choices)
