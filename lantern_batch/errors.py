@@ -22,3 +22,11 @@ class QualityGateError(LanternError):
     """The canary check failed: nothing was published (exit code 3)."""
 
     exit_code = 3
+
+
+class LockHeldError(LanternError):
+    """Another live run holds the partition lock (exit code 1: retry later)."""
+
+
+class NotPublishedError(LanternError):
+    """A partition is not published (no ``_SUCCESS``), or a publish is half-way or interrupted."""

@@ -1,30 +1,50 @@
-"""Paths, Parquet I/O and atomic publishing, on local disk and ``s3://`` alike.
+"""Paths, Parquet I/O, atomic publishing and partition locks, on local disk and ``s3://`` alike.
 
 Every path in a config may be local or ``s3://bucket/prefix``. S3 goes through pyarrow's
-filesystem layer with credentials from the standard AWS chain (environment, shared files,
+``S3FileSystem`` with credentials from the standard AWS chain (environment, shared files,
 instance profile); an endpoint override (``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``) points
-it at any S3-protocol server. Credentials are never logged or written to outputs.
+it at any S3-protocol server (moto in the tests, MinIO). ``LANTERN_S3_BACKEND=s3fs`` swaps in
+s3fs behind the same pyarrow interface. Credentials are never logged or written to outputs.
 
     table = read_table("s3://bucket/world/members")
     write_table(table, "runs/x/members")
+
+Published partitions (the precompute output contract, DESIGN.md) are written with
+:func:`publish_partition` and read with :func:`read_published`; :class:`PartitionLock` keeps one
+run per partition at a time. Ray workers that read S3 need the same endpoint and credentials:
+:func:`lantern_batch.runtime.init_ray` passes the ``AWS_*`` variables that are set on to them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
+import socket
+import time
 import uuid
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from lantern_batch.errors import InputError
+from lantern_batch.errors import InputError, LockHeldError, NotPublishedError
+from lantern_batch.logs import event, get_logger
+
+log = get_logger(__name__)
 
 S3_PREFIX = "s3://"
+
+MANIFEST = "_manifest.json"
+SUCCESS = "_SUCCESS"
+LATEST = "_LATEST"
+
+
+# --------------------------------------------------------------------------- paths, filesystems
 
 
 def is_s3(path: str) -> bool:
@@ -41,22 +61,25 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def basename(path: str) -> str:
+    """Last component of a local path or URI (trailing slashes ignored)."""
+    return posixpath.basename(str(path).rstrip("/")) if is_s3(path) else os.path.basename(
+        os.path.normpath(path)
+    )
+
+
+def parent(path: str) -> str:
+    """Parent of a local path or URI."""
+    path = str(path).rstrip("/")
+    if is_s3(path):
+        scheme, rest = path.split("://", 1)
+        return f"{scheme}://" + posixpath.dirname(rest)
+    return os.path.dirname(os.path.abspath(path))
+
+
 def s3_endpoint() -> str | None:
     """The S3 endpoint override from the environment, if any."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-
-
-@lru_cache(maxsize=8)
-def _s3fs_for(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
-    kwargs: dict[str, object] = {}
-    if endpoint:
-        scheme = "https" if endpoint.startswith("https") else "http"
-        kwargs["endpoint_override"] = endpoint.split("://", 1)[-1]
-        kwargs["scheme"] = scheme
-        kwargs["allow_bucket_creation"] = True
-    if region:
-        kwargs["region"] = region
-    return pafs.S3FileSystem(**kwargs)
 
 
 def _s3_region() -> str | None:
@@ -78,17 +101,43 @@ def s3fs_filesystem():
     region = _s3_region()
     if region:
         client_kwargs["region_name"] = region
-    # skip_instance_cache: the cached instance would keep an endpoint from an earlier environment.
+    # skip_instance_cache: a cached instance would keep an endpoint from an earlier environment.
     return s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True)
 
 
+@lru_cache(maxsize=8)
+def _s3_filesystem(
+    backend: str, endpoint: str | None, region: str | None, _key_id: str | None
+) -> pafs.FileSystem:
+    # _key_id is only part of the cache key: a changed environment gets a fresh filesystem
+    # (pyarrow resolves the credential chain when the filesystem is built).
+    if backend == "s3fs":
+        return pafs.PyFileSystem(pafs.FSSpecHandler(s3fs_filesystem()))
+    kwargs: dict[str, object] = {}
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint.split("://", 1)[-1]
+        kwargs["scheme"] = "https" if endpoint.startswith("https") else "http"
+        kwargs["allow_bucket_creation"] = True
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem for ``path`` and the path within it."""
+    """The pyarrow filesystem for ``path`` and the path within it (``bucket/key`` on S3)."""
     path = str(path)
     if is_s3(path):
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        return _s3fs_for(s3_endpoint(), region), path.split("://", 1)[1].rstrip("/")
+        backend = os.environ.get("LANTERN_S3_BACKEND", "pyarrow").strip().lower() or "pyarrow"
+        if backend not in ("pyarrow", "s3fs"):
+            raise InputError(f"LANTERN_S3_BACKEND must be 'pyarrow' or 's3fs', got '{backend}'")
+        fs = _s3_filesystem(backend, s3_endpoint(), _s3_region(), os.environ.get("AWS_ACCESS_KEY_ID"))
+        return fs, path.split("://", 1)[1].rstrip("/")
     return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def _uri(path: str, fs_path: str) -> str:
+    """Turn a path inside the filesystem back into the caller's form (``s3://`` kept)."""
+    return "s3://" + fs_path if is_s3(path) else fs_path
 
 
 def exists(path: str) -> bool:
@@ -97,14 +146,27 @@ def exists(path: str) -> bool:
 
 
 def makedirs(path: str) -> None:
+    """Create a local directory tree; a no-op on S3 (prefixes need no marker objects)."""
+    if is_s3(path):
+        return
+    os.makedirs(os.path.abspath(path), exist_ok=True)
+
+
+def list_dir(path: str) -> list[str]:
+    """Names of the files directly inside ``path`` (not recursive), sorted; [] if it is absent."""
     fs, p = filesystem(path)
-    fs.create_dir(p, recursive=True)
+    if fs.get_file_info(p).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(p, recursive=False, allow_not_found=True))
+    return sorted(posixpath.basename(fi.path) for fi in infos if fi.type == pafs.FileType.File)
 
 
 def list_parquet_files(path: str) -> list[str]:
     """Parquet files under ``path`` (a file or a directory, recursively), sorted, as full paths.
 
-    Files whose names start with ``_`` or ``.`` (``_SUCCESS``, staging dirs) are skipped.
+    Files whose names start with ``_`` or ``.`` (``_SUCCESS``, staging files) are skipped. A
+    published partition may hold two generations of files: read those with
+    :func:`read_published` / :func:`published_files`, which follow its manifest.
     """
     fs, p = filesystem(path)
     info = fs.get_file_info(p)
@@ -115,22 +177,30 @@ def list_parquet_files(path: str) -> list[str]:
     sel = pafs.FileSelector(p, recursive=True)
     files = []
     for fi in fs.get_file_info(sel):
-        rel = fi.path[len(p):].lstrip("/")
-        if fi.type != pafs.FileType.File or any(part.startswith(("_", ".")) for part in rel.split("/")):
+        rel = fi.path[len(p) :].lstrip("/")
+        if fi.type != pafs.FileType.File or any(
+            part.startswith(("_", ".")) for part in rel.split("/")
+        ):
             continue
         if fi.path.endswith(".parquet"):
             files.append(fi.path)
-    prefix = "s3://" if is_s3(path) else ""
-    return sorted(prefix + f for f in files)
+    return sorted(_uri(path, f) for f in files)
 
 
-def _dataset(path: str, table: str | None = None) -> pads.Dataset:
-    files = list_parquet_files(path)
+# --------------------------------------------------------------------------- Parquet and text
+
+
+def _dataset(
+    path: str | list[str], table: str | None = None, schema: pa.Schema | None = None
+) -> pads.Dataset:
+    files = list_parquet_files(path) if isinstance(path, str) else list(path)
     if not files:
         what = f"table '{table}'" if table else "input"
         raise InputError(f"{what}: no Parquet files found at {path}")
-    fs, _ = filesystem(path)
-    return pads.dataset([filesystem(f)[1] for f in files], format="parquet", filesystem=fs)
+    fs, _ = filesystem(files[0])
+    return pads.dataset(
+        [filesystem(f)[1] for f in files], format="parquet", filesystem=fs, schema=schema
+    )
 
 
 def dataset_schema(path: str, table: str | None = None) -> pa.Schema:
@@ -143,30 +213,71 @@ def read_table(path: str, columns: list[str] | None = None, table: str | None = 
     return _dataset(path, table).to_table(columns=columns)
 
 
-def write_table(table: pa.Table, directory: str, basename: str | None = None, **kwargs: object) -> str:
-    """Write ``table`` as one Parquet file in ``directory``; returns the file's full path."""
+def write_table(table: pa.Table, directory: str, basename: str | None = None, **kwargs: Any) -> str:
+    """Write ``table`` as one Parquet file in ``directory``; returns the file's full path.
+
+    Locally the file is written under a hidden temporary name and renamed, so readers never
+    see a half-written file; on S3 the object appears whole when its upload completes.
+    """
     name = basename or f"part-{uuid.uuid4().hex[:12]}.parquet"
     target = join(directory, name)
-    fs, p = filesystem(target)
-    fs.create_dir(posixpath.dirname(p) if is_s3(target) else os.path.dirname(p), recursive=True)
-    pq.write_table(table, p, filesystem=fs, compression=kwargs.pop("compression", "zstd"), **kwargs)  # type: ignore[arg-type]
+    compression = kwargs.pop("compression", "zstd")
+    if is_s3(target):
+        fs, p = filesystem(target)
+        pq.write_table(table, p, filesystem=fs, compression=compression, **kwargs)
+        return target
+    target = os.path.abspath(target)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = _tmp_sibling(target)
+    try:
+        pq.write_table(table, tmp, compression=compression, **kwargs)
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
     return target
 
 
 def write_text(path: str, text: str) -> None:
-    """Write a small text file (configs, manifests, markers)."""
-    fs, p = filesystem(path)
-    parent = posixpath.dirname(p) if is_s3(path) else os.path.dirname(p)
-    if parent:
-        fs.create_dir(parent, recursive=True)
-    with fs.open_output_stream(p) as f:
-        f.write(text.encode())
+    """Write a small text file atomically (configs, manifests, markers).
+
+    Local disk: a temporary file in the same directory, fsync, then ``os.replace`` — a reader
+    sees the old content or the new, never a partial file. S3: one PUT, which is atomic.
+    """
+    data = text.encode()
+    if is_s3(path):
+        fs, p = filesystem(path)
+        with fs.open_output_stream(p) as f:
+            f.write(data)
+        return
+    target = os.path.abspath(path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = _tmp_sibling(target)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
 
 
 def read_text(path: str) -> str:
     fs, p = filesystem(path)
     with fs.open_input_stream(p) as f:
         return f.read().decode()
+
+
+def delete_file(path: str, missing_ok: bool = True) -> None:
+    """Delete one file or object."""
+    fs, p = filesystem(path)
+    try:
+        fs.delete_file(p)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
 
 
 def delete_dir(path: str) -> None:
@@ -183,12 +294,462 @@ def local_path(path: str) -> Path:
     return Path(path)
 
 
-def ray_read_parquet(path: str, **kwargs: object):
-    """``ray.data.read_parquet`` over the Parquet files at ``path`` (local or s3)."""
+def ray_read_parquet(path: str | list[str], **kwargs: Any):
+    """``ray.data.read_parquet`` over the Parquet files at ``path`` (local or s3), or over an
+    explicit list of files (e.g. :func:`published_files` of a partition)."""
     import ray.data
 
-    files = list_parquet_files(path)
+    files = list_parquet_files(path) if isinstance(path, str) else list(path)
     if not files:
         raise InputError(f"no Parquet files found at {path}")
-    fs, _ = filesystem(path)
+    fs, _ = filesystem(files[0])
     return ray.data.read_parquet([filesystem(f)[1] for f in files], filesystem=fs, **kwargs)
+
+
+def _tmp_sibling(target: str) -> str:
+    # Hidden name in the same directory: same filesystem for os.replace, skipped by listings.
+    directory, name = os.path.split(target)
+    return os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --------------------------------------------------------------------------- atomic publish
+
+
+def publish_partition(final_dir: str, data_files: list[str], manifest: dict) -> dict:
+    """Publish a partition directory whose data files are already written inside it.
+
+    The layout (DESIGN.md, precompute output)::
+
+        final_dir/part-<run_id>-00000.parquet ...   data files, run-unique names, never rewritten
+        final_dir/_manifest.json                    the files of the published generation
+        final_dir/_SUCCESS                          the run id of that manifest, written last
+
+    Order of operations, and why a reader that follows the contract (wait for ``_SUCCESS``,
+    read the files the manifest lists; :func:`read_published`) sees the old partition or the
+    new one, never a mix, on local disk and on S3 alike:
+
+    1. The new run's data files are already complete under names no earlier run used (local
+       files are renamed into place; S3 objects appear whole). Nothing lists them yet, so
+       readers ignore them.
+    2. ``_manifest.json`` is replaced in one atomic step (local: temp file + ``os.replace``;
+       S3: one PUT, and S3 reads are strongly consistent). The manifest is the only place a
+       generation's file list lives, so any manifest a reader gets names files of one run.
+    3. ``_SUCCESS`` is rewritten with the new run id. ``_SUCCESS`` is *not* removed first:
+       removing it would make readers of a partition that is being re-published wait (or fail)
+       for the whole publish, and a crash in between would leave the partition unpublished
+       although complete data was there. Instead, between steps 2 and 3 ``_SUCCESS`` names the
+       old run and the manifest the new one; a reader compares the two run ids, sees the torn
+       state and retries a moment later.
+    4. Garbage collection: data files in ``final_dir`` that are in neither the new manifest nor
+       the previous one are deleted. Files of the previous generation stay, so a slow reader
+       that read the old manifest just before step 2 still finds every file it lists; the
+       generation before that (and leftovers of crashed runs) goes. A reader that is slower
+       than two publishes gets FileNotFound and retries against the current manifest.
+
+    A crash after step 2 leaves ``_SUCCESS`` and the manifest disagreeing; readers report the
+    partition as not (fully) published until a rerun publishes again.
+
+    Args:
+        final_dir: The partition directory (local or ``s3://``), e.g. ``OUT/scores/ds=2026-11-24``.
+        data_files: Full paths of this run's data files; each must sit directly in ``final_dir``
+            under a name that no published generation uses (put the run id in it).
+        manifest: The manifest; must hold ``run_id``. ``files`` (the data files' basenames,
+            sorted) is added.
+
+    Returns:
+        The manifest as written.
+
+    Raises:
+        ValueError: no ``run_id``, a data file outside ``final_dir`` or missing, or a name that
+            the current published manifest already lists under another run.
+    """
+    run_id = str(manifest.get("run_id") or "")
+    if not run_id or any(c.isspace() for c in run_id):
+        raise ValueError("publish_partition: manifest needs a non-empty run_id without spaces")
+    final_dir = str(final_dir).rstrip("/")
+    names = []
+    for f in data_files:
+        if parent(f).rstrip("/") != parent(join(final_dir, "x")).rstrip("/"):
+            raise ValueError(f"publish_partition: data file {f} is not directly in {final_dir}")
+        name = basename(f)
+        if name.startswith(("_", ".")):
+            raise ValueError(f"publish_partition: data file name {name} starts with '_' or '.'")
+        names.append(name)
+    present = set(list_dir(final_dir))
+    missing = sorted(set(names) - present)
+    if missing:
+        raise ValueError(f"publish_partition: {len(missing)} data files missing, e.g. {missing[0]}")
+
+    previous = _read_manifest(final_dir)
+    keep_previous: set[str] = set()
+    if previous is not None and str(previous.get("run_id")) != run_id:
+        keep_previous = set(previous.get("files", []))
+        reused = sorted(keep_previous & set(names))
+        if reused:
+            raise ValueError(
+                f"publish_partition: {len(reused)} data file names (e.g. {reused[0]}) are already "
+                f"published by run {previous.get('run_id')}; data file names must be run-unique"
+            )
+
+    written = {**manifest, "run_id": run_id, "files": sorted(names)}
+    write_text(join(final_dir, MANIFEST), json.dumps(written, indent=2, sort_keys=True, default=str))
+    write_text(join(final_dir, SUCCESS), run_id + "\n")
+
+    keep = set(names) | keep_previous
+    removed = 0
+    for name in present:
+        if name.startswith(("_", ".")) or name in keep:
+            continue
+        delete_file(join(final_dir, name))
+        removed += 1
+    event(log, "publish.done", dir=final_dir, run_id=run_id, files=len(names),
+          kept_previous=len(keep_previous), removed=removed)
+    return written
+
+
+def _read_manifest(final_dir: str) -> dict | None:
+    try:
+        return json.loads(read_text(join(final_dir, MANIFEST)))
+    except FileNotFoundError:
+        return None
+
+
+def _read_success(final_dir: str) -> str | None:
+    try:
+        return read_text(join(final_dir, SUCCESS)).strip()
+    except FileNotFoundError:
+        return None
+
+
+def published_files(
+    final_dir: str, wait_s: float = 0, *, poll_s: float = 0.2, torn_grace_s: float = 10.0
+) -> tuple[dict, list[str]]:
+    """The manifest of a published partition and the full paths of the files it lists.
+
+    Follows the contract: waits up to ``wait_s`` for ``_SUCCESS``; retries while ``_SUCCESS``
+    and the manifest name different runs (a publish is between its two writes; given at least
+    ``torn_grace_s`` to settle). Use this to hand a partition to Ray Data
+    (``ray_read_parquet(files)``); :func:`read_published` reads it in the driver.
+
+    Raises:
+        NotPublishedError: no ``_SUCCESS`` after ``wait_s``, or a publish that stays torn.
+    """
+    final_dir = str(final_dir).rstrip("/")
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        success = _read_success(final_dir)
+        manifest = _read_manifest(final_dir) if success is not None else None
+        if success is not None and manifest is not None and str(manifest.get("run_id")) == success:
+            return manifest, [join(final_dir, n) for n in manifest.get("files", [])]
+        if success is None:
+            if elapsed >= wait_s:
+                raise NotPublishedError(f"{final_dir} is not published (no {SUCCESS})")
+        elif elapsed >= max(wait_s, torn_grace_s):
+            found = manifest.get("run_id") if manifest else "no manifest"
+            raise NotPublishedError(
+                f"{final_dir}: {SUCCESS} names run {success} but {MANIFEST} has {found}; a publish "
+                "is in progress or was interrupted (rerun the job for this partition)"
+            )
+        time.sleep(poll_s)
+
+
+def read_published(
+    final_dir: str,
+    wait_s: float = 0,
+    *,
+    columns: list[str] | None = None,
+    schema: pa.Schema | None = None,
+    poll_s: float = 0.2,
+    torn_grace_s: float = 10.0,
+) -> pa.Table:
+    """Read a published partition the way the contract says readers must.
+
+    Waits for ``_SUCCESS`` (up to ``wait_s``), reads the manifest, checks that both name the
+    same run (else a publish is half-way: retry), reads exactly the files the manifest lists,
+    and retries from the top if one of them has been garbage-collected by a newer publish.
+
+    Args:
+        final_dir: The partition directory.
+        wait_s: How long to wait for ``_SUCCESS`` to appear.
+        columns: Columns to read (all by default).
+        schema: Schema of the result when the manifest lists no files (else an empty table
+            without columns is returned), and the schema files are read with.
+        poll_s: Sleep between retries.
+        torn_grace_s: How long a torn state (run ids differ) may last before giving up.
+
+    Raises:
+        NotPublishedError: not published within ``wait_s``, or torn for longer than
+            ``torn_grace_s``.
+    """
+    start = time.monotonic()
+    while True:
+        remaining = max(0.0, wait_s - (time.monotonic() - start))
+        manifest, files = published_files(
+            final_dir, remaining, poll_s=poll_s, torn_grace_s=torn_grace_s
+        )
+        if not files:
+            return schema.empty_table() if schema is not None else pa.table({})
+        try:
+            table = _dataset(files, schema=schema).to_table(columns=columns)
+        except FileNotFoundError:
+            # A newer publish garbage-collected this generation while we read it.
+            if time.monotonic() - start > max(wait_s, torn_grace_s):
+                raise
+            time.sleep(poll_s)
+            continue
+        return table
+
+
+def write_latest(base: str, ds: str) -> str:
+    """Point ``base/_LATEST`` at the newest published ds (atomic write).
+
+    ``_LATEST`` never moves backwards: republishing an older ds keeps a newer one named
+    (``YYYY-MM-DD`` strings sort by date). Returns the ds that ``_LATEST`` names afterwards.
+    """
+    ds = str(ds).strip()
+    current = read_latest(base)
+    newest = max(ds, current) if current else ds
+    if newest != current:
+        write_text(join(base, LATEST), newest + "\n")
+    return newest
+
+
+def read_latest(base: str) -> str | None:
+    """The ds named by ``base/_LATEST``, or None when nothing has been published."""
+    try:
+        return read_text(join(base, LATEST)).strip() or None
+    except FileNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------- partition lock
+
+
+class PartitionLock:
+    """One run per partition at a time: a lock file/object with an owner and a time to live.
+
+    Local disk: created with ``os.open(O_CREAT | O_EXCL)``, which fails if the file exists.
+    S3: a conditional ``PutObject`` with ``If-None-Match: *`` (AWS S3 since 2024; moto_server
+    supports it), which fails with 412 if the object exists. Either way exactly one contender
+    creates the lock.
+
+    A lock older than its holder's ``ttl_s`` (both recorded in the lock; a lock without them
+    ages by file time and the contender's ``ttl_s``) is stale: its holder is presumed dead, and the lock is broken with a logged warning. Breaking is itself atomic —
+    locally the stale file is renamed away (one contender wins; a contender that finds it moved
+    a fresh lock puts it back and gives up), on S3 the stale object is overwritten with
+    ``If-Match: <its ETag>``. Long runs keep the lock fresh with :meth:`refresh`.
+
+    Release deletes the lock only if this holder still owns it (its token is in it). On S3 the
+    read-then-delete is two requests; a contender can slip in between only after the lock has
+    gone stale, which :meth:`refresh` prevents.
+
+        with PartitionLock(join(out, "scores", "_locks", f"ds={ds}.lock"), owner=run_id, ttl_s=6 * 3600):
+            ... write and publish ds ...
+
+    Raises:
+        LockHeldError: on enter, when another live holder has the lock.
+    """
+
+    def __init__(self, lock_path: str, owner: str, ttl_s: float):
+        self.lock_path = str(lock_path)
+        self.owner = str(owner)
+        self.ttl_s = float(ttl_s)
+        self.token = uuid.uuid4().hex
+        self._etag: str | None = None
+        self.held = False
+
+    # -- public API
+
+    def acquire(self) -> PartitionLock:
+        """Take the lock (breaking a stale one); raises :class:`LockHeldError` when held."""
+        for _ in range(3):  # create; on a stale lock, break it and create again
+            if self._create():
+                self.held = True
+                event(log, "lock.acquired", path=self.lock_path, owner=self.owner)
+                return self
+            info = self._read()
+            if info is None:  # released between our attempt and the read: try again
+                continue
+            content, etag = info
+            age = time.time() - float(content.get("created_at", 0))
+            # The holder's own ttl decides (it knows how long it may hold); ours if it wrote none.
+            ttl = float(content.get("ttl_s", self.ttl_s))
+            if age <= ttl:
+                raise LockHeldError(
+                    f"{self.lock_path} is held by {content.get('owner', '?')} "
+                    f"(host {content.get('host', '?')}, pid {content.get('pid', '?')}, "
+                    f"{age:.0f} s old, ttl {ttl:.0f} s); another run is writing this partition"
+                )
+            log.warning(
+                "lock.stale_broken path=%s previous_owner=%s age_s=%.0f ttl_s=%.0f",
+                self.lock_path, content.get("owner", "?"), age, ttl,
+            )
+            if self._take_over(content, etag):
+                self.held = True
+                event(log, "lock.acquired", path=self.lock_path, owner=self.owner, broke_stale=1)
+                return self
+        raise LockHeldError(f"{self.lock_path}: could not acquire the lock (contended)")
+
+    def refresh(self) -> None:
+        """Renew ``created_at`` so a long run's lock does not go stale."""
+        if not self.held:
+            raise LockHeldError(f"{self.lock_path}: refresh without holding the lock")
+        info = self._read()
+        if info is None or info[0].get("token") != self.token:
+            self.held = False
+            raise LockHeldError(f"{self.lock_path}: the lock was lost (broken as stale?)")
+        body = self._body()
+        if is_s3(self.lock_path):
+            try:
+                self._etag = _s3_put(self.lock_path, body, IfMatch=info[1])
+            except (FileExistsError, OSError) as exc:
+                self.held = False
+                raise LockHeldError(f"{self.lock_path}: the lock was lost during refresh") from exc
+        else:
+            write_text(self.lock_path, body.decode())
+
+    def release(self) -> None:
+        """Delete the lock if this holder still owns it."""
+        if not self.held:
+            return
+        self.held = False
+        info = self._read()
+        if info is None or info[0].get("token") != self.token:
+            log.warning("lock.lost path=%s owner=%s", self.lock_path, self.owner)
+            return
+        delete_file(self.lock_path)
+        event(log, "lock.released", path=self.lock_path, owner=self.owner)
+
+    def __enter__(self) -> PartitionLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- internals
+
+    def _body(self) -> bytes:
+        return json.dumps(
+            {
+                "owner": self.owner,
+                "token": self.token,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "created_at": time.time(),
+                "ttl_s": self.ttl_s,
+            }
+        ).encode()
+
+    def _create(self) -> bool:
+        body = self._body()
+        if is_s3(self.lock_path):
+            try:
+                self._etag = _s3_put(self.lock_path, body, IfNoneMatch="*")
+                return True
+            except FileExistsError:
+                return False
+        path = os.path.abspath(self.lock_path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    def _read(self) -> tuple[dict, str | None] | None:
+        """(content, etag) of the current lock, or None if there is none."""
+        if is_s3(self.lock_path):
+            fs = s3fs_filesystem()
+            key = self.lock_path.split("://", 1)[1]
+            try:
+                # ETag first: if the object changes before we read the body, the conditional
+                # takeover with this ETag fails, which is the safe outcome.
+                etag = fs.info(key)["ETag"]
+                raw = fs.cat_file(key)
+            except FileNotFoundError:
+                return None
+            return _parse_lock(raw, None), etag
+        path = os.path.abspath(self.lock_path)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+            mtime = os.stat(path).st_mtime
+        except FileNotFoundError:
+            return None
+        # A lock whose holder died between create and write is empty: age it by mtime.
+        return _parse_lock(raw, mtime), None
+
+    def _take_over(self, stale: dict, etag: str | None) -> bool:
+        if is_s3(self.lock_path):
+            try:
+                self._etag = _s3_put(self.lock_path, self._body(), IfMatch=etag)
+                return True
+            except (FileExistsError, OSError):
+                return False  # someone else broke or refreshed it first
+        path = os.path.abspath(self.lock_path)
+        moved = f"{path}.stale-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(path, moved)
+        except FileNotFoundError:
+            return False  # another contender broke it; the create loop decides
+        with open(moved, "rb") as f:
+            got = _parse_lock(f.read(), os.stat(moved).st_mtime)
+        if got.get("token") != stale.get("token") or got.get("created_at") != stale.get(
+            "created_at"
+        ):
+            # We moved a lock that another contender had just created: give it back.
+            try:
+                os.link(moved, path)
+            except FileExistsError:
+                pass
+            os.unlink(moved)
+            return False
+        os.unlink(moved)
+        return self._create()
+
+
+def _parse_lock(raw: bytes, mtime: float | None) -> dict:
+    try:
+        content = json.loads(raw.decode() or "{}")
+        if not isinstance(content, dict):
+            content = {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        content = {}
+    if "created_at" not in content:
+        content["created_at"] = mtime if mtime is not None else 0.0
+    return content
+
+
+def _s3_put(uri: str, body: bytes, **conditions: str | None) -> str | None:
+    """One PutObject with conditional headers (``IfNoneMatch``/``IfMatch``); returns the ETag.
+
+    Raises:
+        FileExistsError: the condition failed (HTTP 412).
+    """
+    fs = s3fs_filesystem()
+    key = uri.split("://", 1)[1]
+    bucket, _, obj_key = key.partition("/")
+    kwargs = {k: v for k, v in conditions.items() if v is not None}
+    try:
+        resp = fs.call_s3("put_object", Bucket=bucket, Key=obj_key, Body=body, **kwargs)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if "Precondition" in str(exc) or "412" in str(exc) or getattr(exc, "errno", None) == 22:
+            raise FileExistsError(str(exc)) from exc
+        raise
+    fs.invalidate_cache(key)
+    return resp.get("ETag") if isinstance(resp, dict) else None

@@ -18,6 +18,26 @@ log = get_logger(__name__)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+# S3 endpoint and credential variables handed to Ray workers when the driver has them set (an
+# S3-protocol server such as moto or MinIO, or explicit keys); unset ones are never passed, so a
+# cluster's own credential chain (instance profiles) stays in charge.
+S3_ENV_VARS = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def s3_runtime_env() -> dict[str, object]:
+    """``runtime_env`` carrying the set S3 variables to workers (empty when none is set)."""
+    env_vars = {k: os.environ[k] for k in S3_ENV_VARS if os.environ.get(k)}
+    return {"env_vars": env_vars} if env_vars else {}
+
+
 def init_ray(cfg: RayConfig) -> None:
     """Connect to the configured cluster, the submitting cluster, or start a local Ray."""
     import ray
@@ -25,9 +45,14 @@ def init_ray(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    runtime_env = s3_runtime_env()
+    extra = {"runtime_env": runtime_env} if runtime_env else {}
+    # Names only: the values are credentials.
+    passed = ",".join(sorted(runtime_env.get("env_vars", {}))) or "none"  # type: ignore[arg-type]
     if address:
-        ray.init(address=address, log_to_driver=cfg.log_to_driver)
-        event(log, "ray.joined", address=address, cpus=ray.cluster_resources().get("CPU", 0))
+        ray.init(address=address, log_to_driver=cfg.log_to_driver, **extra)
+        event(log, "ray.joined", address=address, cpus=ray.cluster_resources().get("CPU", 0),
+              s3_env=passed)
     else:
         ray.init(
             address="local",
@@ -35,8 +60,9 @@ def init_ray(cfg: RayConfig) -> None:
             object_store_memory=cfg.object_store_memory,
             include_dashboard=cfg.include_dashboard,
             log_to_driver=cfg.log_to_driver,
+            **extra,
         )
-        event(log, "ray.local_started", cpus=cfg.num_cpus)
+        event(log, "ray.local_started", cpus=cfg.num_cpus, s3_env=passed)
     configure_data_context()
 
 
