@@ -92,7 +92,8 @@ class GenerateConfig(ConfigModel):
     num_pairs: int = Field(3000, gt=0)
     """Candidate (member, job) pairs, spread evenly over members."""
     num_seed: int = Field(1500, ge=0)
-    """Labelled pairs in D_seed, drawn from the pairs (class-balanced towards 30/35/35)."""
+    """Labelled pairs in D_seed, drawn from the pairs (class-balanced towards 30/35/35); capped
+    at num_pairs."""
     candidate_mix: CandidateMix = CandidateMix()
     """Kinds of candidates per member."""
     query_fraction: float = Field(0.3, ge=0, le=1)
@@ -120,16 +121,19 @@ class GenerateConfig(ConfigModel):
     def _check_sizes(self) -> GenerateConfig:
         if self.num_pairs > self.num_members * self.num_jobs:
             raise ValueError("num_pairs exceeds num_members * num_jobs (pairs are unique)")
-        if self.num_seed > self.num_pairs:
-            raise ValueError("num_seed exceeds num_pairs (seed rows are drawn from the pairs)")
         return self
+
+    @property
+    def seed_rows(self) -> int:
+        """Rows D_seed will have: num_seed, at most num_pairs."""
+        return min(self.num_seed, self.num_pairs)
 
     def plan(self) -> list[str]:
         return [
             f"members: {self.num_members} -> {io.join(self.out, 'members')}",
             f"jobs: {self.num_jobs} -> {io.join(self.out, 'jobs')}",
             f"pairs: {self.num_pairs} (~{self.num_pairs / self.num_members:.1f} per member) -> {io.join(self.out, 'pairs')}",
-            f"seed: {self.num_seed} policy-labelled pairs -> {io.join(self.out, 'seed')}",
+            f"seed: {self.seed_rows} policy-labelled pairs -> {io.join(self.out, 'seed')}",
             f"apply_log: one event per pair -> {io.join(self.out, 'apply_log')}",
             f"bad rows injected: {self.inject_bad_rows:.1%} of members/jobs/pairs",
         ]
@@ -293,10 +297,25 @@ class WorldState:
 WORKPLACE = ("onsite", "hybrid", "remote")
 
 
+#: Order in which families enter a small world: one per sector first, so even 3 families differ.
+FAMILY_ORDER = ("software_engineering", "nursing", "accounting", "sales", "electrical_trades",
+                "operations_logistics", "teaching", "marketing", "data_science",
+                "healthcare_administration", "financial_analysis", "construction", "human_resources",
+                "cloud_infrastructure", "product_design")
+assert sorted(FAMILY_ORDER) == sorted(FAMILY_NAMES)
+
+
+def active_families(num_jobs: int) -> tuple[str, ...]:
+    """Families present in a world: all 15 from 150 jobs up; fewer (at least 3) in tiny worlds so
+    each family still has jobs at several seniority levels to draw strong candidates from."""
+    return FAMILY_ORDER[: max(3, min(len(FAMILY_ORDER), num_jobs // 10))]
+
+
 def draw_state(cfg: GenerateConfig) -> WorldState:
     """Draw the compact attributes of all members and jobs (vectorised, a few bytes each)."""
     rng = np.random.default_rng([cfg.seed, 0])
-    fw = np.array([FAMILY_WEIGHTS[n] for n in FAMILY_NAMES])
+    active = set(active_families(cfg.num_jobs))
+    fw = np.array([FAMILY_WEIGHTS[n] if n in active else 0.0 for n in FAMILY_NAMES])
     fw = fw / fw.sum()
     cw = np.array(CITY_WEIGHTS) / sum(CITY_WEIGHTS)
     msw = np.array(MEMBER_SENIORITY_WEIGHTS) / sum(MEMBER_SENIORITY_WEIGHTS)
@@ -689,18 +708,37 @@ def _member_candidates(cfg: GenerateConfig, state: WorldState, pools: _Pools, i:
                           | ((state.j_workplace[strong] == 2) & (CITY_COUNTRY[j_city] == CITY_COUNTRY[city]))]
     else:
         workable = strong
+    pools_by_kind = {"workable": workable, "strong": strong, "partial": partial, "poor": poor}
+    orders: dict[str, list[int]] = {}
+
+    def take(kind: str) -> int:
+        """Next job of a kind not chosen yet (sampled without replacement), or -1."""
+        if kind not in orders:
+            pool = pools_by_kind[kind]
+            orders[kind] = [int(pool[x]) for x in rng.sample(range(len(pool)), min(len(pool), k))][::-1]
+        order = orders[kind]
+        while order:
+            job = order.pop()
+            if job not in chosen:
+                return job
+        return -1
+
     for _ in range(k):
         r = rng.random()
-        pool = (workable if len(workable) and rng.random() < 0.7 else strong) if r < mix[0] else partial if r < mix[1] else poor
+        if r < mix[0]:
+            # Most strong candidates are where the member can work.
+            kinds = ("workable", "strong") if rng.random() < 0.7 else ("strong", "workable")
+            kinds += ("partial", "poor")
+        elif r < mix[1]:
+            kinds = ("partial", "strong", "poor")
+        else:
+            kinds = ("poor", "partial", "strong")
         job = -1
-        for _attempt in range(4):
-            if len(pool) == 0:
+        for kind in kinds:  # an exhausted kind falls through to the next closest one
+            job = take(kind)
+            if job >= 0:
                 break
-            cand = int(pool[rng.randrange(len(pool))])
-            if cand not in chosen:
-                job = cand
-                break
-        while job < 0 or job in chosen:  # fall back to any job not yet chosen (k <= num_jobs)
+        while job < 0 or job in chosen:  # every pool exhausted: any job not chosen (k <= num_jobs)
             job = rng.randrange(cfg.num_jobs)
         query = None
         if rng.random() < cfg.query_fraction:
@@ -757,7 +795,7 @@ def apply_probability(total: np.ndarray, propensity: np.ndarray) -> np.ndarray:
 
 
 def _pairs_chunk_tables(cfg: GenerateConfig, state: WorldState, m_idx: list[int], j_idx: list[int],
-                        queries: list[str | None], bad: list[tuple[int, int]]) -> tuple[pa.Table, pa.Table]:
+                        queries: list[str | None], bad: list[tuple[int, int, int]]) -> tuple[pa.Table, pa.Table]:
     m = np.asarray(m_idx, dtype=np.int64)
     j = np.asarray(j_idx, dtype=np.int64)
     mids = [member_id(x) for x in m_idx]
@@ -776,16 +814,16 @@ def _pairs_chunk_tables(cfg: GenerateConfig, state: WorldState, m_idx: list[int]
     if bad:
         # Insert bad rows after the row they were derived from (ids only, never in apply_log).
         mids, jids, queries = list(mids), list(jids), list(queries)
-        for pos, kind in reversed(bad):
+        for pos, kind, g in reversed(bad):
             bm, bj, bq = mids[pos], jids[pos], queries[pos]
             if kind == 0:
                 bm = None
             elif kind == 1:
                 bj = None
             elif kind == 2:
-                bm = f"m9{pos:07d}-unknown"
+                bm = f"m9{g:09d}-unknown"
             elif kind == 3:
-                bj = f"j9{pos:06d}-unknown"
+                bj = f"j9{g:09d}-unknown"
             # kind 4: a duplicate of the pair (the first occurrence is kept)
             mids.insert(pos + 1, bm)
             jids.insert(pos + 1, bj)
@@ -799,7 +837,7 @@ def _pairs_chunk_tables(cfg: GenerateConfig, state: WorldState, m_idx: list[int]
 def _seed_candidates(cfg: GenerateConfig) -> np.ndarray:
     """Sorted global pair indices considered for D_seed (about 3x num_seed, without
     materialising a permutation of all pairs)."""
-    want = min(cfg.num_pairs, max(cfg.num_seed * 3, cfg.num_seed))
+    want = min(cfg.num_pairs, cfg.seed_rows * 3)
     if want == 0:
         return np.zeros(0, dtype=np.int64)
     if want * 2 >= cfg.num_pairs:
@@ -829,7 +867,7 @@ def _write_pairs(cfg: GenerateConfig, state: WorldState) -> tuple[dict[str, int]
     buf_m: list[int] = []
     buf_j: list[int] = []
     buf_q: list[str | None] = []
-    buf_bad: list[tuple[int, int]] = []
+    buf_bad: list[tuple[int, int, int]] = []
     part = 0
     progress = Progress(log, "pairs", total=cfg.num_pairs, every_s=10.0)
 
@@ -860,7 +898,8 @@ def _write_pairs(cfg: GenerateConfig, state: WorldState) -> tuple[dict[str, int]
                 seed_pairs.append((i, j))
                 seed_pos += 1
             if dirty and bad_u[n] < cfg.inject_bad_rows:
-                buf_bad.append((len(buf_m), int(_uniform(cfg.seed, _BAD * 10 + 4, np.array([g], dtype=np.uint64))[0] * N_BAD_PAIR_KINDS)))
+                kind = int(_uniform(cfg.seed, _BAD * 10 + 4, np.array([g], dtype=np.uint64))[0] * N_BAD_PAIR_KINDS)
+                buf_bad.append((len(buf_m), kind, g))
             buf_m.append(i)
             buf_j.append(j)
             buf_q.append(q)
@@ -892,8 +931,9 @@ def _write_seed(cfg: GenerateConfig, state: WorldState, candidates: list[tuple[i
         scored.append((i, j, score_pair(members[i], jobs[j])))
     order = list(range(len(scored)))
     random.Random(cfg.seed * 7919 + _SEED).shuffle(order)
-    quota = {lab: int(round(cfg.num_seed * share)) for lab, share in SEED_TARGET_SHARES.items()}
-    quota["Low"] = cfg.num_seed - quota["High"] - quota["Medium"]
+    n_seed = cfg.seed_rows
+    quota = {lab: int(round(n_seed * share)) for lab, share in SEED_TARGET_SHARES.items()}
+    quota["Low"] = n_seed - quota["High"] - quota["Medium"]
     keep: list[int] = []
     taken: Counter = Counter()
     for o in order:
@@ -901,9 +941,9 @@ def _write_seed(cfg: GenerateConfig, state: WorldState, candidates: list[tuple[i
         if taken[lab] < quota[lab]:
             keep.append(o)
             taken[lab] += 1
-    if len(keep) < cfg.num_seed:  # a class is short: top up from the rest, in the same order
+    if len(keep) < n_seed:  # a class is short: top up from the rest, in the same order
         kept = set(keep)
-        keep += [o for o in order if o not in kept][: cfg.num_seed - len(keep)]
+        keep += [o for o in order if o not in kept][: n_seed - len(keep)]
     keep.sort()
     rows = []
     for o in keep:
