@@ -1,0 +1,87 @@
+"""Configuration of ``lantern-batch evaluate`` (light module: no heavy imports).
+
+    lantern-batch evaluate --config configs/demo_evaluate.yaml
+    lantern-batch evaluate --labels runs/demo --scores runs/demo --out runs/demo/report
+
+Every input is optional in the sense that a missing one turns its report section into
+"not available"; the defaults are the local demo's layout under ``runs/demo/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from lantern_batch.config import ConfigModel, InputTables
+
+
+class EvaluateConfig(ConfigModel):
+    """Compare the students (precompute output) with the teacher and write the HTML report."""
+
+    SHORTCUTS: ClassVar[dict[str, str]] = {
+        "--members": "inputs.members",
+        "--jobs": "inputs.jobs",
+        "--pairs": "inputs.pairs",
+        "--out": "out",
+        "--labels": "labels",
+        "--scores": "scores",
+        "--ds": "ds",
+    }
+
+    inputs: InputTables = InputTables()
+    """Members (their ``skills`` back the skill-claim check) and jobs (their
+    ``required_skills`` join the skill vocabulary). ``pairs`` is not read."""
+    seed: str | None = "runs/demo/data/seed"
+    """D_seed (the seed labels), for the label distribution per stage; None: skip."""
+    labels: str = "runs/demo"
+    """Output directory of ``synthesize``: holds ``labels/teacher=NAME/`` and, with several
+    teachers, ``fused/``."""
+    teacher: str | None = None
+    """Which teacher's labels the students are compared with: a NAME under
+    ``labels/teacher=NAME/``, or ``fused``. None: ``fused`` when it exists, else the only
+    teacher (the first by name when there are several)."""
+    scores: str = "runs/demo"
+    """OUTPUT directory of ``precompute`` (holds ``scores/ds=…/``)."""
+    ds: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    """Partition of ``scores`` to evaluate (YYYY-MM-DD); None: the one ``scores/_LATEST`` names."""
+    classifier: str | None = "runs/demo/models/classifier"
+    """Exported classifier directory; its ``metrics.json`` (held-out metrics) is shown."""
+    explainer: str | None = "runs/demo/models/explainer"
+    """Exported explainer directory; its ``metrics.json`` (ROUGE vs the base model) is shown."""
+    teacher_model: str | None = "runs/demo/models/teacher"
+    """Exported teacher-SFT directory; its ``metrics.json`` (agreement with D_seed before and
+    after SFT) is shown."""
+    out: str = "runs/demo/report"
+    """Report directory: ``index.html`` (self-contained) and ``metrics.json``."""
+    calibration_bins: int = Field(10, ge=2, le=50)
+    """Equal-width confidence bins of the reliability curve and ECE."""
+    max_pairs: int = Field(2_000_000, gt=0)
+    """Most (teacher, student) pairs compared; above it a deterministic sample (by pair key hash)
+    is taken so memory stays bounded. Label columns only: ~100 bytes a pair."""
+    max_explanations: int = Field(20_000, gt=0)
+    """Most explanations read for ROUGE, consistency and skill claims (a deterministic sample
+    of the compared pairs); ROUGE costs ~1 ms a pair."""
+    num_examples: int = Field(8, ge=0, le=200)
+    """Explanation examples shown side by side with the teacher's."""
+    title: str = "lantern_batch evaluation"
+    """Report title."""
+
+    @field_validator("ds", mode="before")
+    @classmethod
+    def _ds_as_text(cls, value: object) -> object:
+        # YAML (files and --set values alike) reads 2026-11-24 as a date.
+        return value.isoformat() if isinstance(value, dt.date) else value
+
+    def plan(self) -> list[str]:
+        """What ``run`` reads and writes (printed by ``--dry-run``)."""
+        teacher = self.teacher or "fused, else the only teacher"
+        return [
+            f"read teacher labels from {self.labels}/labels/ ({teacher})",
+            f"read precompute scores from {self.scores}/scores/ (ds {self.ds or '_LATEST'})",
+            f"read members {self.inputs.members} and jobs {self.inputs.jobs} (skill vocabulary)",
+            "read metrics.json of: " + (", ".join(
+                p for p in (self.teacher_model, self.classifier, self.explainer) if p) or "none"),
+            f"write {self.out}/index.html and {self.out}/metrics.json",
+        ]

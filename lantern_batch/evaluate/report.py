@@ -1,0 +1,455 @@
+"""The evaluation report: one self-contained HTML file with embedded PNG plots.
+
+    html = render_report(results, title="lantern_batch evaluation")
+
+``results`` is what :func:`lantern_batch.evaluate.job.compute_results` returns. Plots are drawn
+with matplotlib's Agg backend and embedded as base64 ``data:`` URIs; the page loads no external
+asset (no scripts, fonts or stylesheets from the network), so it can be mailed or opened from
+S3 as is. Every section renders from whatever is available and says "not available" (with the
+reason) otherwise. All text from the data (explanations, ids) is HTML-escaped by Jinja2.
+"""
+
+from __future__ import annotations
+
+import base64
+import io as _io
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, select_autoescape
+
+from lantern_batch.schema import FIT_LABELS
+
+# Colours per stage/label, readable in print and for the common colour-vision deficiencies
+# (Okabe-Ito palette).
+STAGE_COLOURS = {"seed": "#999999", "teacher": "#E69F00", "student": "#0072B2"}
+LABEL_COLOURS = {"High": "#009E73", "Medium": "#E69F00", "Low": "#D55E00"}
+
+
+def _figure(width: float = 5.0, height: float = 3.6):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    return plt, fig, ax
+
+
+def _png(plt, fig) -> str:
+    buf = _io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plot_confusion(confusion: list[list[int]]) -> str:
+    """Heatmap of the confusion matrix: colour = row share, text = count and row share."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    plt, fig, ax = _figure(4.6, 3.9)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.0%}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.6 else "black", fontsize=10)
+    ax.set_xticks(range(len(FIT_LABELS)), FIT_LABELS)
+    ax.set_yticks(range(len(FIT_LABELS)), FIT_LABELS)
+    ax.set_xlabel("student (classifier)")
+    ax.set_ylabel("teacher")
+    ax.set_title("Student vs teacher labels")
+    return _png(plt, fig)
+
+
+def plot_reliability(bins: list[dict[str, Any]], ece: float | None) -> str:
+    """Reliability diagram: accuracy per confidence bin vs the diagonal, with bin counts."""
+    plt, fig, ax = _figure(5.0, 4.0)
+    width = bins[0]["upper"] - bins[0]["lower"]
+    centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
+    acc = [b["accuracy"] if b["accuracy"] is not None else 0.0 for b in bins]
+    ax.bar(centres, acc, width=width * 0.9, color=STAGE_COLOURS["student"], alpha=0.85, label="accuracy")
+    gap = [(c, b["confidence"], b["accuracy"]) for c, b in zip(centres, bins, strict=True) if b["count"]]
+    for c, conf, a in gap:
+        ax.plot([c, c], [a, conf], color="#D55E00", linewidth=2)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("student confidence (probability of its label)")
+    ax.set_ylabel("agreement with the teacher")
+    ax.set_title(f"Calibration (ECE {ece:.3f})" if ece is not None else "Calibration")
+    twin = ax.twinx()
+    twin.plot(centres, [b["count"] for b in bins], color="#555555", marker="o", markersize=3,
+              linewidth=1, label="pairs per bin")
+    twin.set_ylabel("pairs per bin")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=8)
+    return _png(plt, fig)
+
+
+def plot_distributions(dists: dict[str, dict[str, Any] | None]) -> str | None:
+    """Grouped bars: share of each fit label per stage (seed, teacher, student)."""
+    stages = [s for s in ("seed", "teacher", "student") if dists.get(s) and dists[s].get("n")]
+    if not stages:
+        return None
+    plt, fig, ax = _figure(5.4, 3.6)
+    x = np.arange(len(FIT_LABELS))
+    width = 0.8 / len(stages)
+    for k, stage in enumerate(stages):
+        shares = [dists[stage]["shares"][name] or 0.0 for name in FIT_LABELS]
+        ax.bar(x + (k - (len(stages) - 1) / 2) * width, shares, width, color=STAGE_COLOURS[stage],
+               label=f"{stage} (n={dists[stage]['n']:,})")
+    ax.set_xticks(x, FIT_LABELS)
+    ax.set_ylabel("share of pairs")
+    ax.set_ylim(0, 1)
+    ax.set_title("Label distribution per stage")
+    ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def plot_rates(items: list[tuple[str, float | None]], title: str, xlabel: str, limit_one: bool = True) -> str | None:
+    """Horizontal bars for a few named values (rates in [0, 1] or throughputs)."""
+    items = [(name, v) for name, v in items if v is not None]
+    if not items:
+        return None
+    plt, fig, ax = _figure(5.6, 0.9 + 0.42 * len(items))
+    names = [n for n, _ in items][::-1]
+    values = [v for _, v in items][::-1]
+    bars = ax.barh(names, values, color=STAGE_COLOURS["student"])
+    for bar, v in zip(bars, values, strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {_fmt(v)}", va="center", fontsize=8)
+    if limit_one:
+        ax.set_xlim(0, 1.15)
+    else:
+        ax.set_xlim(0, max(values) * 1.25 if max(values) > 0 else 1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _png(plt, fig)
+
+
+def _fmt(value: Any) -> str:
+    """Numbers to 4 significant digits (thousands separated), None as 'n/a'."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "n/a"
+        return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+    return str(value)
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """A nested dict as (dotted key, display value) rows; lists shown as compact JSON."""
+    rows: list[tuple[str, str]] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            rows += _flatten(v, f"{prefix}{k}.")
+        return rows
+    if isinstance(obj, list):
+        text = json.dumps(obj)
+        return [(prefix[:-1], text if len(text) <= 160 else text[:157] + "...")]
+    return [(prefix[:-1], _fmt(obj))]
+
+
+def build_plots(results: dict[str, Any]) -> dict[str, str | None]:
+    """Every plot of the report as base64 PNG (None where its data is not available)."""
+    plots: dict[str, str | None] = {}
+    agreement = results.get("agreement", {})
+    plots["confusion"] = plot_confusion(agreement["confusion"]) if agreement.get("available") else None
+    calibration = results.get("calibration", {})
+    plots["calibration"] = (plot_reliability(calibration["bins"], calibration.get("ece"))
+                            if calibration.get("available") else None)
+    plots["distributions"] = plot_distributions(results.get("distributions", {}))
+    rouge = results.get("rouge", {})
+    explainer = (results.get("training") or {}).get("explainer") or {}
+    rouge_items: list[tuple[str, float | None]] = []
+    if rouge.get("available"):
+        rouge_items += [(f"{k} (student vs teacher)", rouge.get(k)) for k in ("rouge1", "rouge2", "rougeL")]
+    rouge_items += [(f"{k} (explainer metrics.json)", v) for k, v in _numbers(explainer)
+                    if "rouge" in k.lower() and 0.0 <= v <= 1.0]
+    plots["rouge"] = plot_rates(rouge_items, "ROUGE F-measure", "F-measure") if rouge_items else None
+    expl_items: list[tuple[str, float | None]] = []
+    consistency = results.get("consistency", {})
+    if consistency.get("available"):
+        expl_items += [("consistency: student", consistency["student"]["rate"]),
+                       ("consistency: teacher", consistency["teacher"]["rate"])]
+    claims = results.get("skill_claims", {})
+    if claims.get("available"):
+        expl_items += [("unsupported skill claims: student", claims["student"]["rate"]),
+                       ("unsupported skill claims: teacher", claims["teacher"]["rate"])]
+    plots["explanations"] = plot_rates(expl_items, "Explanation checks", "share of explanations")
+    throughput = results.get("throughput", {})
+    rate_items = [(f"{r['stage']}: {r['metric']}", r["value"]) for r in throughput.get("rows", []) if r["kind"] == "rate"]
+    plots["throughput"] = (plot_rates(rate_items[:16], "Throughput per stage", "per second", limit_one=False)
+                           if rate_items else None)
+    return plots
+
+
+def _numbers(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) for every number in a nested dict."""
+    if isinstance(obj, dict):
+        return [item for k, v in obj.items() for item in _numbers(v, f"{prefix}{k}.")]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return [(prefix[:-1], float(obj))]
+    return []
+
+
+TEMPLATE = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+  body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1d2733; background: #f5f7fa; }
+  header { background: #0b3d62; color: #fff; padding: 18px 32px; }
+  header h1 { margin: 0; font-size: 22px; }
+  header p { margin: 4px 0 0; opacity: .85; font-size: 13px; }
+  main { padding: 16px 32px 48px; max-width: 1200px; }
+  section { background: #fff; border: 1px solid #dde3ea; border-radius: 6px; padding: 14px 20px; margin: 16px 0; }
+  h2 { font-size: 18px; margin: 0 0 10px; color: #0b3d62; }
+  h3 { font-size: 15px; margin: 14px 0 6px; }
+  .cards { display: flex; flex-wrap: wrap; gap: 12px; }
+  .card { flex: 1 1 150px; background: #fff; border: 1px solid #dde3ea; border-radius: 6px; padding: 10px 14px; }
+  .card .v { font-size: 24px; font-weight: 600; color: #0b3d62; }
+  .card .k { font-size: 12px; color: #5a6b7d; }
+  .row { display: flex; flex-wrap: wrap; gap: 20px; align-items: flex-start; }
+  img.plot { max-width: 100%; border: 1px solid #eef1f5; }
+  table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
+  th, td { border-bottom: 1px solid #e6eaef; padding: 4px 10px; text-align: left; vertical-align: top; }
+  th { background: #f0f3f7; }
+  td.num { text-align: right; font-variant-numeric: tabular-nums; }
+  .na { color: #8a5a00; background: #fff6e0; border: 1px solid #f0d9a8; padding: 6px 10px; border-radius: 4px; display: inline-block; }
+  .note { color: #5a6b7d; font-size: 12px; }
+  .lbl { font-weight: 600; padding: 1px 6px; border-radius: 3px; color: #fff; font-size: 12px; }
+  .lbl-High { background: #009E73; } .lbl-Medium { background: #b87800; } .lbl-Low { background: #D55E00; }
+  table.examples td { width: 40%; } table.examples td.meta { width: 20%; }
+</style>
+</head>
+<body>
+<header>
+  <h1>{{ title }}</h1>
+  <p>Generated {{ generated }} &middot; teacher: {{ r.inputs.teacher or "n/a" }} &middot; scores ds: {{ r.inputs.ds or "n/a" }}
+     &middot; config {{ r.config_hash or "" }}</p>
+</header>
+<main>
+
+{% macro na(section) -%}
+<p class="na">Not available: {{ section.reason }}</p>
+{%- endmacro %}
+{% macro plot(name, alt) -%}
+{% if plots[name] %}<img class="plot" data-plot="{{ name }}" alt="{{ alt }}" src="data:image/png;base64,{{ plots[name] }}">{% endif %}
+{%- endmacro %}
+
+<section id="summary">
+  <h2>Summary</h2>
+  <div class="cards">
+    <div class="card"><div class="v">{{ fmt(r.agreement.pairs) if r.agreement.available else "n/a" }}</div><div class="k">pairs compared (teacher &amp; student)</div></div>
+    <div class="card"><div class="v">{{ pct(r.agreement.accuracy) if r.agreement.available else "n/a" }}</div><div class="k">student-teacher accuracy</div></div>
+    <div class="card"><div class="v">{{ fmt(r.agreement.macro_f1) if r.agreement.available else "n/a" }}</div><div class="k">macro-F1</div></div>
+    <div class="card"><div class="v">{{ fmt(r.calibration.ece) if r.calibration.available else "n/a" }}</div><div class="k">ECE (calibration error)</div></div>
+    <div class="card"><div class="v">{{ fmt(r.rouge.rougeL) if r.rouge.available else "n/a" }}</div><div class="k">ROUGE-L vs teacher</div></div>
+    <div class="card"><div class="v">{{ pct(r.consistency.student.rate) if r.consistency.available else "n/a" }}</div><div class="k">label/explanation consistency</div></div>
+    <div class="card"><div class="v">{{ pct(r.skill_claims.student.rate) if r.skill_claims.available else "n/a" }}</div><div class="k">explanations claiming unlisted skills</div></div>
+  </div>
+  {% if r.inputs.notes %}
+  <h3>Notes on the inputs</h3>
+  <ul class="note">{% for n in r.inputs.notes %}<li>{{ n }}</li>{% endfor %}</ul>
+  {% endif %}
+</section>
+
+<section id="agreement">
+  <h2>Student vs teacher: fit labels</h2>
+  {% if r.agreement.available %}
+  <p class="note">{{ fmt(r.agreement.pairs) }} pairs labelled by the teacher ({{ r.inputs.teacher }}) and scored by the classifier
+    {%- if r.agreement.sampled %} (a stable sample){% endif %}. They include the pairs the students were trained on; the held-out
+    numbers from training are under <a href="#training">Training</a>.</p>
+  <div class="row">
+    <div>{{ plot("confusion", "confusion matrix of student vs teacher labels") }}</div>
+    <div>
+      <table>
+        <tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>teacher pairs</th></tr>
+        {% for name, s in r.agreement.per_class.items() %}
+        <tr><td><span class="lbl lbl-{{ name }}">{{ name }}</span></td><td class="num">{{ fmt(s.precision) }}</td>
+            <td class="num">{{ fmt(s.recall) }}</td><td class="num">{{ fmt(s.f1) }}</td><td class="num">{{ fmt(s.support) }}</td></tr>
+        {% endfor %}
+        <tr><th>all</th><th colspan="2">accuracy {{ pct(r.agreement.accuracy) }}</th><th>macro-F1 {{ fmt(r.agreement.macro_f1) }}</th><th></th></tr>
+      </table>
+      <p class="note">Mean total variation distance between the student's and the teacher's label probabilities:
+        {{ fmt(r.agreement.mean_tvd) }}</p>
+    </div>
+  </div>
+  {% else %}{{ na(r.agreement) }}{% endif %}
+</section>
+
+<section id="calibration">
+  <h2>Calibration</h2>
+  {% if r.calibration.available %}
+  <div class="row">
+    <div>{{ plot("calibration", "reliability curve of the student's confidence") }}</div>
+    <div>
+      <p class="note">Pairs binned by the classifier's probability of the label it chose; a bar below the diagonal means
+        over-confidence. ECE = &Sigma; (bin pairs / pairs) &middot; |agreement &minus; confidence| = <b>{{ fmt(r.calibration.ece) }}</b>.</p>
+      <table>
+        <tr><th>confidence</th><th>pairs</th><th>mean confidence</th><th>agreement</th></tr>
+        {% for b in r.calibration.bins if b.count %}
+        <tr><td>{{ "%.2f"|format(b.lower) }}&ndash;{{ "%.2f"|format(b.upper) }}</td><td class="num">{{ fmt(b.count) }}</td>
+            <td class="num">{{ fmt(b.confidence) }}</td><td class="num">{{ fmt(b.accuracy) }}</td></tr>
+        {% endfor %}
+      </table>
+    </div>
+  </div>
+  {% else %}{{ na(r.calibration) }}{% endif %}
+</section>
+
+<section id="distributions">
+  <h2>Label distribution per stage</h2>
+  {% if plots.distributions %}
+  <div class="row">
+    <div>{{ plot("distributions", "label distribution per stage") }}</div>
+    <table>
+      <tr><th>stage</th><th>pairs</th>{% for name in labels %}<th>{{ name }}</th>{% endfor %}</tr>
+      {% for stage in ["seed", "teacher", "student"] %}{% set d = r.distributions[stage] %}
+      <tr><td>{{ stage }}</td>
+      {% if d %}<td class="num">{{ fmt(d.n) }}</td>{% for name in labels %}<td class="num">{{ pct(d.shares[name]) }}</td>{% endfor %}
+      {% else %}<td colspan="4"><span class="na">not available</span></td>{% endif %}</tr>
+      {% endfor %}
+    </table>
+  </div>
+  {% else %}<p class="na">Not available: no seed labels, teacher labels or scores were found</p>{% endif %}
+</section>
+
+<section id="explanations">
+  <h2>Explanations</h2>
+  <h3>ROUGE against the teacher</h3>
+  {% if r.rouge.available %}
+  <div class="row">
+    <div>{{ plot("rouge", "ROUGE F-measure of student explanations") }}</div>
+    <table>
+      <tr><th></th><th>ROUGE-1</th><th>ROUGE-2</th><th>ROUGE-L</th><th>pairs</th></tr>
+      <tr><td>student vs teacher (shared pairs)</td><td class="num">{{ fmt(r.rouge.rouge1) }}</td><td class="num">{{ fmt(r.rouge.rouge2) }}</td>
+          <td class="num">{{ fmt(r.rouge.rougeL) }}</td><td class="num">{{ fmt(r.rouge.n) }}</td></tr>
+    </table>
+  </div>
+  <p class="note">F-measure, Porter stemming (rouge-score). {{ fmt(r.rouge.explained_pairs) }} of {{ fmt(r.rouge.pairs_sampled) }} sampled
+    shared pairs carry a student explanation (precompute explains the pairs its policy selects).</p>
+  {% else %}{{ na(r.rouge) }}{% endif %}
+
+  <h3>Label/explanation consistency and skill claims</h3>
+  {% if r.consistency.available %}
+  <div class="row">
+    <div>{{ plot("explanations", "explanation consistency and unsupported skill claims") }}</div>
+    <table>
+      <tr><th></th><th>student</th><th>teacher</th></tr>
+      <tr><td>explanation argues the label it accompanies</td><td class="num">{{ pct(r.consistency.student.rate) }}</td><td class="num">{{ pct(r.consistency.teacher.rate) }}</td></tr>
+      <tr><td>judged / undetermined / missing</td>
+          <td class="num">{{ r.consistency.student.judged }} / {{ r.consistency.student.undetermined }} / {{ r.consistency.student.missing }}</td>
+          <td class="num">{{ r.consistency.teacher.judged }} / {{ r.consistency.teacher.undetermined }} / {{ r.consistency.teacher.missing }}</td></tr>
+      {% if r.skill_claims.available %}
+      <tr><td>explanations claiming a skill the member does not list</td><td class="num">{{ pct(r.skill_claims.student.rate) }}</td><td class="num">{{ pct(r.skill_claims.teacher.rate) }}</td></tr>
+      <tr><td>unsupported / all skill claims</td>
+          <td class="num">{{ r.skill_claims.student.unsupported }} / {{ r.skill_claims.student.claims }}</td>
+          <td class="num">{{ r.skill_claims.teacher.unsupported }} / {{ r.skill_claims.teacher.claims }}</td></tr>
+      {% endif %}
+    </table>
+  </div>
+  <p class="note">Consistency judge: an explicit statement ("High fit", "rate it Medium", "weak match") decides; otherwise positive and
+    negative cue words vote. Skill claims: vocabulary skills ({{ fmt(r.skill_claims.vocabulary_size) if r.skill_claims.available else "n/a" }}
+    names from members' skills and jobs' required skills) in a clause that attributes them to the candidate and is not negated.
+    The teacher column shows how the same checks read the teacher's own explanations.</p>
+  {% if not r.skill_claims.available %}{{ na(r.skill_claims) }}{% endif %}
+  {% else %}{{ na(r.consistency) }}{% endif %}
+
+  <h3>Examples, side by side</h3>
+  {% if examples %}
+  <table class="examples">
+    <tr><th>pair</th><th>teacher</th><th>student</th></tr>
+    {% for e in examples %}
+    <tr><td class="meta">{{ e.member_id }}<br>{{ e.job_id }}</td>
+        <td><span class="lbl lbl-{{ e.teacher_label }}">{{ e.teacher_label }}</span> {{ e.teacher_explanation }}</td>
+        <td><span class="lbl lbl-{{ e.student_label }}">{{ e.student_label }}</span> {{ e.student_explanation }}
+            <div class="note">argues: {{ e.student_stance or "undetermined" }}</div></td></tr>
+    {% endfor %}
+  </table>
+  {% else %}<p class="na">Not available: no pair has both a teacher and a student explanation</p>{% endif %}
+</section>
+
+<section id="throughput">
+  <h2>Throughput per stage</h2>
+  {% if r.throughput.available %}
+  <div class="row">
+    <div>{{ plot("throughput", "throughput per stage") }}</div>
+    <table>
+      <tr><th>stage</th><th>metric</th><th>value</th></tr>
+      {% for row in r.throughput.rows %}
+      <tr><td>{{ row.stage }}</td><td>{{ row.metric }}{% if row.kind == "seconds" %} (s){% endif %}</td><td class="num">{{ fmt(row.value) }}</td></tr>
+      {% endfor %}
+    </table>
+  </div>
+  {% else %}{{ na(r.throughput) }}{% endif %}
+  {% if r.manifest %}
+  <h3>Precompute manifest (ds {{ r.inputs.ds }})</h3>
+  <table>{% for k, v in flatten(r.manifest) %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+  {% endif %}
+</section>
+
+<section id="training">
+  <h2>Training</h2>
+  {% for key, title in [("teacher_sft", "Teacher SFT (agreement with D_seed before / after)"), ("classifier", "Classifier (held-out split)"), ("explainer", "Explainer (held-out split, vs the base model)")] %}
+  <h3>{{ title }}</h3>
+  {% if r.training[key] %}
+  <table>{% for k, v in flatten(r.training[key]) %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>
+  {% else %}<p class="na">Not available: no metrics.json for this model</p>{% endif %}
+  {% endfor %}
+</section>
+
+</main>
+</body>
+</html>
+"""
+
+
+def render_report(results: dict[str, Any], title: str = "lantern_batch evaluation") -> str:
+    """The report as one HTML string (plots embedded; no external assets)."""
+    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string(TEMPLATE)
+    r = _Defaulting(results)
+    return template.render(
+        r=r,
+        title=title,
+        plots=build_plots(results),
+        examples=results.get("examples") or [],
+        labels=list(FIT_LABELS),
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        fmt=_fmt,
+        pct=_pct,
+        flatten=_flatten,
+    )
+
+
+class _Defaulting(dict):
+    """Results with every missing section read as ``{"available": False, ...}``."""
+
+    def __init__(self, data: dict[str, Any]):
+        super().__init__(data)
+        for key in ("agreement", "calibration", "rouge", "consistency", "skill_claims", "throughput"):
+            self.setdefault(key, {"available": False, "reason": "not computed"})
+        self.setdefault("inputs", {"notes": []})
+        self.setdefault("distributions", {"seed": None, "teacher": None, "student": None})
+        self.setdefault("training", {})
+        self["training"] = {k: self["training"].get(k) for k in ("teacher_sft", "classifier", "explainer")}
+        self.setdefault("manifest", None)
+        self.setdefault("config_hash", None)
