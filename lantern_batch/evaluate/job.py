@@ -35,6 +35,7 @@ import pyarrow.fs as pafs
 
 from lantern_batch import io
 from lantern_batch.config import config_hash, write_resolved_config
+from lantern_batch.errors import NotPublishedError
 from lantern_batch.evaluate import metrics as m
 from lantern_batch.evaluate.config import EvaluateConfig
 from lantern_batch.logs import event, get_logger, timed
@@ -205,33 +206,23 @@ def _pick_teacher(cfg: EvaluateConfig, inputs: EvalInputs) -> tuple[str | None, 
 
 
 def _published_partition(cfg: EvaluateConfig, inputs: EvalInputs) -> tuple[str | None, list[str]]:
-    """(ds, data files) of the published scores partition, or (ds or None, []) with a note."""
+    """(ds, data files) of the published scores partition, or (ds or None, []) with a note.
+
+    Reads the way the output contract says readers must (:func:`lantern_batch.io.published_files`):
+    ``_SUCCESS`` present and naming the manifest's run, then exactly the files the manifest lists.
+    """
     root = io.join(cfg.scores, "scores")
-    ds = cfg.ds
+    ds = cfg.ds or io.read_latest(root)
     if ds is None:
-        latest = io.join(root, "_LATEST")
-        if not io.exists(latest):
-            inputs.notes.append(f"no published scores: {latest} does not exist")
-            return None, []
-        text = io.read_text(latest).strip()
-        if text.startswith("{"):
-            text = str(json.loads(text).get("ds", ""))
-        ds = text.split("=", 1)[1] if text.startswith("ds=") else text
+        inputs.notes.append(f"no published scores: {io.join(root, io.LATEST)} does not exist")
+        return None, []
     part = io.join(root, f"ds={ds}")
-    if not io.exists(io.join(part, "_SUCCESS")):
-        inputs.notes.append(f"scores partition ds={ds} is not published (no _SUCCESS)")
+    try:
+        inputs.manifest, files = io.published_files(part)
+    except NotPublishedError as exc:
+        inputs.notes.append(f"scores partition ds={ds} is not published: {exc}")
         return ds, []
-    manifest = _read_json(io.join(part, "_manifest.json"))
-    inputs.manifest = manifest
-    listed = (manifest or {}).get("files")
-    if isinstance(listed, list) and listed:
-        files = []
-        for entry in listed:
-            name = entry.get("path") or entry.get("name") if isinstance(entry, dict) else entry
-            name = str(name)
-            files.append(name if io.is_s3(name) or name.startswith("/") else io.join(part, posixpath.basename(name)))
-        return ds, files
-    return ds, io.list_parquet_files(part)
+    return ds, files
 
 
 def _read_vocabulary(inputs: EvalInputs, cfg: EvaluateConfig) -> None:

@@ -107,17 +107,17 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True) -> dict:
 
     part = root / "scores" / f"ds={DS}"
     scores = pa.Table.from_pylist(s_rows)
-    files = [io.write_table(scores.slice(0, 60), str(part), basename="part-00000.parquet"),
-             io.write_table(scores.slice(60), str(part), basename="part-00001.parquet")]
+    files = [io.write_table(scores.slice(0, 60), str(part), basename="part-r1-00000.parquet"),
+             io.write_table(scores.slice(60), str(part), basename="part-r1-00001.parquet")]
+    io.publish_partition(str(part), files, {
+        "run_id": "r1", "ds": DS,
+        "counts": {"rows_in": len(s_rows), "rows_scored": len(s_rows), "rows_reused": 0, "rows_error": 0},
+        "timings": {"classifier": 4.0, "explainer": 20.0},
+        "rows_per_s": {"classifier": 30.0, "explainer": 2.5},
+    })
+    io.write_latest(str(root / "scores"), DS)
     # A stray file that the manifest does not list: a reader that follows the contract ignores it.
     io.write_table(scores.slice(0, 5), str(part), basename="part-stray.parquet")
-    manifest = {"run_id": "r1", "ds": DS, "files": [Path(f).name for f in files],
-                "counts": {"rows_in": len(s_rows), "rows_scored": len(s_rows), "rows_reused": 0, "rows_error": 0},
-                "timings": {"classifier": 4.0, "explainer": 20.0},
-                "rows_per_s": {"classifier": 30.0, "explainer": 2.5}}
-    io.write_text(str(part / "_manifest.json"), json.dumps(manifest))
-    io.write_text(str(part / "_SUCCESS"), "")
-    io.write_text(str(root / "scores" / "_LATEST"), DS + "\n")
 
     models = root / "models"
     io.write_text(str(models / "classifier" / "metrics.json"),
@@ -234,7 +234,7 @@ def test_nothing_at_all_still_renders(tmp_path):
 
 def test_unpublished_partition_is_not_read(tmp_path):
     make_eval_inputs(tmp_path)
-    (tmp_path / "scores" / f"ds={DS}" / "_SUCCESS").unlink()
+    (tmp_path / "scores" / f"ds={DS}" / io.SUCCESS).unlink()
     assert run(eval_config(tmp_path)) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["distributions"]["student"] is None
