@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from lantern_batch.schema import SENIORITY_LEVELS
 
@@ -348,6 +349,7 @@ def normalise_title(title: str | None) -> str:
     return re.sub(r"\s+", " ", (title or "").strip().lower())
 
 
+@lru_cache(maxsize=65_536)
 def family_of_title(title: str | None) -> str | None:
     """The role family of a title: exact match first, then the family whose title words overlap most."""
     key = normalise_title(title)
@@ -429,6 +431,7 @@ for _canon, _forms in SKILL_SYNONYMS.items():
         SKILL_CANONICAL[_skill_key(_form)] = _canon
 
 
+@lru_cache(maxsize=65_536)
 def canonical_skill(text: str | None) -> str | None:
     """The canonical name of a skill (synonyms and case folded); unknown skills keep their
     normalised form, blank ones give None."""

@@ -667,29 +667,44 @@ def _write_entities(cfg: GenerateConfig, state: WorldState, table: str) -> dict[
 
 
 class _Pools:
-    """Job indices by kind of candidate for each (family, seniority) of a member."""
+    """Job indices (Python lists: sampled per member) by kind of candidate for each (family,
+    seniority) of a member; the workable subset per (family, seniority, city) is cached."""
 
     def __init__(self, state: WorldState):
         nf, ns = len(FAMILIES), len(SENIORITY_LEVELS)
+        self.state = state
         by_fs: dict[tuple[int, int], list[int]] = {}
         for j, (f, s) in enumerate(zip(state.j_family.tolist(), state.j_sen.tolist(), strict=True)):
             by_fs.setdefault((f, s), []).append(j)
         by_f: dict[int, list[int]] = {}
         for (f, _s), js in by_fs.items():
             by_f.setdefault(f, []).extend(js)
-        self.strong: dict[tuple[int, int], np.ndarray] = {}
-        self.partial: dict[tuple[int, int], np.ndarray] = {}
-        self.poor: dict[int, np.ndarray] = {}
+        self.strong: dict[tuple[int, int], list[int]] = {}
+        self.partial: dict[tuple[int, int], list[int]] = {}
+        self.poor: dict[int, list[int]] = {}
+        self._workable: dict[tuple[int, int, int], list[int]] = {}
         for f in range(nf):
             related = [g for g in range(nf) if families_related(FAMILY_NAMES[f], FAMILY_NAMES[g])]
             unrelated = [g for g in range(nf) if g != f and g not in related]
-            self.poor[f] = np.array(sorted(j for g in unrelated for j in by_f.get(g, [])), dtype=np.int64)
+            self.poor[f] = sorted(j for g in unrelated for j in by_f.get(g, []))
             for s in range(ns):
                 near = [j for t in range(s - 1, s + 2) for j in by_fs.get((f, t), [])]
                 far = [j for t in range(ns) if abs(t - s) >= 2 for j in by_fs.get((f, t), [])]
                 rel = [j for g in related for t in range(s - 1, s + 2) for j in by_fs.get((g, t), [])]
-                self.strong[(f, s)] = np.array(sorted(near), dtype=np.int64)
-                self.partial[(f, s)] = np.array(sorted(far + rel), dtype=np.int64)
+                self.strong[(f, s)] = sorted(near)
+                self.partial[(f, s)] = sorted(far + rel)
+
+    def workable(self, f: int, s: int, city: int) -> list[int]:
+        """Strong candidates the member can work at: same metro, or remote in the same country."""
+        key = (f, s, city)
+        if key not in self._workable:
+            strong = np.asarray(self.strong[(f, s)], dtype=np.int64)
+            st = self.state
+            j_city = st.j_city[strong]
+            ok = (CITY_METRO[j_city] == CITY_METRO[city]) | (
+                (st.j_workplace[strong] == 2) & (CITY_COUNTRY[j_city] == CITY_COUNTRY[city]))
+            self._workable[key] = strong[ok].tolist()
+        return self._workable[key]
 
 
 def _member_candidates(cfg: GenerateConfig, state: WorldState, pools: _Pools, i: int, k: int,
@@ -701,13 +716,7 @@ def _member_candidates(cfg: GenerateConfig, state: WorldState, pools: _Pools, i:
     fam = FAMILIES[f]
     chosen: dict[int, str | None] = {}
     strong, partial, poor = pools.strong[(f, s)], pools.partial[(f, s)], pools.poor[f]
-    if len(strong):
-        # Most strong candidates are where the member can work: same metro or remote in-country.
-        j_city = state.j_city[strong]
-        workable = strong[(CITY_METRO[j_city] == CITY_METRO[city])
-                          | ((state.j_workplace[strong] == 2) & (CITY_COUNTRY[j_city] == CITY_COUNTRY[city]))]
-    else:
-        workable = strong
+    workable = pools.workable(f, s, city)
     pools_by_kind = {"workable": workable, "strong": strong, "partial": partial, "poor": poor}
     orders: dict[str, list[int]] = {}
 
@@ -715,7 +724,7 @@ def _member_candidates(cfg: GenerateConfig, state: WorldState, pools: _Pools, i:
         """Next job of a kind not chosen yet (sampled without replacement), or -1."""
         if kind not in orders:
             pool = pools_by_kind[kind]
-            orders[kind] = [int(pool[x]) for x in rng.sample(range(len(pool)), min(len(pool), k))][::-1]
+            orders[kind] = rng.sample(pool, min(len(pool), k))[::-1]
         order = orders[kind]
         while order:
             job = order.pop()
