@@ -319,16 +319,34 @@ Fit label: High when skills and seniority are both strong (>= 3) and nothing sco
 Low when skills <= 1 or seniority <= 1; Medium otherwise."""
 
 POLICY_PATH = Path(__file__).resolve().parent.parent / "docs" / "POLICY.md"
-_POLICY_MAX_CHARS = 2400  # ~600 tokens: the guidelines are part of the shared prefix
+_POLICY_MAX_CHARS = 3600  # ~900 tokens: the guidelines are part of the shared prefix
+
+
+def _table_to_bullets(rows: list[str]) -> list[str]:
+    """Render a markdown table as one bullet per body row: ``- first — header: cell; ...``."""
+    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+    if len(cells) < 2:
+        return []
+    header, body = cells[0], [r for r in cells[1:] if not all(set(c) <= set("-: ") for c in r)]
+    out = []
+    for row in body:
+        parts = []
+        for h, v in zip(header[1:], row[1:]):
+            if not v:
+                continue
+            parts.append(f"{h} = {v}" if h.isdigit() else f"{h}: {v}")
+        out.append(f"- {row[0]}: " + "; ".join(parts) if parts else f"- {row[0]}")
+    return out
 
 
 @lru_cache(maxsize=4)
 def evaluation_guidelines(path: str | None = None) -> str:
     """The evaluation guidelines section, generated from ``docs/POLICY.md`` (read once, cached).
 
-    Headings, bullet and numbered lines and short rule lines are kept; code blocks, tables and
-    long prose are dropped; the result is capped at ~600 tokens. Without the file, a built-in
-    summary of the policy is used.
+    Everything from the first ``##`` heading on is kept: headings become ``Title:`` lines,
+    tables become one bullet per row (``- skills: Weight: 0.30; 4 = ≥ 80%; ...``), markdown
+    emphasis and code spans are stripped, code blocks dropped, and the result is capped at
+    ~900 tokens. Without the file, a built-in summary of the policy is used.
     """
     p = Path(path) if path else POLICY_PATH
     try:
@@ -336,24 +354,35 @@ def evaluation_guidelines(path: str | None = None) -> str:
     except OSError:
         return _BUILTIN_POLICY
     lines: list[str] = []
+    table: list[str] = []
     in_code = False
-    for raw in text.splitlines():
-        line = raw.rstrip()
-        if line.lstrip().startswith("```"):
+    started = False
+    for raw in text.splitlines() + [""]:
+        s = raw.strip()
+        if s.startswith("```"):
             in_code = not in_code
             continue
-        if in_code or not line.strip() or line.lstrip().startswith("|"):
+        if in_code:
             continue
-        s = line.strip()
+        if s.startswith("|"):
+            table.append(s)
+            continue
+        if table:
+            lines.extend(_table_to_bullets(table))
+            table = []
+        if s.startswith("## "):
+            started = True
+        if not started or not s:
+            continue
         if s.startswith("#"):
-            title = s.lstrip("#").strip()
-            if title:
-                lines.append(f"{title}:")
-        elif s.startswith(("-", "*", "•")) or re.match(r"^\d+[.)]\s", s):
-            lines.append(line)
-        elif len(s) <= 200:
-            lines.append(s)
-    out = "\n".join(lines).strip()
+            lines.append(s.lstrip("#").strip() + ":")
+        elif lines and not lines[-1].endswith(":") and not re.match(r"^([-*•]|\d+[.)])\s", s) \
+                and not lines[-1].lstrip().startswith(("-", "*", "•")):
+            lines[-1] += " " + s  # continue a wrapped prose paragraph
+        else:
+            lines.append(raw.rstrip())
+    out = "\n".join(lines)
+    out = re.sub(r"\*\*|`", "", out).strip()
     if not out:
         return _BUILTIN_POLICY
     if len(out) > _POLICY_MAX_CHARS:
@@ -415,13 +444,14 @@ _REASONING = (
 
 
 def _output_format() -> str:
-    example = {"fit_label": "Medium", "dimension_scores": {d: 2 for d in DIMENSIONS},
-               "explanation": "The member has most of the required skills but is one level junior."}
+    # A template rather than a filled-in example: small models copy example values verbatim.
+    dims = ", ".join(f'"{d}": 0-4' for d in DIMENSIONS)
     return (
         "Answer with one JSON object and nothing else, with exactly these keys in this order: "
-        '"fit_label" (one of "High", "Medium", "Low"), "dimension_scores" (an object with the '
-        f"integer scores 0-4 of {', '.join(DIMENSIONS)}), and \"explanation\" (2-3 short "
-        "sentences citing the evidence). Example:\n" + json.dumps(example)
+        '"fit_label" (one of "High", "Medium", "Low"), "dimension_scores" (the integer score '
+        f"0-4 of each dimension: {', '.join(DIMENSIONS)}), and \"explanation\" (2-3 short "
+        "sentences citing the evidence). Shape:\n"
+        f'{{"fit_label": "High|Medium|Low", "dimension_scores": {{{dims}}}, "explanation": "..."}}'
     )
 
 

@@ -197,7 +197,19 @@ def test_classifier_text_bounded_and_compressed():
 
 def test_guidelines_from_policy_file(tmp_path):
     policy = tmp_path / "POLICY.md"
-    policy.write_text("# Fit policy\n\nSome prose.\n\n## Skills\n- Count required skills.\n```\ncode\n```\n")
+    policy.write_text(
+        "# Fit policy\n\nIntro prose that is not a guideline.\n\n## Skills\n- Count `required` skills.\n"
+        "```\ncode\n```\n\n| Dimension | Weight | 4 | 0 |\n|---|---|---|---|\n| `skills` | 0.3 | all | none |\n"
+    )
     text = prompts.evaluation_guidelines(str(policy))
-    assert "Fit policy:" in text and "- Count required skills." in text and "code" not in text
+    assert "Skills:" in text and "- Count required skills." in text
+    assert "code" not in text and "Intro prose" not in text
+    assert "- skills: Weight: 0.3; 4 = all; 0 = none" in text
     assert prompts.evaluation_guidelines(str(tmp_path / "missing.md")) == prompts._BUILTIN_POLICY
+
+
+def test_guidelines_from_the_project_policy_cover_every_dimension():
+    text = prompts.evaluation_guidelines()
+    for d in DIMENSIONS:
+        assert f"- {d}:" in text
+    assert "High" in text and "Low" in text
