@@ -75,6 +75,7 @@ COMMANDS: dict[str, Command] = {
             "teacher-sft": JobSpec("lantern_batch.distill.config:TeacherSFTConfig", "lantern_batch.distill.job:run_teacher_sft", "fine-tune the in-house teacher on D_seed"),
             "classifier": JobSpec("lantern_batch.distill.config:ClassifierConfig", "lantern_batch.distill.job:run_classifier", "distil the encoder classifier"),
             "explainer": JobSpec("lantern_batch.distill.config:ExplainerConfig", "lantern_batch.distill.job:run_explainer", "distil the decoder explainer"),
+            "chain": JobSpec("lantern_batch.distill.config:ChainConfig", "lantern_batch.distill.job:run_chain", "teacher -> student -> smaller student, each export teaching the next"),
         },
     ),
     "precompute": Command(

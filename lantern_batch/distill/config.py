@@ -1,0 +1,418 @@
+"""Configs of the distillation jobs (light module: no torch, Ray or transformers imports).
+
+    lantern-batch distill teacher-sft --config configs/demo_distill_teacher_sft.yaml
+    lantern-batch distill classifier  --config configs/demo_distill_classifier.yaml
+    lantern-batch distill explainer   --config configs/demo_distill_explainer.yaml
+    lantern-batch distill chain       --config configs/chain_demo_explainer.yaml
+
+Defaults are the local demo's values (CPU, bundled models, everything under ``runs/demo/``).
+Each job writes its export to ``out`` (an HF directory plus ``metrics.json`` and the resolved
+config), its prepared examples and rejected rows under ``work_dir``, and Ray Train checkpoints
+under ``train.storage_path/<train.run_name>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from lantern_batch.config import ConfigModel, InputTables, RayConfig
+
+_TABLE_SHORTCUTS = {
+    "--members": "inputs.members",
+    "--jobs": "inputs.jobs",
+    "--pairs": "inputs.pairs",
+    "--out": "out",
+}
+
+
+class ScalingSettings(ConfigModel):
+    """Ray Train ``ScalingConfig``: how many workers and what each one gets."""
+
+    num_workers: int = Field(1, ge=1)
+    """Training workers (one process each; data-parallel)."""
+    use_gpu: bool = False
+    """One GPU per worker (NCCL); False trains on CPU with the gloo backend."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    """Logical CPUs Ray reserves per worker."""
+    torch_threads: int | None = None
+    """Intra-op threads per worker; None: the machine's cores divided by the workers on it
+    (2 cores here: 2 threads for one worker, 1 each for two)."""
+
+
+class DeepSpeedSettings(ConfigModel):
+    """DeepSpeed ZeRO for decoder training (explainer, teacher SFT)."""
+
+    enabled: bool = False
+    """Wrap the model in a DeepSpeed engine instead of DDP."""
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    """ZeRO stage: 2 shards optimizer state and gradients, 3 also the parameters."""
+    offload_optimizer: bool = False
+    """Keep optimizer state in CPU memory (``offload_optimizer.device=cpu``)."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """Extra DeepSpeed config keys, merged over the generated config (passed through as-is)."""
+
+
+class TrainSettings(ConfigModel):
+    """Optimisation, checkpointing and fault tolerance (shared by every trainer)."""
+
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the training examples (fractions allowed: 0.5 = half an epoch)."""
+    max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps (overrides ``epochs`` when smaller)."""
+    batch_size: int = Field(16, ge=1)
+    """Examples per worker per micro-batch."""
+    grad_accum: int = Field(1, ge=1)
+    """Micro-batches per optimizer step."""
+    lr: float = Field(5e-5, gt=0)
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW weight decay."""
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    """Share of steps with linear warm-up; then linear decay to zero."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Gradient clipping norm."""
+    bf16: bool = True
+    """bf16 autocast (CPUs with AVX-512 BF16 run MiniLM ~3x faster than in fp32; GPUs)."""
+    seed: int = 0
+    """Seed of weight init, dropout and shuffling."""
+    shuffle: bool = True
+    """Shuffle training examples each epoch (local shuffle buffer in the streaming ingest)."""
+    log_every_steps: int = Field(10, ge=1)
+    """Progress line every N optimizer steps (step, loss, samples/s, ETA)."""
+    storage_path: str = "runs/demo/train"
+    """Where Ray Train keeps checkpoints and run state (local path or ``s3://``)."""
+    run_name: str | None = None
+    """Run name under ``storage_path``; rerunning with the same name resumes from its last
+    checkpoint. None: derived from the job and ``out``."""
+    resume: bool = True
+    """Resume from the run's latest checkpoint when one exists; False starts fresh (the old
+    run directory is deleted)."""
+    checkpoint_every_steps: int = Field(100, ge=1)
+    """Checkpoint every N optimizer steps (and always at the end)."""
+    checkpoints_to_keep: int = Field(2, ge=1)
+    """Checkpoints kept in storage (older ones are deleted)."""
+    max_failures: int = Field(1, ge=-1)
+    """``FailureConfig.max_failures``: worker-group restarts from the last checkpoint (-1: no limit)."""
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings)
+    """Workers and resources."""
+
+
+class LoraSettings(ConfigModel):
+    """Optional LoRA adapters (peft); merged into the weights on export."""
+
+    enabled: bool = False
+    """Train LoRA adapters instead of all weights."""
+    r: int = Field(16, ge=1)
+    """Adapter rank."""
+    alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    """Dropout on the adapter input."""
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names that get adapters (Llama-family names)."""
+
+
+class PromptSettings(ConfigModel):
+    """Token budgets of the member and job sections of a decoder prompt."""
+
+    member_tokens: int = Field(150, ge=16)
+    """Budget of the member section (prompts.member_text)."""
+    job_tokens: int = Field(150, ge=16)
+    """Budget of the job section (prompts.job_text)."""
+    max_length: int = Field(640, ge=32)
+    """Longest prompt + output sequence in tokens; longer prompts are cut from the left of
+    the data block's end (the output tokens are always kept)."""
+    max_target_tokens: int = Field(128, ge=8)
+    """Longest output (explanation or JSON) in tokens; longer targets are truncated."""
+
+
+class DataSettings(ConfigModel):
+    """Which examples a job trains on and how the held-out split is drawn."""
+
+    teacher_labels: str | None = "runs/demo/synth"
+    """Teacher-label table (TEACHER_LABELS_SCHEMA), local or ``s3://``. A synthesis output
+    directory is accepted: its ``fused/`` table is used when present, else ``labels/teacher=NAME``
+    (``teacher`` picks one when there are several). None: no teacher labels."""
+    teacher: str | None = None
+    """Teacher name under ``labels/teacher=NAME`` (only needed with several teachers and no fused table)."""
+    seed: str | None = "runs/demo/data/seed"
+    """D_seed (SEED_SCHEMA). None: no seed rows."""
+    seed_weight: float = Field(1.0, ge=0)
+    """Loss weight of a seed row relative to a teacher-labelled row."""
+    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of pairs held out for evaluation (by a hash of member_id, job_id)."""
+    split_salt: str = "lantern"
+    """Salt of the split hash (change it to draw a different split)."""
+    max_examples: int | None = Field(None, ge=1)
+    """Cap on training examples (deterministic: the first by split hash)."""
+    probability_tolerance: float = Field(1e-3, gt=0)
+    """A row's p_high + p_medium + p_low must be within this of 1."""
+
+
+class ClassifierModelSettings(ConfigModel):
+    """The encoder student."""
+
+    encoder: str = "bundled:minilm"
+    """Any HF encoder reference (bundled:minilm, a local dir, s3://, an HF id where a hub is reachable)."""
+    pooling: Literal["mean", "cls"] = "mean"
+    """Pooling of token states into one vector."""
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """Dropout before the head."""
+    max_length: int = Field(160, ge=16)
+    """Token limit of the classifier input (MiniLM: ~117 tokens for a typical pair)."""
+    text_max_chars: int = Field(900, ge=64)
+    """Character budget of :func:`lantern_batch.prompts.classifier_text`."""
+
+
+class SoftKDSettings(ConfigModel):
+    """Logit-level KD of the classifier: ``alpha · KD(T) + (1 − alpha) · CE``."""
+
+    alpha: float = Field(0.5, ge=0, le=1)
+    """Weight of the soft-label term."""
+    temperature: float = Field(2.0, gt=0)
+    """KD temperature T."""
+    teacher_model: str | None = None
+    """An exported classifier whose predictions replace the table's probabilities as soft
+    targets (used by chains: each stage's export teaches the next)."""
+
+
+class TokenKDSettings(ConfigModel):
+    """Token-level KD of a decoder student: ``lambda_sft · SFT + lambda_kd · D(teacher ‖ student)``."""
+
+    lambda_sft: float = Field(1.0, ge=0)
+    """Weight of the token cross-entropy on the teacher's output."""
+    lambda_kd: float = Field(1.0, ge=0)
+    """Weight of the token-level divergence (0: SFT only)."""
+    divergence: Literal["forward_kl", "reverse_kl", "js", "tvd"] = "tvd"
+    """Divergence; LANTERN found TVD best on ROUGE."""
+    rest: Literal["bucket", "renormalize"] = "bucket"
+    """Mass outside the stored top-k: one extra bucket, or renormalise over the top-k."""
+    teacher_model: str | None = None
+    """A causal LM (sharing the student's tokenizer) run alongside the student to supply the
+    top-k online instead of the table's stored top-k (chains: the previous stage's export)."""
+    topk: int = Field(20, ge=1)
+    """k of the online teacher's top-k."""
+
+
+class GenerationEvalSettings(ConfigModel):
+    """Held-out evaluation of a decoder by generation."""
+
+    num_pairs: int = Field(48, ge=1)
+    """Held-out pairs generated for ROUGE / label agreement."""
+    max_new_tokens: int = Field(96, ge=8)
+    """Generation budget per pair."""
+    batch_size: int = Field(8, ge=1)
+    """Prompts per generate call."""
+
+
+class _TableJob(ConfigModel):
+    SHORTCUTS: ClassVar[dict[str, str]] = {**_TABLE_SHORTCUTS, "--teacher-labels": "data.teacher_labels",
+                                           "--seed": "data.seed"}
+
+    inputs: InputTables = Field(default_factory=InputTables)
+    """Members, jobs and pairs tables (text is built from them; pairs supply the query)."""
+    ray: RayConfig = Field(default_factory=RayConfig)
+    """Ray connection."""
+    work_dir: str | None = None
+    """Prepared examples and rejected rows; None: ``<out>.work``."""
+
+    def resolved_work_dir(self) -> str:
+        return self.work_dir or str(self.out).rstrip("/") + ".work"  # type: ignore[attr-defined]
+
+    def resolved_run_name(self, job: str) -> str:
+        """Run name under the storage path (stable per job and output)."""
+        import hashlib
+
+        if self.train.run_name:  # type: ignore[attr-defined]
+            return self.train.run_name  # type: ignore[attr-defined]
+        digest = hashlib.sha256(str(self.out).encode()).hexdigest()[:8]  # type: ignore[attr-defined]
+        return f"{job}-{digest}"
+
+
+class ClassifierConfig(_TableJob):
+    """``lantern-batch distill classifier``: encoder student on fused soft labels + D_seed."""
+
+    out: str = "runs/demo/models/classifier"
+    """Export directory (HF encoder + head + lantern_batch.json + metrics.json)."""
+    data: DataSettings = Field(default_factory=DataSettings)
+    """Training examples."""
+    model: ClassifierModelSettings = Field(default_factory=ClassifierModelSettings)
+    """The encoder student."""
+    kd: SoftKDSettings = Field(default_factory=SoftKDSettings)
+    """Logit-level KD."""
+    train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=1e-4, batch_size=32, epochs=2))
+    """Optimisation and Ray Train settings."""
+    calibrate: bool = True
+    """Fit a softmax temperature on the held-out split (minimum NLL) and record it in the export."""
+    min_accuracy: float | None = None
+    """Fail (exit 3) when held-out accuracy vs teacher labels is below this; None: no gate."""
+
+    def plan(self) -> list[str]:
+        return [
+            f"read teacher labels {self.data.teacher_labels} and seed {self.data.seed}",
+            f"join members/jobs/pairs; write examples under {self.resolved_work_dir()}",
+            f"Ray Train {self.train.scaling.num_workers} worker(s): {self.model.encoder} "
+            f"({self.model.pooling} pooling), alpha={self.kd.alpha} T={self.kd.temperature}",
+            f"checkpoints under {self.train.storage_path}/{self.resolved_run_name('classifier')}",
+            f"evaluate + calibrate on the held-out split; export to {self.out}",
+        ]
+
+
+class ExplainerStudentSettings(ConfigModel):
+    """How the decoder student is built."""
+
+    source: str = "bundled:smollm2"
+    """Causal LM to start from (the teacher, for layer pruning)."""
+    keep_every: int | None = Field(3, ge=1)
+    """Keep every n-th decoder layer (the last layer is always kept): 30 → 10 layers for n=3,
+    ~135M → ~63M parameters with SmolLM2 (embeddings are 28M of it). None or 1: no pruning."""
+    keep_layers: list[int] | None = None
+    """Explicit layer indices to keep (overrides ``keep_every``)."""
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    """Optional LoRA (merged on export)."""
+
+
+class ExplainerConfig(_TableJob):
+    """``lantern-batch distill explainer``: decoder student on D_t, SFT + token-level KD."""
+
+    out: str = "runs/demo/models/explainer"
+    """Export directory (merged HF causal LM that vLLM loads + metrics.json)."""
+    data: DataSettings = Field(default_factory=lambda: DataSettings(seed=None))
+    """Training examples (teacher-labelled pairs with explanations)."""
+    student: ExplainerStudentSettings = Field(default_factory=ExplainerStudentSettings)
+    """The decoder student."""
+    kd: TokenKDSettings = Field(default_factory=TokenKDSettings)
+    """Loss mix and divergence."""
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
+    """Prompt budgets."""
+    train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=2e-4, batch_size=4, epochs=1))
+    """Optimisation and Ray Train settings."""
+    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
+    """DeepSpeed ZeRO (off: DDP)."""
+    eval: GenerationEvalSettings = Field(default_factory=GenerationEvalSettings)
+    """ROUGE on held-out pairs against the untrained student."""
+
+    def plan(self) -> list[str]:
+        prune = self.student.keep_layers or (f"every {self.student.keep_every} layer(s)" if self.student.keep_every else "all layers")
+        return [
+            f"read teacher labels {self.data.teacher_labels} (explanations, top-k)",
+            f"student from {self.student.source} keeping {prune}; lora={self.student.lora.enabled}",
+            f"loss {self.kd.lambda_sft}·SFT + {self.kd.lambda_kd}·{self.kd.divergence}(rest={self.kd.rest})",
+            f"Ray Train {self.train.scaling.num_workers} worker(s), deepspeed={self.deepspeed.enabled}"
+            + (f" ZeRO-{self.deepspeed.zero_stage}" if self.deepspeed.enabled else ""),
+            f"ROUGE on {self.eval.num_pairs} held-out pairs vs the untrained student; export to {self.out}",
+        ]
+
+
+class TeacherSFTConfig(_TableJob):
+    """``lantern-batch distill teacher-sft``: fine-tune T2 on D_seed (full structured output)."""
+
+    SHORTCUTS: ClassVar[dict[str, str]] = {**_TABLE_SHORTCUTS, "--seed": "data.seed"}
+
+    out: str = "runs/demo/models/teacher"
+    """Export directory (HF causal LM that vLLM loads + metrics.json)."""
+    model: str = "bundled:smollm2"
+    """The teacher T2 before SFT."""
+    data: DataSettings = Field(default_factory=lambda: DataSettings(teacher_labels=None, holdout_fraction=0.2))
+    """D_seed (``data.seed``) and its held-out split."""
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    """Optional LoRA (merged on export)."""
+    prompt: PromptSettings = Field(default_factory=lambda: PromptSettings(member_tokens=120, job_tokens=120, max_length=1400, max_target_tokens=160))
+    """Prompt budgets (the teacher prompt: teacher_messages with these data budgets)."""
+    train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=1e-4, batch_size=2, epochs=1))
+    """Optimisation and Ray Train settings."""
+    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
+    """DeepSpeed ZeRO (off: DDP)."""
+    eval: GenerationEvalSettings = Field(default_factory=lambda: GenerationEvalSettings(num_pairs=40))
+    """Label agreement with held-out seed labels before and after SFT."""
+
+    @model_validator(mode="after")
+    def _needs_seed(self) -> TeacherSFTConfig:
+        if not self.data.seed:
+            raise ValueError("data.seed must name the D_seed table for teacher SFT")
+        return self
+
+    def plan(self) -> list[str]:
+        return [
+            f"read D_seed {self.data.seed}; hold out {self.data.holdout_fraction:.0%} of pairs",
+            f"label agreement of {self.model} on held-out seed pairs (before)",
+            f"Ray Train SFT {self.train.scaling.num_workers} worker(s) on the full JSON output; lora={self.lora.enabled}",
+            f"label agreement after; export to {self.out}",
+        ]
+
+
+class ChainStage(ConfigModel):
+    """One stage of a chain: a name and dotted overrides of the stage's job config."""
+
+    name: str
+    """Stage name: its export goes to ``<chain.out>/<name>``."""
+    set: list[str] = Field(default_factory=list)
+    """``dotted.key=value`` overrides applied to ``base`` for this stage."""
+
+
+class ChainConfig(ConfigModel):
+    """``lantern-batch distill chain``: teacher → student → smaller student.
+
+    Stage i+1 is initialised from stage i's export (``student.source``) and distilled from it
+    (``kd.teacher_model``): each run's export is the next run's teacher. The first stage learns
+    from the teacher-label table (and, with ``first_teacher``, from that model online).
+    """
+
+    SHORTCUTS: ClassVar[dict[str, str]] = {"--out": "out"}
+
+    task: Literal["explainer"] = "explainer"
+    """Which student the chain trains (decoder explainers: LANTERN's 7B → 1.5B → 0.5B)."""
+    out: str = "runs/demo/models/chain"
+    """Each stage exports to ``<out>/<stage name>``."""
+    base: dict[str, Any] = Field(default_factory=dict)
+    """Job config shared by the stages (an ExplainerConfig / ClassifierConfig mapping)."""
+    first_teacher: str | None = None
+    """Online teacher of the first stage (None: the table's stored top-k / probabilities)."""
+    stages: list[ChainStage] = Field(default_factory=lambda: [
+        ChainStage(name="student", set=["student.keep_every=2"]),
+        ChainStage(name="small_student", set=["student.keep_every=2"]),
+    ])
+    """Stages in order (at least one)."""
+    ray: RayConfig = Field(default_factory=RayConfig)
+    """Ray connection (shared by every stage)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ChainConfig:
+        if not self.stages:
+            raise ValueError("stages must list at least one stage")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError("stage names must be unique")
+        for i in range(len(self.stages)):
+            self.stage_config(i)  # fails early on a bad key or value
+        return self
+
+    def stage_out(self, index: int) -> str:
+        """Export directory of stage ``index``."""
+        return f"{self.out.rstrip('/')}/{self.stages[index].name}"
+
+    def stage_config(self, index: int) -> ExplainerConfig:
+        """The job config of stage ``index``: ``base`` + the previous export as teacher and
+        starting point + the stage's own overrides (which win)."""
+        from lantern_batch.config import load_config
+
+        stage = self.stages[index]
+        wiring = [f"out={self.stage_out(index)}"]
+        teacher = self.stage_out(index - 1) if index > 0 else self.first_teacher
+        if teacher:
+            wiring.append(f"kd.teacher_model={teacher}")
+        if index > 0:
+            wiring.append(f"student.source={teacher}")
+        return load_config(ExplainerConfig, None, [*wiring, *stage.set], base=dict(self.base))
+
+    def plan(self) -> list[str]:
+        steps = []
+        for i, stage in enumerate(self.stages):
+            cfg = self.stage_config(i)
+            src = cfg.student.source
+            steps.append(f"stage {i + 1} '{stage.name}': from {src}, teacher {cfg.kd.teacher_model or 'table'} -> {cfg.out}")
+        return steps

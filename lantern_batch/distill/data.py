@@ -1,0 +1,551 @@
+"""Training examples for the distillation jobs: read, check, join, split, build, write.
+
+Sources (each optional, at least one needed):
+
+* the **teacher-label table** (:data:`lantern_batch.schema.TEACHER_LABELS_SCHEMA`): soft labels
+  (p_high, p_medium, p_low), the explanation and, for token-level KD, the explanation's token
+  ids with the teacher's top-k ids / log-probabilities per token;
+* **D_seed** (:data:`lantern_batch.schema.SEED_SCHEMA`): hard labels, weighted by
+  ``data.seed_weight``, as one-hot probabilities.
+
+Bad input: a table that lacks a column the task needs fails at once, before any row is read,
+with :class:`TeacherLabelsError` naming the table, the column and the task. Rows with an
+unknown fit label, missing / negative / NaN probabilities or probabilities that do not sum to 1
+(within ``data.probability_tolerance``), an empty explanation, top-k lists whose lengths do not
+match, or a member / job that is not in the input tables become error rows
+(:data:`~lantern_batch.schema.ERRORS_SCHEMA`, table ``teacher_labels`` or ``seed``, stage
+``distill``) under ``<work_dir>/errors/`` and are counted in the job's metrics — never silently
+dropped.
+
+The pipeline is Ray Data end to end (:func:`prepare_examples`): read → check rows (per batch)
+→ left-join members and jobs (packed as one struct column each, so their columns cannot clash)
+and pairs (for the query) → build task examples with a builder (text for the classifier, token
+ids for decoders) → write Parquet under ``<work_dir>/examples/``. Each row carries ``heldout``
+(a stable hash of member_id and job_id), so the training ingest streams ``heldout == False``
+and the evaluation reads the (small) held-out split. The pure per-batch functions here are
+what the unit tests exercise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lantern_batch import io
+from lantern_batch.errors import InputError
+from lantern_batch.logs import event, get_logger
+from lantern_batch.schema import DIMENSIONS, FIT_LABELS, error_rows
+
+log = get_logger(__name__)
+
+PROB_COLUMNS = ("p_high", "p_medium", "p_low")
+KEY_COLUMNS = ("member_id", "job_id")
+
+#: Columns each task needs in the teacher-label table.
+REQUIRED_LABEL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "classifier": ("member_id", "job_id", "fit_label", *PROB_COLUMNS),
+    "explainer": ("member_id", "job_id", "fit_label", "explanation"),
+}
+#: Optional teacher-label columns a task reads when present.
+OPTIONAL_LABEL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "classifier": ("pair_id", "teacher"),
+    "explainer": ("pair_id", "teacher", *PROB_COLUMNS, "explanation_token_ids", "topk_ids", "topk_logprobs"),
+}
+#: Columns each task needs in D_seed.
+REQUIRED_SEED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "classifier": ("member_id", "job_id", "fit_label"),
+    "teacher_sft": ("member_id", "job_id", "fit_label", "dimension_scores", "explanation"),
+    "explainer": ("member_id", "job_id", "fit_label", "explanation"),
+}
+
+#: The common row layout after reading and checking, before the join.
+LABEL_ROW_SCHEMA = pa.schema([
+    pa.field("member_id", pa.string()),
+    pa.field("job_id", pa.string()),
+    pa.field("fit_label", pa.string()),
+    pa.field("p_high", pa.float32()),
+    pa.field("p_medium", pa.float32()),
+    pa.field("p_low", pa.float32()),
+    pa.field("dimension_scores", pa.string()),  # JSON object text (or null)
+    pa.field("explanation", pa.string()),
+    pa.field("explanation_token_ids", pa.list_(pa.int32())),
+    pa.field("topk_ids", pa.list_(pa.list_(pa.int32()))),
+    pa.field("topk_logprobs", pa.list_(pa.list_(pa.float32()))),
+    pa.field("source", pa.string()),
+    pa.field("weight", pa.float32()),
+    pa.field("heldout", pa.bool_()),
+    pa.field("reason", pa.string()),
+])
+
+
+class TeacherLabelsError(InputError):
+    """A teacher-label or seed table is unusable for a task: a required column is missing."""
+
+    def __init__(self, table: str, column: str, task: str, path: str):
+        self.table, self.column, self.task = table, column, task
+        super().__init__(
+            f"table '{table}' at {path}: column '{column}' is missing (required for {task} training)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating and checking the tables
+
+
+def resolve_teacher_labels(path: str, teacher: str | None = None) -> str:
+    """The teacher-label table under ``path``.
+
+    ``path`` may be the table itself or a synthesis output directory: then ``fused/`` is used
+    when it holds Parquet files, else ``labels/teacher=NAME`` (``teacher`` chooses; with one
+    teacher it is taken).
+
+    Raises:
+        InputError: nothing usable found, or several teachers and none chosen.
+    """
+    fused = io.join(path, "fused")
+    labels = io.join(path, "labels")
+    if teacher:
+        chosen = io.join(labels, f"teacher={teacher}")
+        if not io.list_parquet_files(chosen):
+            raise InputError(f"teacher-label table for teacher '{teacher}' not found at {chosen}")
+        return chosen
+    if io.list_parquet_files(fused):
+        return fused
+    files = io.list_parquet_files(labels)
+    if files:
+        names = sorted({f.split("teacher=", 1)[1].split("/", 1)[0] for f in files if "teacher=" in f})
+        if len(names) > 1:
+            raise InputError(
+                f"{labels} holds several teachers ({', '.join(names)}) and no fused table: "
+                "set data.teacher to one of them, or fuse them in synthesis"
+            )
+        return io.join(labels, f"teacher={names[0]}") if names else labels
+    if io.list_parquet_files(path):
+        return path
+    raise InputError(f"teacher-label table: no Parquet files found at {path}")
+
+
+def check_columns(table: str, path: str, required: tuple[str, ...], task: str) -> pa.Schema:
+    """Read the schema from the Parquet footers and fail on the first missing column."""
+    schema = io.dataset_schema(path, table)
+    for name in required:
+        if schema.get_field_index(name) < 0:
+            raise TeacherLabelsError(table, name, task, path)
+    return schema
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-batch functions (pure: pyarrow / numpy in, pyarrow out)
+
+
+def heldout_mask(member_ids: list[str | None], job_ids: list[str | None], fraction: float,
+                 salt: str = "lantern") -> np.ndarray:
+    """True for pairs in the held-out split: a stable hash of (salt, member_id, job_id) < fraction.
+
+    The same pair is held out in every job and every run (classifier, explainer, evaluation).
+    """
+    out = np.zeros(len(member_ids), dtype=bool)
+    if fraction <= 0:
+        return out
+    for i, (m, j) in enumerate(zip(member_ids, job_ids, strict=True)):
+        digest = hashlib.blake2b(f"{salt}\x1f{m}\x1f{j}".encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "big") / 2**64 < fraction
+    return out
+
+
+def _column(table: pa.Table, name: str, type_: pa.DataType) -> pa.Array:
+    if name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_struct(col.type) and pa.types.is_string(type_):
+            return pa.array([None if v is None else json.dumps(v, sort_keys=True) for v in col.to_pylist()],
+                            pa.string())
+        return col.cast(type_)
+    return pa.nulls(table.num_rows, type_)
+
+
+def label_row_reasons(table: pa.Table, task: str, tolerance: float = 1e-3) -> np.ndarray:
+    """Reason code of each teacher-label row's first problem, or None for a usable row.
+
+    Codes: ``null_id:member_id`` / ``null_id:job_id``, ``invalid_label:fit_label``,
+    ``bad_probabilities`` (null, NaN, negative or > 1), ``probabilities_do_not_sum_to_1``,
+    ``empty_text:explanation`` (explainer), ``topk_length_mismatch`` (explainer: top-k lists
+    not one entry per explanation token).
+    """
+    n = table.num_rows
+    reasons = np.full(n, None, dtype=object)
+
+    def mark(mask: np.ndarray, code: str) -> None:
+        reasons[mask & (reasons == None)] = code  # noqa: E711
+
+    for col in KEY_COLUMNS:
+        mark(_np(table.column(col).is_null()), f"null_id:{col}")
+    labels = table.column("fit_label")
+    mark(~_np(pc.is_in(labels, value_set=pa.array(FIT_LABELS))), "invalid_label:fit_label")
+    if task == "classifier" or all(c in table.column_names for c in PROB_COLUMNS):
+        probs = np.stack([_float_np(table, c) for c in PROB_COLUMNS], axis=1)  # [n, 3]
+        present = ~np.isnan(probs).all(axis=1)
+        if task == "classifier":
+            present = np.ones(n, dtype=bool)
+        bad = present & (np.isnan(probs).any(axis=1) | (probs < 0).any(axis=1) | (probs > 1 + tolerance).any(axis=1))
+        mark(bad, "bad_probabilities")
+        off = present & ~bad & (np.abs(np.nan_to_num(probs).sum(axis=1) - 1.0) > tolerance)
+        mark(off, "probabilities_do_not_sum_to_1")
+    if task == "explainer":
+        text = table.column("explanation")
+        blank = pc.or_kleene(text.is_null(), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0))
+        mark(_np(blank), "empty_text:explanation")
+        if "topk_ids" in table.column_names and "explanation_token_ids" in table.column_names:
+            mark(_topk_mismatch(table), "topk_length_mismatch")
+    return reasons
+
+
+def _np(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _float_np(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name).cast(pa.float64())
+    return np.asarray(pc.fill_null(col, float("nan")).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _topk_mismatch(table: pa.Table) -> np.ndarray:
+    """Rows whose top-k lists are present but not one entry per explanation token."""
+    ids = table.column("explanation_token_ids")
+    out = np.zeros(table.num_rows, dtype=bool)
+    n_tok = pc.fill_null(pc.list_value_length(ids), -1).to_numpy(zero_copy_only=False)
+    for name in ("topk_ids", "topk_logprobs"):
+        if name not in table.column_names:
+            continue
+        col = table.column(name)
+        n_k = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False)
+        out |= (n_k >= 0) & (n_k != n_tok)
+    return out
+
+
+def teacher_label_rows(table: pa.Table, task: str, holdout_fraction: float, salt: str,
+                       tolerance: float = 1e-3) -> pa.Table:
+    """Teacher-label batch → :data:`LABEL_ROW_SCHEMA` rows (``reason`` set on bad rows)."""
+    reasons = label_row_reasons(table, task, tolerance)
+    n = table.num_rows
+    members = _column(table, "member_id", pa.string())
+    jobs = _column(table, "job_id", pa.string())
+    arrays = {
+        "member_id": members,
+        "job_id": jobs,
+        "fit_label": _column(table, "fit_label", pa.string()),
+        **{c: _column(table, c, pa.float32()) for c in PROB_COLUMNS},
+        "dimension_scores": _column(table, "dimension_scores", pa.string()),
+        "explanation": _column(table, "explanation", pa.string()),
+        "explanation_token_ids": _column(table, "explanation_token_ids", pa.list_(pa.int32())),
+        "topk_ids": _column(table, "topk_ids", pa.list_(pa.list_(pa.int32()))),
+        "topk_logprobs": _column(table, "topk_logprobs", pa.list_(pa.list_(pa.float32()))),
+        "source": _column(table, "teacher", pa.string()).fill_null("teacher")
+        if "teacher" in table.column_names else pa.array(["teacher"] * n, pa.string()),
+        "weight": pa.array(np.ones(n, dtype=np.float32)),
+        "heldout": pa.array(heldout_mask(members.to_pylist(), jobs.to_pylist(), holdout_fraction, salt)),
+        "reason": pa.array(reasons.tolist(), pa.string()),
+    }
+    return pa.Table.from_pydict(arrays, schema=LABEL_ROW_SCHEMA)
+
+
+def seed_rows(table: pa.Table, task: str, weight: float, holdout_fraction: float, salt: str) -> pa.Table:
+    """D_seed batch → :data:`LABEL_ROW_SCHEMA` rows: one-hot probabilities, ``source='seed'``."""
+    n = table.num_rows
+    labels = table.column("fit_label").to_pylist()
+    onehot = np.zeros((n, 3), dtype=np.float32)
+    reasons = np.full(n, None, dtype=object)
+    for i, label in enumerate(labels):
+        if label in FIT_LABELS:
+            onehot[i, FIT_LABELS.index(label)] = 1.0
+        else:
+            reasons[i] = "invalid_label:fit_label"
+    for col in KEY_COLUMNS:
+        reasons[_np(table.column(col).is_null()) & (reasons == None)] = f"null_id:{col}"  # noqa: E711
+    if task in ("teacher_sft", "explainer"):
+        text = table.column("explanation")
+        blank = _np(pc.or_kleene(text.is_null(), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0)))
+        reasons[blank & (reasons == None)] = "empty_text:explanation"  # noqa: E711
+    if task == "teacher_sft":
+        missing = _np(table.column("dimension_scores").is_null())
+        reasons[missing & (reasons == None)] = "missing:dimension_scores"  # noqa: E711
+    members = _column(table, "member_id", pa.string())
+    jobs = _column(table, "job_id", pa.string())
+    arrays = {
+        "member_id": members,
+        "job_id": jobs,
+        "fit_label": _column(table, "fit_label", pa.string()),
+        "p_high": pa.array(onehot[:, 0]),
+        "p_medium": pa.array(onehot[:, 1]),
+        "p_low": pa.array(onehot[:, 2]),
+        "dimension_scores": _column(table, "dimension_scores", pa.string()),
+        "explanation": _column(table, "explanation", pa.string()),
+        "explanation_token_ids": pa.nulls(n, pa.list_(pa.int32())),
+        "topk_ids": pa.nulls(n, pa.list_(pa.list_(pa.int32()))),
+        "topk_logprobs": pa.nulls(n, pa.list_(pa.list_(pa.float32()))),
+        "source": pa.array(["seed"] * n, pa.string()),
+        "weight": pa.array(np.full(n, weight, dtype=np.float32)),
+        "heldout": pa.array(heldout_mask(members.to_pylist(), jobs.to_pylist(), holdout_fraction, salt)),
+        "reason": pa.array(reasons.tolist(), pa.string()),
+    }
+    return pa.Table.from_pydict(arrays, schema=LABEL_ROW_SCHEMA)
+
+
+def pack_entities(table: pa.Table, key: str, name: str, table_name: str) -> pa.Table:
+    """``members`` / ``jobs`` batch → ``{key, name: struct}`` (conformed to the contract)."""
+    from lantern_batch.schema import conform
+
+    conformed = conform(table, table_name)
+    struct = pa.StructArray.from_arrays([conformed.column(c).combine_chunks() for c in conformed.column_names],
+                                        names=conformed.column_names)
+    return pa.table({key: conformed.column(key), name: struct})
+
+
+def pair_queries(table: pa.Table) -> pa.Table:
+    """``pairs`` batch → ``{member_id, job_id, query}``."""
+    query = table.column("query") if "query" in table.column_names else pa.nulls(table.num_rows, pa.string())
+    return pa.table({"member_id": table.column("member_id"), "job_id": table.column("job_id"),
+                     "query": query.cast(pa.string())})
+
+
+def mark_unjoined(table: pa.Table) -> pa.Table:
+    """After the left joins: rows without a member or job get a reason."""
+    reasons = np.asarray(table.column("reason").to_pylist(), dtype=object)
+    no_member = _np(table.column("member").is_null())
+    no_job = _np(table.column("job").is_null())
+    reasons[no_member & (reasons == None)] = "unknown_member"  # noqa: E711
+    reasons[no_job & (reasons == None)] = "unknown_job"  # noqa: E711
+    return table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reasons.tolist(), pa.string()))
+
+
+def row_hash_columns(table: pa.Table, fields: tuple[str, ...]) -> dict[str, pa.Array]:
+    """Two 31-bit halves of a per-row content hash; their sums over all rows form an
+    order-independent fingerprint of a dataset (summed by Ray without collecting rows)."""
+    cols = [table.column(f).to_pylist() for f in fields]
+    lo = np.zeros(table.num_rows, dtype=np.int64)
+    hi = np.zeros(table.num_rows, dtype=np.int64)
+    for i, values in enumerate(zip(*cols, strict=True)):
+        d = int.from_bytes(hashlib.blake2b(repr(values).encode(), digest_size=8).digest(), "big")
+        lo[i], hi[i] = d & 0x7FFFFFFF, (d >> 31) & 0x7FFFFFFF
+    return {"_hash_lo": pa.array(lo), "_hash_hi": pa.array(hi)}
+
+
+def error_table(bad: pa.Table, stage: str = "distill") -> pa.Table:
+    """ERRORS_SCHEMA rows for rejected label rows (table = ``seed`` or ``teacher_labels``)."""
+    sources = bad.column("source").to_pylist()
+    tables = ["seed" if s == "seed" else "teacher_labels" for s in sources]
+    errs = error_rows(bad, bad.column("reason").to_pylist(), table="teacher_labels", stage=stage)
+    return errs.set_column(errs.schema.get_field_index("table"), "table", pa.array(tables, pa.string()))
+
+
+def dimension_scores_json(text: str | None) -> dict[str, int]:
+    """Seed ``dimension_scores`` (JSON text of the struct) → integer 0-4 per dimension."""
+    raw = json.loads(text) if text else {}
+    return {d: int(round(min(max(float(raw.get(d) or 0.0), 0.0), 4.0))) for d in DIMENSIONS}
+
+
+# ---------------------------------------------------------------------------------------------
+# The Ray Data pipeline
+
+
+@dataclass
+class PreparedData:
+    """Where the examples are and what happened to every input row."""
+
+    examples: str
+    """Parquet directory of built examples (``heldout`` column marks the split)."""
+    errors: str
+    """Parquet directory of rejected rows (ERRORS_SCHEMA)."""
+    num_train: int
+    num_heldout: int
+    counts: dict[str, int] = field(default_factory=dict)
+    """Input rows by source and outcome, e.g. ``teacher_rows``, ``excluded:bad_probabilities``."""
+    fingerprint: str = ""
+    """Order-independent content hash of the training examples (+ the builder's settings)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"num_train": self.num_train, "num_heldout": self.num_heldout,
+                "counts": self.counts, "fingerprint": self.fingerprint}
+
+
+def _join_partitions() -> int:
+    import ray
+
+    return int(max(2, min(32, ray.cluster_resources().get("CPU", 2) // 2)))
+
+
+def prepare_examples(
+    *,
+    task: str,
+    inputs: Any,
+    data: Any,
+    work_dir: str,
+    builder: Callable[[], Callable[[pa.Table], pa.Table]] | type,
+    hash_fields: tuple[str, ...],
+    settings_for_fingerprint: dict[str, Any],
+    label_task: str | None = None,
+) -> PreparedData:
+    """Read, check, join, build and write the examples of one job (Ray must be running).
+
+    Args:
+        task: ``classifier``, ``explainer`` or ``teacher_sft``.
+        inputs: :class:`lantern_batch.config.InputTables`.
+        data: :class:`lantern_batch.distill.config.DataSettings`.
+        work_dir: ``examples/`` and ``errors/`` are (re)written under it.
+        builder: a callable class (``map_batches`` with an actor pool, e.g. one that loads a
+            tokenizer once) or a zero-argument factory of a batch function, turning joined rows
+            (LABEL_ROW_SCHEMA + ``member``, ``job`` structs + ``query``) into example rows.
+        hash_fields: example columns that define the training data's fingerprint.
+        settings_for_fingerprint: builder settings mixed into the fingerprint.
+        label_task: which checks the teacher-label rows get (default: ``task``).
+
+    Raises:
+        TeacherLabelsError: a required column is missing (before any row is read).
+        InputError: no usable source, or no usable rows at all.
+    """
+    import ray
+    import ray.data
+
+    label_task = label_task or task
+    sources: list[Any] = []
+    counts: Counter[str] = Counter()
+    if data.teacher_labels and task != "teacher_sft":
+        path = resolve_teacher_labels(data.teacher_labels, data.teacher)
+        schema = check_columns("teacher_labels", path, REQUIRED_LABEL_COLUMNS[label_task], label_task)
+        wanted = [c for c in (*REQUIRED_LABEL_COLUMNS[label_task], *OPTIONAL_LABEL_COLUMNS[label_task])
+                  if schema.get_field_index(c) >= 0]
+        ds = io.ray_read_parquet(path, columns=wanted).map_batches(
+            teacher_label_rows, batch_format="pyarrow",
+            fn_kwargs={"task": label_task, "holdout_fraction": data.holdout_fraction,
+                       "salt": data.split_salt, "tolerance": data.probability_tolerance})
+        sources.append(ds)
+        event(log, "distill.source", table="teacher_labels", path=path)
+    if data.seed:
+        seed_task = "teacher_sft" if task == "teacher_sft" else label_task
+        schema = check_columns("seed", data.seed, REQUIRED_SEED_COLUMNS[seed_task], seed_task)
+        wanted = [c for c in ("member_id", "job_id", "fit_label", "dimension_scores", "explanation")
+                  if schema.get_field_index(c) >= 0]
+        ds = io.ray_read_parquet(data.seed, columns=wanted).map_batches(
+            _seed_batch, batch_format="pyarrow",
+            fn_kwargs={"task": seed_task, "weight": data.seed_weight,
+                       "holdout_fraction": data.holdout_fraction, "salt": data.split_salt})
+        sources.append(ds)
+        event(log, "distill.source", table="seed", path=data.seed)
+    if not sources:
+        raise InputError(f"{task}: no training data: set data.teacher_labels and/or data.seed")
+    rows = sources[0] if len(sources) == 1 else sources[0].union(*sources[1:])
+
+    from lantern_batch.schema import check_columns as check_input_columns
+
+    for name in ("members", "jobs", "pairs"):
+        check_input_columns(name, io.dataset_schema(getattr(inputs, name), name))
+    parts = _join_partitions()
+    members = io.ray_read_parquet(inputs.members).map_batches(
+        pack_entities, batch_format="pyarrow",
+        fn_kwargs={"key": "member_id", "name": "member", "table_name": "members"})
+    jobs = io.ray_read_parquet(inputs.jobs).map_batches(
+        pack_entities, batch_format="pyarrow",
+        fn_kwargs={"key": "job_id", "name": "job", "table_name": "jobs"})
+    pairs = io.ray_read_parquet(inputs.pairs, columns=None).map_batches(pair_queries, batch_format="pyarrow")
+
+    joined = (
+        rows.join(members, join_type="left_outer", num_partitions=parts, on=("member_id",))
+        .join(jobs, join_type="left_outer", num_partitions=parts, on=("job_id",))
+        .join(pairs, join_type="left_outer", num_partitions=parts, on=("member_id", "job_id"))
+        .map_batches(mark_unjoined, batch_format="pyarrow")
+    ).materialize()
+
+    errors_dir = io.join(work_dir, "errors")
+    examples_dir = io.join(work_dir, "examples")
+    io.delete_dir(errors_dir)
+    io.delete_dir(examples_dir)
+
+    bad = joined.map_batches(_where_reason, batch_format="pyarrow", fn_kwargs={"bad": True})
+    bad_count = bad.count()
+    if bad_count:
+        bad.map_batches(error_table, batch_format="pyarrow").write_parquet(_ray_path(errors_dir), **_fs_kwargs(errors_dir))
+        for row in bad.groupby(["source", "reason"]).count().take_all():
+            src = "seed" if row["source"] == "seed" else "teacher"
+            counts[f"excluded:{src}:{row['reason']}"] = int(row["count()"])
+    good = joined.map_batches(_where_reason, batch_format="pyarrow", fn_kwargs={"bad": False})
+    for row in joined.groupby("source").count().take_all():
+        counts[f"rows:{'seed' if row['source'] == 'seed' else 'teacher'}"] += int(row["count()"])
+    if data.max_examples:
+        good = good.limit(int(data.max_examples / max(1e-9, 1 - data.holdout_fraction)) + 1)
+
+    if isinstance(builder, type):
+        built = good.map_batches(builder, batch_format="pyarrow", concurrency=1, batch_size=64)
+    else:
+        built = good.map_batches(builder(), batch_format="pyarrow", batch_size=64)
+    built = built.map_batches(_add_hash, batch_format="pyarrow", fn_kwargs={"fields": hash_fields}).materialize()
+    built.write_parquet(_ray_path(examples_dir), **_fs_kwargs(examples_dir))
+
+    num_heldout = built.map_batches(_where_heldout, batch_format="pyarrow", fn_kwargs={"heldout": True}).count()
+    total = built.count()
+    train = built.map_batches(_where_heldout, batch_format="pyarrow", fn_kwargs={"heldout": False})
+    lo = int(train.sum("_hash_lo") or 0) if total - num_heldout else 0
+    hi = int(train.sum("_hash_hi") or 0) if total - num_heldout else 0
+    fingerprint = hashlib.sha256(json.dumps(
+        {"n": total - num_heldout, "lo": lo, "hi": hi, "task": task, **settings_for_fingerprint},
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    counts["excluded"] = bad_count
+    counts["examples_built"] = total
+    counts["dropped_by_builder"] = max(0, good.count() - total) if not data.max_examples else 0
+    prepared = PreparedData(examples_dir, errors_dir, total - num_heldout, num_heldout, dict(counts), fingerprint)
+    event(log, "distill.examples", task=task, train=prepared.num_train, heldout=num_heldout,
+          excluded=bad_count, fingerprint=fingerprint)
+    for key, value in sorted(counts.items()):
+        if key.startswith("excluded:"):
+            event(log, "distill.excluded", what=key.split(":", 1)[1], rows=value)
+    if prepared.num_train == 0:
+        raise InputError(f"{task}: no usable training rows ({bad_count} excluded; see {errors_dir})")
+    return prepared
+
+
+def _seed_batch(table: pa.Table, task: str, weight: float, holdout_fraction: float, salt: str) -> pa.Table:
+    return seed_rows(table, task, weight, holdout_fraction, salt)
+
+
+def _where_reason(table: pa.Table, bad: bool) -> pa.Table:
+    valid = table.column("reason").is_valid()
+    return table.filter(valid if bad else pc.invert(valid))
+
+
+def _where_heldout(table: pa.Table, heldout: bool) -> pa.Table:
+    col = pc.fill_null(table.column("heldout"), False)
+    return table.filter(col if heldout else pc.invert(col))
+
+
+def _add_hash(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
+    for name, arr in row_hash_columns(table, tuple(f for f in fields if f in table.column_names)).items():
+        table = table.append_column(name, arr)
+    return table
+
+
+def _ray_path(path: str) -> str:
+    return io.filesystem(path)[1]
+
+
+def _fs_kwargs(path: str) -> dict[str, Any]:
+    return {"filesystem": io.filesystem(path)[0]}
+
+
+def read_examples(prepared_dir: str, heldout: bool | None = None, columns: list[str] | None = None) -> pa.Table:
+    """Read built examples (driver side; for the small held-out split)."""
+    table = io.read_table(prepared_dir, columns=columns if columns is None or "heldout" in columns else [*columns, "heldout"])
+    if heldout is not None:
+        table = table.filter(pc.equal(table.column("heldout"), heldout))
+    return table
+
+
+def train_dataset(prepared: PreparedData):
+    """The training split as a lazily read Ray Dataset (streamed to the workers)."""
+    return io.ray_read_parquet(prepared.examples).map_batches(
+        _where_heldout, batch_format="pyarrow", fn_kwargs={"heldout": False})

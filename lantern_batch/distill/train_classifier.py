@@ -1,0 +1,260 @@
+"""Encoder classifier distillation: data-level + logit-level KD on Ray Train.
+
+    lantern-batch distill classifier --config configs/demo_distill_classifier.yaml
+
+Examples are teacher-labelled pairs (soft labels p_high/p_medium/p_low; hard label = the
+teacher's fit_label) plus D_seed (one-hot, weight ``data.seed_weight``). The input text is
+:func:`lantern_batch.prompts.classifier_text` — the same compression precompute uses. The loss is
+``alpha · T² · KL(p_t^T ‖ p_s^T) + (1 − alpha) · CE`` (:func:`~lantern_batch.distill.losses.classifier_loss`),
+or with ``kd.teacher_model`` the soft targets come from an exported classifier run online.
+
+After training (driver): predictions on the held-out split → accuracy, macro-F1, confusion,
+ECE, NLL against the teacher's labels (and separately against seed labels), a ranking check
+(AUC of p_high − p_low between held-out High and Low pairs), a softmax temperature fitted on
+the held-out split, and the export (:meth:`lantern_batch.classifier.FitClassifier.save`) with
+``metrics.json`` and the resolved config next to ``lantern_batch.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lantern_batch import io
+from lantern_batch.distill.config import ClassifierConfig
+from lantern_batch.logs import event, get_logger
+from lantern_batch.schema import FIT_LABELS
+
+log = get_logger(__name__)
+
+EXAMPLE_COLUMNS = ("member_id", "job_id", "text", "label", "p_high", "p_medium", "p_low",
+                   "weight", "source", "heldout")
+
+
+def classifier_examples(table: pa.Table, text_max_chars: int) -> pa.Table:
+    """Joined rows (label rows + ``member``/``job`` structs + ``query``) → classifier examples."""
+    from lantern_batch.prompts import classifier_text
+
+    members = table.column("member").to_pylist()
+    jobs = table.column("job").to_pylist()
+    queries = table.column("query").to_pylist() if "query" in table.column_names else [None] * table.num_rows
+    texts = [classifier_text(m, j, q, max_chars=text_max_chars) for m, j, q in zip(members, jobs, queries, strict=True)]
+    labels = [FIT_LABELS.index(x) for x in table.column("fit_label").to_pylist()]
+    return pa.table({
+        "member_id": table.column("member_id"),
+        "job_id": table.column("job_id"),
+        "text": pa.array(texts, pa.string()),
+        "label": pa.array(labels, pa.int8()),
+        "p_high": table.column("p_high"),
+        "p_medium": table.column("p_medium"),
+        "p_low": table.column("p_low"),
+        "weight": table.column("weight"),
+        "source": table.column("source"),
+        "heldout": table.column("heldout"),
+    })
+
+
+class ClassifierExampleBuilder:
+    """``map_batches`` callable: joined rows → examples (no model needed)."""
+
+    def __init__(self, text_max_chars: int = 900):
+        self.text_max_chars = text_max_chars
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return classifier_examples(table, self.text_max_chars)
+
+
+def collate(batch: dict[str, np.ndarray], tokenizer: Any, max_length: int) -> dict[str, Any]:
+    """A numpy batch of examples → tensors (dynamic padding to the batch's longest text)."""
+    import torch
+
+    enc = tokenizer([str(t) for t in batch["text"]], truncation=True, max_length=max_length,
+                    padding=True, return_tensors="pt")
+    probs = np.stack([batch["p_high"], batch["p_medium"], batch["p_low"]], axis=1).astype(np.float32)
+    return {
+        "input_ids": enc["input_ids"],  # [batch, seq]
+        "attention_mask": enc["attention_mask"],  # [batch, seq]
+        "labels": torch.as_tensor(np.asarray(batch["label"], dtype=np.int64)),  # [batch]
+        "teacher_probs": torch.as_tensor(probs),  # [batch, 3]
+        "weight": torch.as_tensor(np.asarray(batch["weight"], dtype=np.float32)),  # [batch]
+    }
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker loop of the classifier."""
+    import ray.train
+    import torch
+    from transformers import AutoTokenizer
+
+    from lantern_batch.classifier import FitClassifier, autocast_context, load_classifier, resolve_model_dir
+    from lantern_batch.distill.losses import classifier_loss
+    from lantern_batch.distill.trainer import StepLoop, build_engine, restore, worker_setup
+
+    cfg = ClassifierConfig.model_validate(config["cfg"])
+    plan = config["plan"]
+    ctx = worker_setup(cfg.train)
+    encoder_dir = resolve_model_dir(cfg.model.encoder)
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
+    model = FitClassifier.from_encoder(encoder_dir, pooling=cfg.model.pooling, dropout=cfg.model.dropout)
+    model.to(ctx.device)
+    teacher = None
+    if cfg.kd.teacher_model:
+        teacher, teacher_tok, teacher_meta = load_classifier(resolve_model_dir(cfg.kd.teacher_model))
+        teacher.to(ctx.device)
+    engine = build_engine(model, cfg.train, plan["total_steps"], ctx)
+    state, checkpoint = restore()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            engine.load(d)
+    loop = StepLoop(engine=engine, train=cfg.train, plan=plan, ctx=ctx, state=state, what="classifier")
+    shard = ray.train.get_dataset_shard("train")
+    engine.module.train()
+    iter_kwargs: dict[str, Any] = {"batch_format": "numpy", "prefetch_batches": 1}
+    if cfg.train.shuffle:
+        iter_kwargs.update(local_shuffle_buffer_size=max(256, 8 * cfg.train.batch_size),
+                           local_shuffle_seed=cfg.train.seed + loop.epoch)
+    for batch in loop.batches(shard, cfg.train.batch_size, **iter_kwargs):
+        b = collate(batch, tokenizer, cfg.model.max_length)
+        b = {k: v.to(ctx.device) for k, v in b.items()}
+        targets = b["teacher_probs"]
+        if teacher is not None:
+            with torch.no_grad(), autocast_context(ctx.device, cfg.train.bf16):
+                targets = torch.softmax(teacher(b["input_ids"], b["attention_mask"]).float(), dim=-1)
+        with autocast_context(ctx.device, cfg.train.bf16):
+            logits = engine.module(b["input_ids"], b["attention_mask"])  # [batch, 3]
+        loss, parts = classifier_loss(logits.float(), b["labels"], targets, alpha=cfg.kd.alpha,
+                                      temperature=cfg.kd.temperature, weight=b["weight"])
+        engine.backward(loss, cfg.train.grad_accum)
+        loop.after_backward(len(b["labels"]), {"total": float(loss.detach()), **parts})
+    if ctx.rank == 0:
+        event(log, "classifier.train_throughput", samples_per_s=round(loop.throughput(), 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver: evaluation, calibration, export
+
+
+def ranking_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """P(score of a random High pair > score of a random Low pair) (ties count half)."""
+    high = scores[labels == FIT_LABELS.index("High")]
+    low = scores[labels == FIT_LABELS.index("Low")]
+    if len(high) == 0 or len(low) == 0:
+        return None
+    diff = high[:, None] - low[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+def evaluate_heldout(probs: np.ndarray, table: pa.Table, temperature: float = 1.0) -> dict[str, Any]:
+    """Metrics on held-out examples, against teacher labels and (separately) seed labels."""
+    from lantern_batch.distill.metrics import classification_metrics, softmax
+
+    labels = np.asarray(table.column("label").to_numpy(zero_copy_only=False), dtype=np.int64)
+    sources = np.asarray(table.column("source").to_pylist(), dtype=object)
+    if temperature != 1.0:
+        probs = softmax(np.log(np.clip(probs, 1e-12, 1.0)), temperature)
+    out: dict[str, Any] = {}
+    teacher_rows = sources != "seed"
+    seed_rows = sources == "seed"
+    main = teacher_rows if teacher_rows.any() else seed_rows
+    out.update(classification_metrics(probs[main], labels[main]))
+    out["against"] = "teacher" if teacher_rows.any() else "seed"
+    if seed_rows.any() and teacher_rows.any():
+        out["seed"] = classification_metrics(probs[seed_rows], labels[seed_rows])
+    out["ranking_auc_high_vs_low"] = ranking_auc(probs[:, 0] - probs[:, 2], labels)
+    return out
+
+
+def finalize(cfg: ClassifierConfig, checkpoint_dir: str, prepared: Any, train_info: dict[str, Any]) -> dict[str, Any]:
+    """Load the final weights, evaluate and calibrate on the held-out split, export to ``cfg.out``."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from lantern_batch.classifier import FitClassifier, predict_proba, resolve_model_dir
+    from lantern_batch.distill.data import read_examples
+    from lantern_batch.distill.export import publish_dir
+    from lantern_batch.distill.metrics import fit_temperature
+    from lantern_batch.distill.trainer import MODEL_FILE
+
+    encoder_dir = resolve_model_dir(cfg.model.encoder)
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
+    model = FitClassifier.from_encoder(encoder_dir, pooling=cfg.model.pooling, dropout=0.0)
+    model.load_state_dict(torch.load(os.path.join(checkpoint_dir, MODEL_FILE), map_location="cpu", weights_only=True))
+    model.eval()
+    heldout = read_examples(prepared.examples, heldout=True, columns=list(EXAMPLE_COLUMNS))
+    texts = heldout.column("text").to_pylist()
+    probs = predict_proba(model, tokenizer, texts, max_length=cfg.model.max_length, batch_size=64)
+    metrics: dict[str, Any] = {"uncalibrated": evaluate_heldout(probs, heldout)}
+    temperature = 1.0
+    if cfg.calibrate and heldout.num_rows >= 10:
+        labels = np.asarray(heldout.column("label").to_numpy(zero_copy_only=False), dtype=np.int64)
+        temperature = fit_temperature(np.log(np.clip(probs, 1e-12, 1.0)), labels)
+    calibrated = evaluate_heldout(probs, heldout, temperature)
+    metrics.update({k: calibrated[k] for k in ("n", "accuracy", "macro_f1", "ece", "nll", "confusion",
+                                              "labels", "against", "ranking_auc_high_vs_low")})
+    if "seed" in calibrated:
+        metrics["seed"] = calibrated["seed"]
+    metrics["calibration_temperature"] = temperature
+    metrics["data"] = prepared.to_json()
+    metrics["train"] = train_info
+    with tempfile.TemporaryDirectory(prefix="classifier-export-") as tmp:
+        meta = model.save(tmp, {
+            "max_length": cfg.model.max_length,
+            "text_max_chars": cfg.model.text_max_chars,
+            "calibration_temperature": temperature,
+            "training_data_fingerprint": prepared.fingerprint,
+            "encoder": cfg.model.encoder,
+        }, tokenizer=tokenizer)
+        metrics["version"] = meta["version"]
+        with open(os.path.join(tmp, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+        from lantern_batch.config import dump_config
+
+        with open(os.path.join(tmp, "resolved_config.yaml"), "w") as f:
+            f.write(dump_config(cfg))
+        publish_dir(tmp, cfg.out)
+    event(log, "classifier.exported", out=cfg.out, version=metrics["version"], heldout=metrics["n"],
+          accuracy=round(metrics["accuracy"], 4), macro_f1=round(metrics["macro_f1"], 4),
+          ece=round(metrics["ece"], 4), temperature=round(temperature, 3))
+    return metrics
+
+
+def run(cfg: ClassifierConfig) -> int:
+    """The ``distill classifier`` job: prepare → train (Ray Train) → evaluate → export."""
+    from lantern_batch.config import write_resolved_config
+    from lantern_batch.distill.data import prepare_examples, train_dataset
+    from lantern_batch.distill.trainer import fit, read_trainer_state, steps_plan
+    from lantern_batch.errors import QualityGateError
+    from lantern_batch.runtime import init_ray
+
+    init_ray(cfg.ray)
+    work = cfg.resolved_work_dir()
+    write_resolved_config(cfg, work)
+    prepared = prepare_examples(
+        task="classifier", inputs=cfg.inputs, data=cfg.data, work_dir=work,
+        builder=_builder_factory(cfg.model.text_max_chars),
+        hash_fields=("member_id", "job_id", "label", "p_high", "p_medium", "p_low", "weight", "text"),
+        settings_for_fingerprint={"text_max_chars": cfg.model.text_max_chars},
+    )
+    plan = steps_plan(prepared.num_train, cfg.train, cfg.train.scaling.num_workers)
+    event(log, "classifier.plan", **plan)
+    result = fit(train_loop=train_loop, loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
+                 train_dataset=train_dataset(prepared), train=cfg.train,
+                 run_name=cfg.resolved_run_name("classifier"))
+    with result.checkpoint.as_directory() as d:
+        state = read_trainer_state(d)
+        metrics = finalize(cfg, d, prepared, {**plan, **state, "workers": cfg.train.scaling.num_workers})
+    if cfg.min_accuracy is not None and metrics["accuracy"] < cfg.min_accuracy:
+        raise QualityGateError(f"classifier held-out accuracy {metrics['accuracy']:.3f} is below "
+                               f"min_accuracy {cfg.min_accuracy}")
+    return 0
+
+
+def _builder_factory(text_max_chars: int):
+    def factory():
+        return ClassifierExampleBuilder(text_max_chars)
+    return factory

@@ -1,0 +1,495 @@
+"""Ray Train wiring shared by every trainer: TorchTrainer, checkpoints, resume, DeepSpeed.
+
+Driver side, :func:`fit` builds a ``TorchTrainer`` from the job's :class:`TrainSettings`
+(``ScalingConfig`` from ``train.scaling``; ``RunConfig`` with ``storage_path`` — local or
+``s3://`` through pyarrow's filesystem — ``CheckpointConfig`` and ``FailureConfig``), passes the
+training split as a Ray Dataset (streamed and split per worker by Ray Train) and returns the
+result. Rerunning a job with the same run name resumes from the run's latest checkpoint: Ray
+Train restores the run state from storage and :func:`restore` hands the checkpoint to the loop.
+
+Worker side, the loops use :func:`worker_setup`, :class:`StepLoop` (micro-batches → optimizer
+steps, progress lines, periodic checkpoints, skip-ahead after a resume) and
+:func:`build_engine` (DDP via ``ray.train.torch.prepare_model``, or a DeepSpeed ZeRO engine).
+
+Checkpoint layout (one directory per report)::
+
+    trainer_state.json    step, epoch, micro-batches into the epoch, samples seen
+    model.pt              rank 0: the unwrapped model's (trainable) state dict
+    optimizer.pt          rank 0 (DDP): optimizer + scheduler state
+    ds/                   DeepSpeed: every rank's ZeRO shards (engine.save_checkpoint)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from lantern_batch import io
+from lantern_batch.logs import event, get_logger
+
+log = get_logger(__name__)
+
+STATE_FILE = "trainer_state.json"
+MODEL_FILE = "model.pt"
+OPTIM_FILE = "optimizer.pt"
+DS_DIR = "ds"
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side
+
+
+def run_storage(storage_path: str) -> tuple[str, Any]:
+    """``(path, pyarrow filesystem)`` for ``RunConfig``: local paths made absolute, ``s3://``
+    resolved through :func:`lantern_batch.io.filesystem` (honours the endpoint override)."""
+    if io.is_s3(storage_path):
+        fs, path = io.filesystem(storage_path)
+        return path, fs
+    return os.path.abspath(storage_path), None
+
+
+def run_dir(storage_path: str, run_name: str) -> str:
+    """Where a run's checkpoints live."""
+    return io.join(storage_path, run_name)
+
+
+def steps_plan(num_train: int, train: Any, num_workers: int) -> dict[str, int]:
+    """Optimizer steps per epoch and in total for ``num_train`` examples.
+
+    Ray Train splits the training set into equal shards (``equal=True``), so every worker runs
+    the same number of micro-batches — DDP and ZeRO need that to not hang.
+    """
+    rows_per_worker = max(1, num_train // num_workers)
+    micro_per_epoch = max(1, math.ceil(rows_per_worker / train.batch_size))
+    steps_per_epoch = max(1, micro_per_epoch // train.grad_accum)
+    total = max(1, math.ceil(train.epochs * steps_per_epoch))
+    if train.max_steps:
+        total = min(total, int(train.max_steps))
+    return {"rows_per_worker": rows_per_worker, "micro_per_epoch": micro_per_epoch,
+            "steps_per_epoch": steps_per_epoch, "total_steps": total}
+
+
+def fit(
+    *,
+    train_loop: Callable[[dict], None],
+    loop_config: dict[str, Any],
+    train_dataset: Any,
+    train: Any,
+    run_name: str,
+) -> Any:
+    """Run ``train_loop`` on Ray Train workers; returns the ``ray.train.Result``.
+
+    Args:
+        train_loop: the per-worker loop (a module-level function).
+        loop_config: passed to every worker (JSON-like).
+        train_dataset: Ray Dataset of training examples (split per worker).
+        train: :class:`lantern_batch.distill.config.TrainSettings`.
+        run_name: run directory under ``train.storage_path``.
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage, fs = run_storage(train.storage_path)
+    existing = run_dir(train.storage_path, run_name)
+    if not train.resume:
+        io.delete_dir(existing)
+    elif io.exists(existing):
+        event(log, "train.resume_candidate", run=run_name, storage=train.storage_path)
+    scaling = train.scaling
+    resources = {"CPU": scaling.cpus_per_worker}
+    trainer = TorchTrainer(
+        train_loop_per_worker=train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage,
+            storage_filesystem=fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=train.checkpoints_to_keep),
+            failure_config=FailureConfig(max_failures=train.max_failures),
+            worker_runtime_env={"env_vars": _worker_env()},
+        ),
+        datasets={"train": train_dataset},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+    )
+    start = time.perf_counter()
+    result = trainer.fit()
+    event(log, "train.done", run=run_name, seconds=round(time.perf_counter() - start, 1),
+          checkpoint=getattr(result.checkpoint, "path", None))
+    return result
+
+
+def _worker_env() -> dict[str, str]:
+    """Environment the workers need beyond Ray's own: S3 endpoint/credentials (tests, MinIO),
+    the model cache, quiet tokenizers."""
+    keys = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "LANTERN_CACHE_DIR",
+            "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LANTERN_LOG_LEVEL", "LANTERN_TEST_STEP_DELAY_S")
+    env = {k: os.environ[k] for k in keys if os.environ.get(k)}
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def checkpoint_local_dir(checkpoint: Any) -> Iterator[str]:
+    """Context manager yielding a local directory with the checkpoint's files."""
+    return checkpoint.as_directory()
+
+
+def read_trainer_state(directory: str) -> dict[str, Any]:
+    path = os.path.join(directory, STATE_FILE)
+    with open(path) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side
+
+
+@dataclass
+class WorkerContext:
+    """What a training loop needs to know about its worker."""
+
+    rank: int
+    world_size: int
+    device: Any
+    use_gpu: bool
+
+
+def worker_setup(train: Any) -> WorkerContext:
+    """Seeds, thread count and device of this worker."""
+    import random
+
+    import numpy as np
+    import ray.train
+    import torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    local_world = ctx.get_local_world_size()
+    threads = train.scaling.torch_threads or max(1, (os.cpu_count() or 2) // max(1, local_world))
+    torch.set_num_threads(threads)
+    seed = int(train.seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if train.scaling.use_gpu:
+        import ray.train.torch as rtt
+
+        device = rtt.get_device()
+    else:
+        device = torch.device("cpu")
+    event(log, "train.worker", rank=rank, world=world, threads=threads, device=str(device))
+    return WorkerContext(rank, world, device, bool(train.scaling.use_gpu))
+
+
+def restore() -> tuple[dict[str, Any] | None, Any]:
+    """The latest checkpoint's trainer state and the checkpoint (``(None, None)`` on a fresh run)."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as d:
+        state = read_trainer_state(d)
+    return state, checkpoint
+
+
+def linear_warmup_decay(optimizer: Any, total_steps: int, warmup_ratio: float) -> Any:
+    """LambdaLR: linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0."""
+    import torch
+
+    warmup = max(1, int(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def trainable_state_dict(model: Any, only_trainable: bool) -> dict[str, Any]:
+    """The model's state dict (only parameters that train, for LoRA), on CPU."""
+    if not only_trainable:
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names}
+
+
+@dataclass
+class Engine:
+    """The model as trained: a DDP-wrapped module or a DeepSpeed engine, and how to step it."""
+
+    module: Any
+    """Forward calls go through this (DDP wrapper / DeepSpeed engine / plain module)."""
+    model: Any
+    """The unwrapped model (for saving)."""
+    optimizer: Any
+    scheduler: Any
+    deepspeed: bool = False
+    only_trainable: bool = False
+    clip: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def backward(self, loss: Any, grad_accum: int) -> None:
+        if self.deepspeed:
+            self.module.backward(loss)
+        else:
+            (loss / grad_accum).backward()
+
+    def step(self) -> None:
+        import torch
+
+        if self.deepspeed:
+            self.module.step()
+            return
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def micro_step(self) -> None:
+        """DeepSpeed counts micro-batches itself (``engine.step`` after each backward)."""
+        if self.deepspeed:
+            self.module.step()
+
+    def lr(self) -> float:
+        if self.deepspeed:
+            return float(self.module.get_lr()[0])
+        return float(self.scheduler.get_last_lr()[0])
+
+    def save(self, directory: str, rank: int) -> None:
+        """Write this worker's part of a checkpoint into ``directory``."""
+        import torch
+
+        if self.deepspeed:
+            self.module.save_checkpoint(os.path.join(directory, DS_DIR), tag="latest")
+            if self.module.zero_optimization_stage() == 3:
+                # Gathering ZeRO-3 shards is a collective: every rank calls it, rank 0 gets it.
+                state = self.module._zero3_consolidated_16bit_state_dict()
+                if rank == 0:
+                    torch.save(_filter_trainable(state, self.model, self.only_trainable), os.path.join(directory, MODEL_FILE))
+                return
+        if rank == 0:
+            torch.save(trainable_state_dict(self.model, self.only_trainable), os.path.join(directory, MODEL_FILE))
+            if not self.deepspeed:
+                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                           os.path.join(directory, OPTIM_FILE))
+
+    def load(self, directory: str) -> None:
+        """Restore model and optimizer state from a checkpoint directory."""
+        import torch
+
+        if self.deepspeed:
+            self.module.load_checkpoint(os.path.join(directory, DS_DIR), tag="latest")
+            return
+        state = torch.load(os.path.join(directory, MODEL_FILE), map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state, strict=not self.only_trainable)
+        opt = torch.load(os.path.join(directory, OPTIM_FILE), map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(opt["optimizer"])
+        self.scheduler.load_state_dict(opt["scheduler"])
+
+
+def _filter_trainable(state: dict[str, Any], model: Any, only_trainable: bool) -> dict[str, Any]:
+    if not only_trainable:
+        return {k: v.detach().cpu() for k, v in state.items()}
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu() for k, v in state.items() if k in names}
+
+
+def build_engine(
+    model: Any,
+    train: Any,
+    total_steps: int,
+    ctx: WorkerContext,
+    deepspeed_settings: Any | None = None,
+    only_trainable: bool = False,
+) -> Engine:
+    """Wrap ``model`` for data-parallel training: DDP (``prepare_model``) or DeepSpeed ZeRO.
+
+    DeepSpeed on CPU uses the gloo process group Ray Train already created (its CPU
+    accelerator has no NCCL); the optimizer is torch's AdamW (DeepSpeed's fused Adam needs
+    CUDA), accepted by ZeRO through ``zero_allow_untested_optimizer``.
+    """
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": train.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if deepspeed_settings is not None and deepspeed_settings.enabled:
+        import deepspeed
+
+        model.to(ctx.device)
+        optimizer = torch.optim.AdamW(groups, lr=train.lr)
+        scheduler = linear_warmup_decay(optimizer, total_steps, train.warmup_ratio)
+        config = deepspeed_config(train, deepspeed_settings, ctx)
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config,
+            dist_init_required=False)
+        return Engine(engine, model, optimizer, scheduler, deepspeed=True, only_trainable=only_trainable,
+                      clip=train.max_grad_norm)
+    import ray.train.torch
+
+    wrapped = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
+    optimizer = torch.optim.AdamW(groups, lr=train.lr)
+    scheduler = linear_warmup_decay(optimizer, total_steps, train.warmup_ratio)
+    return Engine(wrapped, model, optimizer, scheduler, only_trainable=only_trainable, clip=train.max_grad_norm)
+
+
+def deepspeed_config(train: Any, ds: Any, ctx: WorkerContext) -> dict[str, Any]:
+    """The DeepSpeed config generated from the job config, with ``deepspeed.config`` merged over it.
+
+    bf16 mixed precision is left to autocast in the loop on CPU (DeepSpeed's bf16 optimizer
+    wrapper targets GPUs); on GPU DeepSpeed's own bf16 mode is used.
+    """
+    zero: dict[str, Any] = {"stage": int(ds.zero_stage)}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if int(ds.zero_stage) == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": int(train.batch_size),
+        "gradient_accumulation_steps": int(train.grad_accum),
+        "train_batch_size": int(train.batch_size) * int(train.grad_accum) * ctx.world_size,
+        "gradient_clipping": float(train.max_grad_norm),
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": bool(train.bf16 and ctx.use_gpu)},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return _deep_merge(config, dict(ds.config or {}))
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class StepLoop:
+    """Micro-batches → optimizer steps, with progress, periodic checkpoints and resume.
+
+    ``for batch in loop.batches(shard): ...; loop.after_backward(loss_parts)``: the loop yields
+    micro-batches until ``total_steps`` optimizer steps are done, epoch after epoch, skipping the
+    micro-batches a resumed run already consumed in its current epoch.
+    """
+
+    def __init__(self, *, engine: Engine, train: Any, plan: dict[str, int], ctx: WorkerContext,
+                 state: dict[str, Any] | None, what: str, rows_per_example: int = 1,
+                 extra_state: dict[str, Any] | None = None):
+        self.engine, self.train, self.plan, self.ctx, self.what = engine, train, plan, ctx, what
+        self.step = int(state["step"]) if state else 0
+        self.epoch = int(state["epoch"]) if state else 0
+        self.micro_in_epoch = int(state["micro_in_epoch"]) if state else 0
+        self.samples = int(state["samples"]) if state else 0
+        self.resumed_from = self.step if state else None
+        self.extra_state = dict(extra_state or {})
+        self._micro = 0
+        self._start = time.perf_counter()
+        self._samples_at_start = self.samples
+        self._loss_sum: dict[str, float] = {}
+        self._loss_n = 0
+        if state:
+            event(log, f"{what}.resumed", rank=ctx.rank, step=self.step, epoch=self.epoch,
+                  micro_in_epoch=self.micro_in_epoch)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.plan["total_steps"]
+
+    def batches(self, shard: Any, batch_size: int, **iter_kwargs: Any) -> Iterator[Any]:
+        while not self.done:
+            skip = self.micro_in_epoch
+            seen = 0
+            for batch in shard.iter_batches(batch_size=batch_size, **iter_kwargs):
+                seen += 1
+                if seen <= skip:
+                    continue  # consumed before the resume
+                self.micro_in_epoch = seen
+                yield batch
+                if self.done:
+                    break
+            if self.done:
+                break
+            self.epoch += 1
+            self.micro_in_epoch = 0
+
+    def after_backward(self, batch_rows: int, parts: dict[str, float]) -> None:
+        """Account one micro-batch; step the optimizer every ``grad_accum`` micro-batches."""
+        import ray.train
+
+        self._micro += 1
+        self.samples += batch_rows * self.ctx.world_size
+        for k, v in parts.items():
+            self._loss_sum[k] = self._loss_sum.get(k, 0.0) + float(v)
+        self._loss_n += 1
+        if self.engine.deepspeed:
+            self.engine.micro_step()
+            if self._micro % self.train.grad_accum:
+                return
+        else:
+            if self._micro % self.train.grad_accum:
+                return
+            self.engine.step()
+        self.step += 1
+        delay = float(os.environ.get("LANTERN_TEST_STEP_DELAY_S", "0") or 0)
+        if delay:
+            time.sleep(delay)  # tests only: widen the window in which a kill lands mid-run
+        losses = {k: v / max(1, self._loss_n) for k, v in self._loss_sum.items()}
+        metrics = {"step": self.step, "epoch": self.epoch, "samples": self.samples, "lr": self.engine.lr(),
+                   **{f"loss_{k}": v for k, v in losses.items()}}
+        if self.step % self.train.log_every_steps == 0 or self.done or self.step == 1:
+            self._progress(losses)
+            self._loss_sum, self._loss_n = {}, 0
+        if self.done or self.step % self.train.checkpoint_every_steps == 0:
+            self.checkpoint(metrics)
+
+    def _progress(self, losses: dict[str, float]) -> None:
+        if self.ctx.rank != 0:
+            return
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        rate = (self.samples - self._samples_at_start) / elapsed
+        remaining = (self.plan["total_steps"] - self.step) * self.train.batch_size * self.train.grad_accum * self.ctx.world_size
+        event(log, f"{self.what}.progress", step=self.step, total=self.plan["total_steps"],
+              pct=round(100 * self.step / self.plan["total_steps"], 1), epoch=self.epoch,
+              samples_per_s=round(rate, 2), eta_s=round(remaining / rate, 1) if rate else None,
+              lr=self.engine.lr(), **{f"loss_{k}": round(v, 4) for k, v in losses.items()})
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch,
+                "samples": self.samples, "total_steps": self.plan["total_steps"],
+                "resumed_from": self.resumed_from, **self.extra_state}
+
+    def checkpoint(self, metrics: dict[str, Any]) -> None:
+        """Every rank writes its part and reports; Ray Train merges them into one checkpoint."""
+        import ray.train
+
+        tmp = tempfile.mkdtemp(prefix=f"ckpt-{self.what}-")
+        try:
+            self.engine.save(tmp, self.ctx.rank)
+            with open(os.path.join(tmp, STATE_FILE), "w") as f:
+                json.dump(self.state(), f)
+            has_files = self.engine.deepspeed or self.ctx.rank == 0
+            checkpoint = ray.train.Checkpoint.from_directory(tmp) if has_files else None
+            ray.train.report(metrics, checkpoint=checkpoint)
+            if self.ctx.rank == 0:
+                event(log, f"{self.what}.checkpoint", step=self.step, epoch=self.epoch)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def throughput(self) -> float:
+        """Samples per second since this (possibly resumed) run started."""
+        return (self.samples - self._samples_at_start) / max(time.perf_counter() - self._start, 1e-9)
