@@ -67,6 +67,7 @@ def approx_tokens(text: str) -> int:
 _DROP_HEADINGS = re.compile(
     r"\b(benefits?|perks?|what we offer|we offer|why join|why you'?ll love|why work|about us|"
     r"about the (company|team|organi[sz]ation)|who we are|our (company|story|mission|values|culture)|"
+    r"^about (?!(the )?(role|job|position|you|opportunity)\b)|"
     r"compensation|salary|equal (employment )?opportunit|eeo|diversity|accommodations?|"
     r"life at|working at|join us|how to apply)\b",
     re.IGNORECASE,
@@ -74,7 +75,8 @@ _DROP_HEADINGS = re.compile(
 _KEEP_HEADINGS = re.compile(
     r"\b(requirements?|qualifications?|responsibilit\w*|what you'?ll do|what you will do|the role|"
     r"role|duties|skills|must[- ]haves?|nice[- ]to[- ]haves?|preferred|you have|you will|"
-    r"about you|about the role|experience|key tasks|in this role|tech stack)\b",
+    r"about you|about the role|experience|key tasks|in this role|tech stack|what you('?ll)? bring|"
+    r"who you are|what we'?re looking for|what we look for|nice to have|bonus points)\b",
     re.IGNORECASE,
 )
 # Sentences that carry no evidence of fit, wherever they appear.
@@ -105,6 +107,8 @@ def _is_heading(line: str) -> bool:
     if line.lstrip().startswith("#"):
         return True
     words = s.split()
+    if words[0].lower() == "about" and len(words) <= 5 and not s.endswith((".", "!", "?")):
+        return True  # "About Cobalt Systems", "About the role"
     return len(words) <= 6 and not s.endswith((".", "!", "?", ";", ",")) and s[:1].isupper() and (
         _DROP_HEADINGS.search(s) is not None or _KEEP_HEADINGS.search(s) is not None
     )
@@ -160,7 +164,38 @@ def compress_job_description(text: str | None) -> str:
         if line.endswith(":") and (i + 1 == len(kept) or kept[i + 1].endswith(":")):
             continue
         out.append(line)
-    return "\n".join(out)
+    return "\n".join(_merge_bullets(out))
+
+
+def _merge_bullets(lines: list[str], min_run: int = 3) -> list[str]:
+    """Merge runs of bullets sharing a leading phrase: ``- Hands-on experience with Python``,
+    ``- Hands-on experience with SQL`` -> ``- Hands-on experience with Python, SQL``."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        words = lines[i].split()
+        if not lines[i].startswith("- ") or len(words) < 4:
+            out.append(lines[i])
+            i += 1
+            continue
+        # Longest common prefix (>= 3 words incl. the dash) shared by a run of >= min_run bullets.
+        best_j, best_k = i, 0
+        for k in range(len(words) - 1, 2, -1):
+            prefix = words[:k]
+            j = i
+            while j < len(lines) and lines[j].split()[:k] == prefix and len(lines[j].split()) > k:
+                j += 1
+            if j - i >= min_run:
+                best_j, best_k = j, k
+                break
+        if best_k:
+            items = [" ".join(lines[x].split()[best_k:]) for x in range(i, best_j)]
+            out.append(" ".join(words[:best_k]) + " " + ", ".join(items))
+            i = best_j
+        else:
+            out.append(lines[i])
+            i += 1
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +327,7 @@ def job_text(job: dict, max_tokens: int = JOB_TOKENS, count: TokenCounter | None
         ("Title", _clean(job.get("title"))),
         ("Seniority", _clean(job.get("seniority"))),
         ("Required skills", skills),
-        ("Description", re.sub(r"\s*\n\s*", " ", description)),
+        ("Description", description),
         ("Location", place),
         ("Company", _clean(job.get("company"))),
     ]
