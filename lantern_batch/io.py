@@ -92,17 +92,25 @@ def s3fs_filesystem():
     Used where fsspec features are needed (ETags in listings, conditional puts). Credentials come
     from the standard AWS chain inside botocore; nothing here reads or logs them.
     """
+    return _s3fs_cached(s3_endpoint(), _s3_region(), os.environ.get("AWS_ACCESS_KEY_ID"))
+
+
+@lru_cache(maxsize=8)
+def _s3fs_cached(endpoint: str | None, region: str | None, _key_id: str | None):
+    # Cached per environment: building a client costs ~0.1 s. _key_id only keys the cache.
     import s3fs
 
     client_kwargs: dict[str, object] = {}
-    endpoint = s3_endpoint()
     if endpoint:
         client_kwargs["endpoint_url"] = endpoint
-    region = _s3_region()
     if region:
         client_kwargs["region_name"] = region
-    # skip_instance_cache: a cached instance would keep an endpoint from an earlier environment.
-    return s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True)
+    # skip_instance_cache: s3fs's own cache ignores the environment we key on.
+    # use_listings_cache=False: locks and manifests change under us; a cached listing would
+    # hand back stale sizes and ETags.
+    return s3fs.S3FileSystem(
+        client_kwargs=client_kwargs, skip_instance_cache=True, use_listings_cache=False
+    )
 
 
 @lru_cache(maxsize=8)
@@ -265,8 +273,15 @@ def write_text(path: str, text: str) -> None:
 
 
 def read_text(path: str) -> str:
-    fs, p = filesystem(path)
-    with fs.open_input_stream(p) as f:
+    """Read a small text file whole.
+
+    On S3 this is one unranged GET, so the body is one version of the object. (pyarrow's S3
+    input streams take the size from a HEAD and then GET byte ranges: an object replaced in
+    between — a manifest being republished — comes back truncated or mixed.)
+    """
+    if is_s3(path):
+        return s3fs_filesystem().cat_file(str(path).split("://", 1)[1]).decode()
+    with open(os.path.abspath(path), "rb") as f:
         return f.read().decode()
 
 
@@ -446,7 +461,10 @@ def published_files(
     while True:
         elapsed = time.monotonic() - start
         success = _read_success(final_dir)
-        manifest = _read_manifest(final_dir) if success is not None else None
+        try:
+            manifest = _read_manifest(final_dir) if success is not None else None
+        except json.JSONDecodeError:
+            manifest = None  # cannot happen with atomic writes; treat like a torn read
         if success is not None and manifest is not None and str(manifest.get("run_id")) == success:
             return manifest, [join(final_dir, n) for n in manifest.get("files", [])]
         if success is None:

@@ -1,0 +1,231 @@
+"""S3 end to end against a real moto_server on loopback: Parquet I/O (pyarrow and s3fs backends),
+atomic publish with a concurrent reader, GC, _LATEST, the lock's conditional puts, Ray Data
+reading S3 from workers, and model references on S3.
+
+    .venv/bin/python -m pytest -q tests/integration/test_s3.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from lantern_batch import io, models
+from lantern_batch.errors import InputError, LockHeldError, NotPublishedError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["pyarrow", "s3fs"])
+def s3_backend(request, monkeypatch, s3_server):
+    monkeypatch.setenv("LANTERN_S3_BACKEND", request.param)
+    return request.param
+
+
+def _publish(final_dir: str, run_id: str, n_files: int, rows_per_file: int = 4) -> dict:
+    files = [
+        io.write_table(
+            pa.table({"run_id": [run_id] * rows_per_file, "i": list(range(rows_per_file))}),
+            final_dir,
+            basename=f"part-{run_id}-{k:05d}.parquet",
+        )
+        for k in range(n_files)
+    ]
+    return io.publish_partition(final_dir, files, {"run_id": run_id, "rows": n_files * rows_per_file})
+
+
+def test_parquet_roundtrip_on_s3(s3_server, s3_backend):
+    base = s3_server.uri("roundtrip", s3_backend, "members")
+    t1 = pa.table({"member_id": ["m1", "m2"], "years": [3.5, 10.0]})
+    t2 = pa.table({"member_id": ["m3"], "years": [1.0]})
+    p1 = io.write_table(t1, base, basename="part-0.parquet")
+    io.write_table(t2, io.join(base, "sub"), basename="part-1.parquet")
+    io.write_text(io.join(base, "_SUCCESS"), "ok\n")
+    assert p1 == f"{base}/part-0.parquet"
+    assert io.list_parquet_files(base) == [p1, f"{base}/sub/part-1.parquet"]
+    assert io.exists(p1) and not io.exists(io.join(base, "nope.parquet"))
+    got = io.read_table(base)
+    assert sorted(got.column("member_id").to_pylist()) == ["m1", "m2", "m3"]
+    assert io.dataset_schema(base) == t1.schema
+    assert io.read_text(io.join(base, "_SUCCESS")) == "ok\n"
+    assert io.list_dir(base) == ["_SUCCESS", "part-0.parquet"]
+    io.delete_dir(base)
+    assert io.list_parquet_files(base) == []
+    with pytest.raises(InputError, match="table 'members'"):
+        io.read_table(base, table="members")
+
+
+def test_publish_on_s3_concurrent_reader_never_sees_a_mix(s3_server):
+    final_dir = s3_server.uri("out", "scores", "ds=2026-11-24")
+    sizes = {}
+
+    def publish(i: int) -> None:
+        run_id = f"run{i:02d}"
+        n_files = 1 + i % 3
+        sizes[run_id] = n_files * 4
+        _publish(final_dir, run_id, n_files)
+
+    publish(0)
+    stop = threading.Event()
+    seen, problems = [], []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                table = io.read_published(final_dir, poll_s=0.01)
+            except Exception as exc:
+                problems.append(f"{type(exc).__name__}: {exc}")
+                return
+            runs = set(table.column("run_id").to_pylist())
+            if len(runs) != 1 or table.num_rows != sizes[next(iter(runs))]:
+                problems.append(f"mixed or partial read: {sorted(runs)} {table.num_rows} rows")
+                return
+            seen.append(runs.pop())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(1, 8):
+        publish(i)
+    stop.set()
+    thread.join(timeout=60)
+    assert not problems, problems
+    assert len(set(seen)) >= 2
+    # GC kept exactly the last two generations.
+    names = io.list_dir(final_dir)
+    runs_present = {n.split("-")[1] for n in names if n.startswith("part-")}
+    assert runs_present == {"run06", "run07"}
+    assert io.read_text(io.join(final_dir, "_SUCCESS")).strip() == "run07"
+    manifest, files = io.published_files(final_dir)
+    assert manifest["run_id"] == "run07" and all(f.startswith("s3://") for f in files)
+
+
+def test_torn_publish_on_s3_is_reported(s3_server):
+    final_dir = s3_server.uri("torn", "ds=2026-11-24")
+    _publish(final_dir, "runA", 1)
+    io.write_text(io.join(final_dir, "_manifest.json"), json.dumps({"run_id": "runB", "files": []}))
+    with pytest.raises(NotPublishedError, match="runA"):
+        io.read_published(final_dir, torn_grace_s=0.2, poll_s=0.05)
+
+
+def test_latest_on_s3(s3_server):
+    base = s3_server.uri("latest", "scores")
+    io.write_latest(base, "2026-11-24")
+    io.write_latest(base, "2026-11-23")
+    assert io.read_latest(base) == "2026-11-24"
+
+
+def test_lock_on_s3_contention_stale_and_release(s3_server, caplog):
+    path = s3_server.uri("locks", "scores", "ds=2026-11-24.lock")
+    with io.PartitionLock(path, owner="runA", ttl_s=3600):
+        with pytest.raises(LockHeldError, match="held by runA"):
+            io.PartitionLock(path, owner="runB", ttl_s=3600).acquire()
+    assert not io.exists(path)
+
+    # Eight contenders at once: the conditional PUT lets exactly one win.
+    winners, barrier = [], threading.Barrier(8)
+
+    def contend(i: int) -> None:
+        barrier.wait()
+        try:
+            winners.append(io.PartitionLock(path, owner=f"run{i}", ttl_s=3600).acquire())
+        except LockHeldError:
+            pass
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    winners[0].release()
+
+    # A stale lock (holder died 2 h ago) is broken; the new holder owns the object.
+    io.write_text(path, json.dumps({"owner": "dead", "token": "t", "created_at": time.time() - 7200}))
+    with io.PartitionLock(path, owner="runC", ttl_s=3600) as lock:
+        assert json.loads(io.read_text(path))["token"] == lock.token
+        lock.refresh()
+        assert json.loads(io.read_text(path))["token"] == lock.token
+    assert not io.exists(path)
+
+
+def test_lost_lock_on_s3_is_not_released(s3_server):
+    path = s3_server.uri("locks", "lost.lock")
+    stale_holder = io.PartitionLock(path, owner="runA", ttl_s=0.0).acquire()
+    time.sleep(0.05)
+    new_holder = io.PartitionLock(path, owner="runB", ttl_s=3600).acquire()
+    with pytest.raises(LockHeldError, match="lost"):
+        stale_holder.refresh()
+    stale_holder.release()
+    assert json.loads(io.read_text(path))["owner"] == "runB"
+    new_holder.release()
+
+
+def test_ray_workers_read_s3(s3_server, ray_s3):
+    base = s3_server.uri("ray", "pairs")
+    for k in range(3):
+        io.write_table(
+            pa.table({"member_id": [f"m{k}-{i}" for i in range(50)], "x": list(range(50))}),
+            base,
+            basename=f"part-{k}.parquet",
+        )
+    ds = io.ray_read_parquet(base)
+    # map_batches runs in Ray workers, so the read really happens outside the driver.
+    total = ds.map_batches(lambda b: {"n": [len(b["x"])]}, batch_format="numpy").sum("n")
+    assert total == 150
+    assert ds.count() == 150
+
+    final_dir = s3_server.uri("ray", "scores", "ds=2026-11-24")
+    _publish(final_dir, "runA", 2)
+    _publish(final_dir, "runB", 3)
+    _, files = io.published_files(final_dir)
+    rows = io.ray_read_parquet(files).take_all()
+    assert len(rows) == 12 and {r["run_id"] for r in rows} == {"runB"}
+
+
+def test_model_reference_on_s3_downloads_once(s3_server, tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
+    fs = io.s3fs_filesystem()
+    prefix = f"{s3_server.bucket}/models/tiny-bert"
+    fs.put(str(tiny_bert_dir), prefix, recursive=True)
+    uri = f"s3://{prefix}"
+
+    local = models.resolve(uri)
+    assert local.is_relative_to(tmp_path / "cache")
+    for f in tiny_bert_dir.iterdir():
+        assert (local / f.name).read_bytes() == f.read_bytes()
+    assert models.model_version(local) == models.model_version(tiny_bert_dir)
+    from transformers import AutoModel, AutoTokenizer
+
+    AutoTokenizer.from_pretrained(local)
+    AutoModel.from_pretrained(local)
+
+    # Unchanged listing: the cached copy is reused, nothing is downloaded again.
+    mtime = (local / "model.safetensors").stat().st_mtime_ns
+    assert models.resolve(uri + "/") == local
+    assert (local / "model.safetensors").stat().st_mtime_ns == mtime
+
+    # A changed object changes the listing hash: a fresh download into a new directory.
+    fs.pipe_file(f"{prefix}/{models.METADATA_FILE}", b'{"source": "retrained"}\n')
+    changed = models.resolve(uri)
+    assert changed != local
+    assert json.loads((changed / models.METADATA_FILE).read_text()) == {"source": "retrained"}
+    assert models.model_version(changed) != models.model_version(local)
+
+
+def test_model_reference_on_s3_without_config_is_a_clear_error(s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
+    fs = io.s3fs_filesystem()
+    fs.pipe_file(f"{s3_server.bucket}/models/broken/weights.bin", b"x")
+    with pytest.raises(InputError, match="no config.json"):
+        models.resolve(s3_server.uri("models", "broken"))
+    with pytest.raises(InputError, match="no config.json"):
+        models.resolve(s3_server.uri("models", "does-not-exist"))
+    assert not (tmp_path / "cache" / "models").exists() or not any(
+        p for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock")
+    )
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
