@@ -177,7 +177,6 @@ def test_ray_workers_read_s3(s3_server, ray_s3):
     # map_batches runs in Ray workers, so the read really happens outside the driver.
     total = ds.map_batches(lambda b: {"n": [len(b["x"])]}, batch_format="numpy").sum("n")
     assert total == 150
-    assert ds.count() == 150
 
     final_dir = s3_server.uri("ray", "scores", "ds=2026-11-24")
     _publish(final_dir, "runA", 2)

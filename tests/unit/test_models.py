@@ -38,11 +38,9 @@ def test_bundled_smollm2_is_converted_to_a_bf16_llama_dir(smollm2_dir):
 def test_second_resolve_reuses_the_conversion(smollm2_dir):
     weights = smollm2_dir / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
-    start = time.perf_counter()
     again = models.resolve("bundled:smollm2")
-    # Not a timing assertion on speed, only that nothing was rebuilt: same path, same file.
+    # Nothing was rebuilt: same path, same weights file (speed is measured in bench/, not here).
     assert again == smollm2_dir and weights.stat().st_mtime_ns == mtime
-    assert time.perf_counter() - start < 5
     assert models.prepare_bundled() == {
         "bundled:minilm": models.resolve("bundled:minilm"),
         "bundled:smollm2": smollm2_dir,
