@@ -337,6 +337,11 @@ def _unlink_quietly(path: str) -> None:
 # --------------------------------------------------------------------------- atomic publish
 
 
+def part_name(run_id: str, index: int) -> str:
+    """The run-unique data file name :func:`publish_partition` expects: ``part-<run>-00007.parquet``."""
+    return f"part-{run_id}-{index:05d}.parquet"
+
+
 def publish_partition(final_dir: str, data_files: list[str], manifest: dict) -> dict:
     """Publish a partition directory whose data files are already written inside it.
 

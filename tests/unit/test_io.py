@@ -27,7 +27,7 @@ def _write_generation(final_dir: str, run_id: str, n_files: int, rows_per_file: 
                 "row": list(range(i * rows_per_file, (i + 1) * rows_per_file)),
             }
         )
-        files.append(io.write_table(table, final_dir, basename=f"part-{run_id}-{i:05d}.parquet"))
+        files.append(io.write_table(table, final_dir, basename=io.part_name(run_id, i)))
     return files
 
 
