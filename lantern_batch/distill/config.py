@@ -209,6 +209,77 @@ class GenerationEvalSettings(ConfigModel):
     """Prompts per generate call."""
 
 
+class ExplainerDataSettings(DataSettings):
+    """Explainer examples: teacher-labelled pairs with explanations (D_seed optional)."""
+
+    seed: str | None = None
+    """D_seed (SEED_SCHEMA) rows added to the teacher's; None: teacher labels only."""
+
+
+class TeacherSFTDataSettings(DataSettings):
+    """Teacher SFT examples: D_seed only."""
+
+    teacher_labels: str | None = None
+    """Unused by teacher SFT (it learns from D_seed)."""
+    holdout_fraction: float = Field(0.2, ge=0, lt=1)
+    """Share of seed pairs held out to measure label agreement before and after SFT."""
+
+
+class ClassifierTrainSettings(TrainSettings):
+    """Classifier optimisation (MiniLM: lr 1e-4, 32 per batch, 2 epochs)."""
+
+    epochs: float = Field(2.0, gt=0)
+    """Passes over the training examples."""
+    batch_size: int = Field(32, ge=1)
+    """Examples per worker per micro-batch."""
+    lr: float = Field(1e-4, gt=0)
+    """Peak learning rate (AdamW)."""
+
+
+class ExplainerTrainSettings(TrainSettings):
+    """Explainer optimisation (a pruned student needs a high rate to recover: 2e-4)."""
+
+    batch_size: int = Field(4, ge=1)
+    """Examples per worker per micro-batch."""
+    lr: float = Field(2e-4, gt=0)
+    """Peak learning rate (AdamW)."""
+    checkpoint_every_steps: int = Field(50, ge=1)
+    """Checkpoint every N optimizer steps (and always at the end)."""
+
+
+class TeacherSFTTrainSettings(TrainSettings):
+    """Teacher SFT optimisation."""
+
+    batch_size: int = Field(2, ge=1)
+    """Examples per worker per micro-batch."""
+    lr: float = Field(1e-4, gt=0)
+    """Peak learning rate (AdamW)."""
+    checkpoint_every_steps: int = Field(50, ge=1)
+    """Checkpoint every N optimizer steps (and always at the end)."""
+
+
+class TeacherPromptSettings(PromptSettings):
+    """Teacher prompt budgets (v1's system prompt alone is ~1350 SmolLM2 tokens)."""
+
+    member_tokens: int = Field(120, ge=16)
+    """Budget of the member section."""
+    job_tokens: int = Field(120, ge=16)
+    """Budget of the job section."""
+    max_length: int = Field(2048, ge=32)
+    """Longest prompt + output sequence in tokens."""
+    max_target_tokens: int = Field(192, ge=8)
+    """Longest JSON output in tokens."""
+
+
+class TeacherEvalSettings(GenerationEvalSettings):
+    """Held-out label agreement of the teacher."""
+
+    num_pairs: int = Field(40, ge=1)
+    """Held-out seed pairs scored before and after SFT."""
+    batch_size: int = Field(4, ge=1)
+    """Prompts per forward pass."""
+
+
 class _TableJob(ConfigModel):
     SHORTCUTS: ClassVar[dict[str, str]] = {**_TABLE_SHORTCUTS, "--teacher-labels": "data.teacher_labels",
                                            "--seed": "data.seed"}
@@ -244,7 +315,7 @@ class ClassifierConfig(_TableJob):
     """The encoder student."""
     kd: SoftKDSettings = Field(default_factory=SoftKDSettings)
     """Logit-level KD."""
-    train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=1e-4, batch_size=32, epochs=2))
+    train: ClassifierTrainSettings = Field(default_factory=ClassifierTrainSettings)
     """Optimisation and Ray Train settings."""
     calibrate: bool = True
     """Fit a softmax temperature on the held-out split (minimum NLL) and record it in the export."""
@@ -281,7 +352,7 @@ class ExplainerConfig(_TableJob):
 
     out: str = "runs/demo/models/explainer"
     """Export directory (merged HF causal LM that vLLM loads + metrics.json)."""
-    data: DataSettings = Field(default_factory=lambda: DataSettings(seed=None))
+    data: ExplainerDataSettings = Field(default_factory=ExplainerDataSettings)
     """Training examples (teacher-labelled pairs with explanations)."""
     student: ExplainerStudentSettings = Field(default_factory=ExplainerStudentSettings)
     """The decoder student."""
@@ -289,7 +360,7 @@ class ExplainerConfig(_TableJob):
     """Loss mix and divergence."""
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     """Prompt budgets."""
-    train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=2e-4, batch_size=4, epochs=1))
+    train: ExplainerTrainSettings = Field(default_factory=ExplainerTrainSettings)
     """Optimisation and Ray Train settings."""
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
     """DeepSpeed ZeRO (off: DDP)."""
@@ -317,17 +388,20 @@ class TeacherSFTConfig(_TableJob):
     """Export directory (HF causal LM that vLLM loads + metrics.json)."""
     model: str = "bundled:smollm2"
     """The teacher T2 before SFT."""
-    data: DataSettings = Field(default_factory=lambda: DataSettings(teacher_labels=None, holdout_fraction=0.2))
+    data: TeacherSFTDataSettings = Field(default_factory=TeacherSFTDataSettings)
     """D_seed (``data.seed``) and its held-out split."""
     lora: LoraSettings = Field(default_factory=LoraSettings)
     """Optional LoRA (merged on export)."""
-    prompt: PromptSettings = Field(default_factory=lambda: PromptSettings(member_tokens=120, job_tokens=120, max_length=1400, max_target_tokens=160))
+    prompt_version: str = "v1"
+    """Teacher prompt version (``lantern_batch.prompts.PROMPT_VERSIONS``); use the version
+    synthesis runs the teacher with, so what SFT teaches is what synthesis asks."""
+    prompt: TeacherPromptSettings = Field(default_factory=TeacherPromptSettings)
     """Prompt budgets (the teacher prompt: teacher_messages with these data budgets)."""
-    train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=1e-4, batch_size=2, epochs=1))
+    train: TeacherSFTTrainSettings = Field(default_factory=TeacherSFTTrainSettings)
     """Optimisation and Ray Train settings."""
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
     """DeepSpeed ZeRO (off: DDP)."""
-    eval: GenerationEvalSettings = Field(default_factory=lambda: GenerationEvalSettings(num_pairs=40))
+    eval: TeacherEvalSettings = Field(default_factory=TeacherEvalSettings)
     """Label agreement with held-out seed labels before and after SFT."""
 
     @model_validator(mode="after")

@@ -387,7 +387,8 @@ def prepare_examples(
     inputs: Any,
     data: Any,
     work_dir: str,
-    builder: Callable[[], Callable[[pa.Table], pa.Table]] | type,
+    builder: Callable[..., pa.Table] | type,
+    builder_kwargs: dict[str, Any],
     hash_fields: tuple[str, ...],
     settings_for_fingerprint: dict[str, Any],
     label_task: str | None = None,
@@ -399,9 +400,10 @@ def prepare_examples(
         inputs: :class:`lantern_batch.config.InputTables`.
         data: :class:`lantern_batch.distill.config.DataSettings`.
         work_dir: ``examples/`` and ``errors/`` are (re)written under it.
-        builder: a callable class (``map_batches`` with an actor pool, e.g. one that loads a
-            tokenizer once) or a zero-argument factory of a batch function, turning joined rows
-            (LABEL_ROW_SCHEMA + ``member``, ``job`` structs + ``query``) into example rows.
+        builder: a batch function, or a callable class (run in an actor that loads e.g. a
+            tokenizer once), turning joined rows (LABEL_ROW_SCHEMA + ``member``, ``job``
+            structs + ``query``) into example rows.
+        builder_kwargs: keyword arguments of the function call / the class constructor.
         hash_fields: example columns that define the training data's fingerprint.
         settings_for_fingerprint: builder settings mixed into the fingerprint.
         label_task: which checks the teacher-label rows get (default: ``task``).
@@ -481,9 +483,10 @@ def prepare_examples(
         good = good.limit(int(data.max_examples / max(1e-9, 1 - data.holdout_fraction)) + 1)
 
     if isinstance(builder, type):
-        built = good.map_batches(builder, batch_format="pyarrow", concurrency=1, batch_size=64)
+        built = good.map_batches(builder, batch_format="pyarrow", concurrency=1, batch_size=64,
+                                 fn_constructor_kwargs=builder_kwargs)
     else:
-        built = good.map_batches(builder(), batch_format="pyarrow", batch_size=64)
+        built = good.map_batches(builder, batch_format="pyarrow", batch_size=64, fn_kwargs=builder_kwargs)
     built = built.map_batches(_add_hash, batch_format="pyarrow", fn_kwargs={"fields": hash_fields}).materialize()
     built.write_parquet(_ray_path(examples_dir), **_fs_kwargs(examples_dir))
 

@@ -59,16 +59,6 @@ def classifier_examples(table: pa.Table, text_max_chars: int) -> pa.Table:
     })
 
 
-class ClassifierExampleBuilder:
-    """``map_batches`` callable: joined rows → examples (no model needed)."""
-
-    def __init__(self, text_max_chars: int = 900):
-        self.text_max_chars = text_max_chars
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return classifier_examples(table, self.text_max_chars)
-
-
 def collate(batch: dict[str, np.ndarray], tokenizer: Any, max_length: int) -> dict[str, Any]:
     """A numpy batch of examples → tensors (dynamic padding to the batch's longest text)."""
     import torch
@@ -236,7 +226,7 @@ def run(cfg: ClassifierConfig) -> int:
     write_resolved_config(cfg, work)
     prepared = prepare_examples(
         task="classifier", inputs=cfg.inputs, data=cfg.data, work_dir=work,
-        builder=_builder_factory(cfg.model.text_max_chars),
+        builder=classifier_examples, builder_kwargs={"text_max_chars": cfg.model.text_max_chars},
         hash_fields=("member_id", "job_id", "label", "p_high", "p_medium", "p_low", "weight", "text"),
         settings_for_fingerprint={"text_max_chars": cfg.model.text_max_chars},
     )
@@ -253,8 +243,3 @@ def run(cfg: ClassifierConfig) -> int:
                                f"min_accuracy {cfg.min_accuracy}")
     return 0
 
-
-def _builder_factory(text_max_chars: int):
-    def factory():
-        return ClassifierExampleBuilder(text_max_chars)
-    return factory

@@ -1,0 +1,329 @@
+"""Decoder explainer distillation: SFT + token-level KD on Ray Train (DDP or DeepSpeed ZeRO).
+
+    lantern-batch distill explainer --config configs/demo_distill_explainer.yaml
+
+The student (default: every third layer of SmolLM2-135M, initialised from its weights; optional
+LoRA) learns to write the teacher's explanation given a label-conditioned prompt
+(:func:`lantern_batch.prompts.explainer_messages`: the prompt states the fit label, the output
+explains it). Loss, on output tokens only:
+``lambda_sft · CE + lambda_kd · D(teacher top-k ‖ student)`` with D one of forward KL, reverse
+KL, JS or TVD over the stored sparse top-k plus a rest bucket
+(:func:`lantern_batch.distill.losses.explainer_loss`). The stored top-k is used where the
+table's ``explanation_token_ids`` decode to the explanation with the student's tokenizer;
+other rows train with SFT only (counted as ``kd_unaligned``). With ``kd.teacher_model`` a
+teacher model supplies the top-k online instead (chains).
+
+After training (driver): greedy generations on held-out pairs → ROUGE-1/2/L against the
+teacher's explanations, for the trained student, the untrained student (same architecture
+and initialisation) and the unpruned source model; export of the merged model (LoRA folded in)
+as an HF directory vLLM loads, with ``metrics.json`` and ``lantern_batch.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lantern_batch.distill.config import ExplainerConfig
+from lantern_batch.logs import event, get_logger
+
+log = get_logger(__name__)
+
+EXAMPLE_SCHEMA = pa.schema([
+    pa.field("member_id", pa.string()),
+    pa.field("job_id", pa.string()),
+    pa.field("fit_label", pa.string()),
+    pa.field("explanation", pa.string()),
+    pa.field("prompt_ids", pa.list_(pa.int32())),
+    pa.field("target_ids", pa.list_(pa.int32())),
+    pa.field("topk_ids", pa.list_(pa.list_(pa.int32()))),
+    pa.field("topk_logprobs", pa.list_(pa.list_(pa.float32()))),
+    pa.field("kd_aligned", pa.bool_()),
+    pa.field("source", pa.string()),
+    pa.field("heldout", pa.bool_()),
+])
+
+
+def aligned_token_ids(tokenizer: Any, explanation: str, token_ids: list[int] | None) -> bool:
+    """True when the stored explanation token ids are the student tokenizer's tokens of the
+    explanation (same vocabulary), so the stored top-k lines up with the student's targets."""
+    if not token_ids:
+        return False
+    if max(token_ids) >= len(tokenizer):
+        return False
+    return tokenizer.decode(token_ids, skip_special_tokens=False).strip() == (explanation or "").strip()
+
+
+class ExplainerExampleBuilder:
+    """``map_batches`` callable class: joined rows → token-id examples (loads the tokenizer once)."""
+
+    def __init__(self, tokenizer_dir: str, prompt: dict[str, int]):
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.prompt = prompt
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        from lantern_batch.distill.decoder import build_lm_example, chat_prompt_ids, eos_id
+        from lantern_batch.prompts import explainer_messages
+
+        tok = self.tokenizer
+        eos = eos_id(tok)
+        cols = {c: table.column(c).to_pylist() for c in (
+            "member_id", "job_id", "fit_label", "explanation", "member", "job", "query",
+            "explanation_token_ids", "topk_ids", "topk_logprobs", "source", "heldout")}
+        out: dict[str, list] = {f.name: [] for f in EXAMPLE_SCHEMA}
+        for i in range(table.num_rows):
+            msgs = explainer_messages(cols["member"][i], cols["job"][i], cols["query"][i], cols["fit_label"][i],
+                                      member_tokens=self.prompt["member_tokens"], job_tokens=self.prompt["job_tokens"])
+            prompt_ids = chat_prompt_ids(tok, msgs)
+            text = cols["explanation"][i]
+            stored = cols["explanation_token_ids"][i]
+            aligned = aligned_token_ids(tok, text, stored) and cols["topk_ids"][i] is not None
+            target = list(stored) if aligned else tok(text, add_special_tokens=False)["input_ids"]
+            ex = build_lm_example(prompt_ids, target, eos, self.prompt["max_length"], self.prompt["max_target_tokens"],
+                                  cols["topk_ids"][i] if aligned else None,
+                                  cols["topk_logprobs"][i] if aligned else None)
+            for key in ("member_id", "job_id", "fit_label", "explanation", "source", "heldout"):
+                out[key].append(cols[key][i])
+            out["prompt_ids"].append(ex["prompt_ids"])
+            out["target_ids"].append(ex["target_ids"])
+            out["topk_ids"].append(ex["topk_ids"])
+            out["topk_logprobs"].append(ex["topk_logprobs"])
+            out["kd_aligned"].append(bool(aligned))
+        return pa.Table.from_pydict(out, schema=EXAMPLE_SCHEMA)
+
+
+def build_student(cfg: ExplainerConfig, source_dir: str):
+    """The student as trained: pruned (and LoRA-wrapped when enabled) inside :class:`DecoderForKD`."""
+    from lantern_batch.distill.decoder import DecoderForKD, apply_lora, load_student
+
+    student, keep, n_layers = load_student(source_dir, cfg.student.keep_every, cfg.student.keep_layers)
+    if cfg.student.lora.enabled:
+        student = apply_lora(student, cfg.student.lora)
+    return DecoderForKD(student), keep, n_layers
+
+
+def decoder_train_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker loop for decoders (explainer and teacher SFT share it)."""
+    import ray.train
+    import torch
+
+    from lantern_batch.classifier import autocast_context, resolve_model_dir
+    from lantern_batch.distill.decoder import collate_lm, online_topk
+    from lantern_batch.distill.losses import explainer_loss
+    from lantern_batch.distill.trainer import StepLoop, build_engine, restore, worker_setup
+
+    kind = config["kind"]
+    if kind == "explainer":
+        cfg: Any = ExplainerConfig.model_validate(config["cfg"])
+        source = str(resolve_model_dir(cfg.student.source))
+        wrapper, _, _ = build_student(cfg, source)
+        lora_on = cfg.student.lora.enabled
+        kd = cfg.kd
+    else:
+        from lantern_batch.distill.config import TeacherSFTConfig
+        from lantern_batch.distill.teacher_sft import build_teacher
+
+        cfg = TeacherSFTConfig.model_validate(config["cfg"])
+        wrapper = build_teacher(cfg)
+        lora_on = cfg.lora.enabled
+        kd = None
+    plan = config["plan"]
+    pad = int(config["pad_id"])
+    ctx = worker_setup(cfg.train)
+    if hasattr(wrapper.lm, "gradient_checkpointing_enable") and config.get("gradient_checkpointing"):
+        wrapper.lm.gradient_checkpointing_enable()
+    engine = build_engine(wrapper, cfg.train, plan["total_steps"], ctx, cfg.deepspeed, only_trainable=lora_on)
+    teacher = None
+    if kd is not None and kd.teacher_model and kd.lambda_kd > 0:
+        from transformers import AutoModelForCausalLM
+
+        teacher = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(kd.teacher_model)), dtype=torch.float32)
+        teacher.to(ctx.device).eval()
+    state, checkpoint = restore()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            engine.load(d)
+    loop = StepLoop(engine=engine, train=cfg.train, plan=plan, ctx=ctx, state=state, what=kind)
+    shard = ray.train.get_dataset_shard("train")
+    engine.module.train()
+    iter_kwargs: dict[str, Any] = {"batch_format": "pyarrow", "prefetch_batches": 1}
+    if cfg.train.shuffle:
+        iter_kwargs.update(local_shuffle_buffer_size=max(64, 8 * cfg.train.batch_size),
+                           local_shuffle_seed=cfg.train.seed + loop.epoch)
+    columns = ["prompt_ids", "target_ids"] + (["topk_ids", "topk_logprobs"] if kd is not None else [])
+    for table in loop.batches(shard, cfg.train.batch_size, **iter_kwargs):
+        rows = {c: table.column(c).to_pylist() for c in columns if c in table.column_names}
+        b = collate_lm(rows, pad)
+        b = {k: v.to(ctx.device) for k, v in b.items()}
+        if teacher is not None:
+            with autocast_context(ctx.device, cfg.train.bf16):
+                b.update(online_topk(teacher, b, kd.topk))
+        with autocast_context(ctx.device, cfg.train.bf16):
+            logits, sel = engine.module(b["input_ids"], b["attention_mask"], b["labels"])  # [n, vocab]
+        labels = b["labels"][sel]  # [n]
+        if kd is not None and "topk_ids" in b and kd.lambda_kd > 0:
+            loss, parts = explainer_loss(logits, labels, b["topk_ids"][sel], b["topk_logprobs"][sel],
+                                         b["kd_mask"][sel], lambda_sft=kd.lambda_sft, lambda_kd=kd.lambda_kd,
+                                         divergence=kd.divergence, rest=kd.rest)
+        else:
+            lam = kd.lambda_sft if kd is not None else 1.0
+            loss, parts = explainer_loss(logits, labels, None, None, None, lambda_sft=lam, lambda_kd=0.0)
+        engine.backward(loss, cfg.train.grad_accum)
+        loop.after_backward(int(b["input_ids"].shape[0]), {"total": float(loss.detach()), **parts})
+    if ctx.rank == 0:
+        event(log, f"{kind}.train_throughput", samples_per_s=round(loop.throughput(), 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver: evaluation and export
+
+
+def load_trained(cfg: ExplainerConfig, checkpoint_dir: str):
+    """The trained student (merged, plain HF model) from a final checkpoint."""
+    import torch
+
+    from lantern_batch.classifier import resolve_model_dir
+    from lantern_batch.distill.decoder import merge_lora
+    from lantern_batch.distill.trainer import MODEL_FILE
+
+    wrapper, keep, n = build_student(cfg, str(resolve_model_dir(cfg.student.source)))
+    state = torch.load(os.path.join(checkpoint_dir, MODEL_FILE), map_location="cpu", weights_only=True)
+    missing, unexpected = wrapper.load_state_dict(state, strict=not cfg.student.lora.enabled)
+    if unexpected:
+        raise RuntimeError(f"checkpoint has unexpected keys: {unexpected[:3]}")
+    model = merge_lora(wrapper.lm).float().eval()
+    return model, keep, n
+
+
+def heldout_sample(examples_dir: str, n: int) -> pa.Table:
+    """The first ``n`` held-out examples by (member_id, job_id): the same pairs every run."""
+    from lantern_batch.distill.data import read_examples
+
+    table = read_examples(examples_dir, heldout=True)
+    table = table.sort_by([("member_id", "ascending"), ("job_id", "ascending")])
+    return table.slice(0, n)
+
+
+def rouge_of(model: Any, tokenizer: Any, sample: pa.Table, cfg: Any) -> tuple[dict[str, float], list[str]]:
+    from lantern_batch.distill.decoder import generate
+    from lantern_batch.distill.metrics import rouge_scores
+
+    prompts = sample.column("prompt_ids").to_pylist()
+    preds = generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, bf16=cfg.train.bf16)
+    return rouge_scores(preds, sample.column("explanation").to_pylist()), preds
+
+
+def finalize(cfg: ExplainerConfig, checkpoint_dir: str, prepared: Any, train_info: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the trained and untrained students and the source model; export the student."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lantern_batch.classifier import resolve_model_dir
+    from lantern_batch.config import dump_config
+    from lantern_batch.distill.decoder import count_parameters, load_student
+    from lantern_batch.distill.export import publish_dir
+
+    source = str(resolve_model_dir(cfg.student.source))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model, keep, n_layers = load_trained(cfg, checkpoint_dir)
+    sample = heldout_sample(prepared.examples, cfg.eval.num_pairs)
+    metrics: dict[str, Any] = {"n": sample.num_rows}
+    if sample.num_rows:
+        scores, preds = rouge_of(model, tokenizer, sample, cfg)
+        metrics.update(scores)
+        base, _, _ = load_student(source, cfg.student.keep_every, cfg.student.keep_layers)
+        base_scores, base_preds = rouge_of(base.eval(), tokenizer, sample, cfg)
+        metrics.update({f"base_{k}": v for k, v in base_scores.items()})
+        del base
+        if len(keep) != n_layers:
+            src = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+            src_scores, _ = rouge_of(src, tokenizer, sample, cfg)
+            metrics.update({f"source_{k}": v for k, v in src_scores.items()})
+            del src
+        metrics["examples"] = [{"fit_label": sample.column("fit_label")[i].as_py(), "student": preds[i],
+                                "untrained": base_preds[i]} for i in range(min(3, len(preds)))]
+    metrics.update({
+        "student_layers": keep, "source_layers": n_layers, "parameters": count_parameters(model),
+        "source": cfg.student.source, "lora": cfg.student.lora.enabled, "divergence": cfg.kd.divergence,
+        "rest": cfg.kd.rest, "lambda_sft": cfg.kd.lambda_sft, "lambda_kd": cfg.kd.lambda_kd,
+        "teacher_model": cfg.kd.teacher_model, "data": prepared.to_json(), "train": train_info,
+    })
+    with tempfile.TemporaryDirectory(prefix="explainer-export-") as tmp:
+        model.to(torch.bfloat16).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        from lantern_batch.models import model_version
+        from lantern_batch.prompts import EXPLAINER_PROMPT_VERSION
+
+        meta = {"kind": "explainer", "prompt_version": EXPLAINER_PROMPT_VERSION,
+                "member_tokens": cfg.prompt.member_tokens, "job_tokens": cfg.prompt.job_tokens,
+                "max_new_tokens": cfg.eval.max_new_tokens, "training_data_fingerprint": prepared.fingerprint,
+                "source": cfg.student.source, "layers": keep}
+        with open(os.path.join(tmp, "lantern_batch.json"), "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+        metrics["version"] = model_version(tmp)
+        with open(os.path.join(tmp, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+        with open(os.path.join(tmp, "resolved_config.yaml"), "w") as f:
+            f.write(dump_config(cfg))
+        publish_dir(tmp, cfg.out)
+    event(log, "explainer.exported", out=cfg.out, params_m=round(metrics["parameters"] / 1e6, 1),
+          rougeL=round(metrics.get("rougeL", 0.0), 4), base_rougeL=round(metrics.get("base_rougeL", 0.0), 4),
+          source_rougeL=round(metrics.get("source_rougeL", 0.0), 4) if "source_rougeL" in metrics else None)
+    return metrics
+
+
+def run(cfg: ExplainerConfig) -> int:
+    """The ``distill explainer`` job: prepare → train (Ray Train) → evaluate → export."""
+    from transformers import AutoTokenizer
+
+    from lantern_batch.classifier import resolve_model_dir
+    from lantern_batch.config import write_resolved_config
+    from lantern_batch.distill.data import prepare_examples, train_dataset
+    from lantern_batch.distill.decoder import pad_id
+    from lantern_batch.distill.trainer import fit, read_trainer_state, steps_plan
+    from lantern_batch.runtime import init_ray
+
+    init_ray(cfg.ray)
+    work = cfg.resolved_work_dir()
+    write_resolved_config(cfg, work)
+    source = str(resolve_model_dir(cfg.student.source))
+    prompt = cfg.prompt.model_dump()
+    prepared = prepare_examples(
+        task="explainer", inputs=cfg.inputs, data=cfg.data, work_dir=work,
+        builder=ExplainerExampleBuilder, builder_kwargs={"tokenizer_dir": source, "prompt": prompt},
+        hash_fields=("member_id", "job_id", "fit_label", "explanation", "kd_aligned"),
+        settings_for_fingerprint={"prompt": prompt, "source": cfg.student.source},
+    )
+    aligned = _count_aligned(prepared.examples)
+    prepared.counts["kd_aligned"] = aligned
+    prepared.counts["kd_unaligned"] = prepared.num_train + prepared.num_heldout - aligned
+    if cfg.kd.lambda_kd > 0 and not cfg.kd.teacher_model and aligned == 0:
+        event(log, "explainer.kd_unavailable", reason="no rows with top-k aligned to the student tokenizer")
+    plan = steps_plan(prepared.num_train, cfg.train, cfg.train.scaling.num_workers)
+    event(log, "explainer.plan", **plan)
+    tok = AutoTokenizer.from_pretrained(source)
+    result = fit(train_loop=decoder_train_loop,
+                 loop_config={"kind": "explainer", "cfg": cfg.model_dump(mode="json"), "plan": plan,
+                              "pad_id": pad_id(tok)},
+                 train_dataset=train_dataset(prepared), train=cfg.train,
+                 run_name=cfg.resolved_run_name("explainer"))
+    with result.checkpoint.as_directory() as d:
+        state = read_trainer_state(d)
+        finalize(cfg, d, prepared, {**plan, **state, "workers": cfg.train.scaling.num_workers,
+                                    "deepspeed": cfg.deepspeed.enabled, "zero_stage": cfg.deepspeed.zero_stage})
+    return 0
+
+
+def _count_aligned(examples_dir: str) -> int:
+    from lantern_batch.distill.data import read_examples
+
+    col = read_examples(examples_dir, columns=["kd_aligned"]).column("kd_aligned")
+    return int(pc.sum(col.cast(pa.int64())).as_py() or 0)
+
