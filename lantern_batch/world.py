@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import random
 import time
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -667,8 +669,9 @@ def _write_entities(cfg: GenerateConfig, state: WorldState, table: str) -> dict[
 
 
 class _Pools:
-    """Job indices (Python lists: sampled per member) by kind of candidate for each (family,
-    seniority) of a member; the workable subset per (family, seniority, city) is cached."""
+    """Job indices by kind of candidate for each (family, seniority) of a member; the workable
+    subset per (family, seniority, city) is cached. Stored as ``array('i')`` (4 bytes a job,
+    and ``random.sample`` takes it as is): as lists of ints the pools of 100k jobs took ~120 MB."""
 
     def __init__(self, state: WorldState):
         nf, ns = len(FAMILIES), len(SENIORITY_LEVELS)
@@ -679,31 +682,31 @@ class _Pools:
         by_f: dict[int, list[int]] = {}
         for (f, _s), js in by_fs.items():
             by_f.setdefault(f, []).extend(js)
-        self.strong: dict[tuple[int, int], list[int]] = {}
-        self.partial: dict[tuple[int, int], list[int]] = {}
-        self.poor: dict[int, list[int]] = {}
-        self._workable: dict[tuple[int, int, int], list[int]] = {}
+        self.strong: dict[tuple[int, int], array] = {}
+        self.partial: dict[tuple[int, int], array] = {}
+        self.poor: dict[int, array] = {}
+        self._workable: dict[tuple[int, int, int], array] = {}
         for f in range(nf):
             related = [g for g in range(nf) if families_related(FAMILY_NAMES[f], FAMILY_NAMES[g])]
             unrelated = [g for g in range(nf) if g != f and g not in related]
-            self.poor[f] = sorted(j for g in unrelated for j in by_f.get(g, []))
+            self.poor[f] = array("i", sorted(j for g in unrelated for j in by_f.get(g, [])))
             for s in range(ns):
                 near = [j for t in range(s - 1, s + 2) for j in by_fs.get((f, t), [])]
                 far = [j for t in range(ns) if abs(t - s) >= 2 for j in by_fs.get((f, t), [])]
                 rel = [j for g in related for t in range(s - 1, s + 2) for j in by_fs.get((g, t), [])]
-                self.strong[(f, s)] = sorted(near)
-                self.partial[(f, s)] = sorted(far + rel)
+                self.strong[(f, s)] = array("i", sorted(near))
+                self.partial[(f, s)] = array("i", sorted(far + rel))
 
-    def workable(self, f: int, s: int, city: int) -> list[int]:
+    def workable(self, f: int, s: int, city: int) -> array:
         """Strong candidates the member can work at: same metro, or remote in the same country."""
         key = (f, s, city)
         if key not in self._workable:
-            strong = np.asarray(self.strong[(f, s)], dtype=np.int64)
+            strong = np.frombuffer(self.strong[(f, s)], dtype=np.int32)
             st = self.state
             j_city = st.j_city[strong]
             ok = (CITY_METRO[j_city] == CITY_METRO[city]) | (
                 (st.j_workplace[strong] == 2) & (CITY_COUNTRY[j_city] == CITY_COUNTRY[city]))
-            self._workable[key] = strong[ok].tolist()
+            self._workable[key] = array("i", strong[ok].tobytes())
         return self._workable[key]
 
 
@@ -928,17 +931,21 @@ SEED_TARGET_SHARES = {"High": 0.30, "Medium": 0.35, "Low": 0.35}
 
 
 def _write_seed(cfg: GenerateConfig, state: WorldState, candidates: list[tuple[int, int]]) -> Counter:
-    """Score the candidates with the policy and keep a class-balanced sample of num_seed."""
-    members: dict[int, dict] = {}
-    jobs: dict[int, dict] = {}
-    scored = []
-    for i, j in candidates:
-        if i not in members:
-            members[i] = build_member(cfg, state, i)
-        if j not in jobs:
-            jobs[j] = build_job(cfg, state, j)
-        scored.append((i, j, score_pair(members[i], jobs[j])))
-    order = list(range(len(scored)))
+    """Score the candidates with the policy and keep a class-balanced sample of num_seed.
+
+    Two passes with small row caches instead of one that keeps every rebuilt profile: at 5M
+    pairs there are 60k candidates, and holding their members and jobs took ~350 MB.
+    """
+    @lru_cache(maxsize=2_048)
+    def member(i: int) -> dict:
+        return build_member(cfg, state, i)
+
+    @lru_cache(maxsize=8_192)
+    def job(j: int) -> dict:
+        return build_job(cfg, state, j)
+
+    labels = [score_pair(member(i), job(j)).fit_label for i, j in candidates]
+    order = list(range(len(candidates)))
     random.Random(cfg.seed * 7919 + _SEED).shuffle(order)
     n_seed = cfg.seed_rows
     quota = {lab: int(round(n_seed * share)) for lab, share in SEED_TARGET_SHARES.items()}
@@ -946,31 +953,33 @@ def _write_seed(cfg: GenerateConfig, state: WorldState, candidates: list[tuple[i
     keep: list[int] = []
     taken: Counter = Counter()
     for o in order:
-        lab = scored[o][2].fit_label
-        if taken[lab] < quota[lab]:
+        if taken[labels[o]] < quota[labels[o]]:
             keep.append(o)
-            taken[lab] += 1
+            taken[labels[o]] += 1
     if len(keep) < n_seed:  # a class is short: top up from the rest, in the same order
         kept = set(keep)
         keep += [o for o in order if o not in kept][: n_seed - len(keep)]
     keep.sort()
-    rows = []
-    for o in keep:
-        i, j, res = scored[o]
-        m, jb = members[i], jobs[j]
-        rows.append({
-            "pair_id": pair_id(m["member_id"], jb["job_id"]),
-            "member_id": m["member_id"],
-            "job_id": jb["job_id"],
-            "fit_label": res.fit_label,
-            "dimension_scores": {d: float(res.dimension_scores[d]) for d in DIMENSIONS},
-            "explanation": explain(m, jb, res, seed=cfg.seed),
-            "source": "policy",
-        })
     target = io.join(cfg.out, "seed")
     io.delete_dir(target)
-    io.write_table(pa.Table.from_pylist(rows, schema=SEED_SCHEMA), target, basename="part-00000.parquet")
-    return Counter(r["fit_label"] for r in rows)
+    counts: Counter = Counter()
+    for part, start in enumerate(range(0, max(len(keep), 1), cfg.chunk_rows)):
+        rows = []
+        for o in keep[start:start + cfg.chunk_rows]:
+            m, jb = member(candidates[o][0]), job(candidates[o][1])
+            res = score_pair(m, jb)
+            rows.append({
+                "pair_id": pair_id(m["member_id"], jb["job_id"]),
+                "member_id": m["member_id"],
+                "job_id": jb["job_id"],
+                "fit_label": res.fit_label,
+                "dimension_scores": {d: float(res.dimension_scores[d]) for d in DIMENSIONS},
+                "explanation": explain(m, jb, res, seed=cfg.seed),
+                "source": "policy",
+            })
+            counts[res.fit_label] += 1
+        io.write_table(pa.Table.from_pylist(rows, schema=SEED_SCHEMA), target, basename=f"part-{part:05d}.parquet")
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------
