@@ -285,8 +285,15 @@ def _join(items: Iterable[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+_FAMILY_DISPLAY = {"operations_logistics": "operations and logistics"}
+_COUNTRY_NAME = {"US": "the United States", "UK": "the United Kingdom", "CA": "Canada"}
+_NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
+
+
 def _family_label(name: str | None) -> str:
-    return (name or "an unrelated field").replace("_", " ")
+    if name is None:
+        return "an unrelated field"
+    return _FAMILY_DISPLAY.get(name, name.replace("_", " "))
 
 
 def _article(word: str) -> str:
@@ -334,9 +341,10 @@ def _skills_sentence(rng: random.Random, result: PolicyResult) -> str:
         )).format(x=_join(missing))
     return rng.choice((
         "They bring {m} but do not list {x}.",
-        "On skills, {m} match the requirements, while {x} {are} missing.",
+        "On skills, {m} {match} the requirements, while {x} {are} missing.",
         "The profile covers {m}; {x} {are} not mentioned.",
-    )).format(m=_join(matched), x=_join(missing), are="is" if len(missing) == 1 else "are")
+    )).format(m=_join(matched), x=_join(missing), are="is" if len(missing) == 1 else "are",
+              match="matches" if len(matched) == 1 else "match")
 
 
 def _seniority_sentence(rng: random.Random, member: dict, job: dict) -> str | None:
@@ -353,9 +361,9 @@ def _seniority_sentence(rng: random.Random, member: dict, job: dict) -> str | No
     if gap == 0:
         return rng.choice((
             "Their {m} level matches the {j} level of the role{y}.",
-            "Seniority is right: a {m} profile for a {j} role{y}.",
-        )).format(m=m_level, j=j_level, y=years_note)
-    steps = f"{abs(gap)} level{'s' if abs(gap) > 1 else ''}"
+            "Seniority is right: {am} {m} profile for {aj} {j} role{y}.",
+        )).format(m=m_level, j=j_level, y=years_note, am=_article(m_level), aj=_article(j_level))
+    steps = f"{_NUMBER_WORDS.get(abs(gap), abs(gap))} level{'s' if abs(gap) > 1 else ''}"
     if gap < 0:
         return rng.choice((
             "At {m} level they are {s} below the {j} level asked for{y}.",
@@ -378,7 +386,7 @@ def _location_sentence(rng: random.Random, member: dict, job: dict, score: float
                 "The role is remote, so being based in {mc} is no barrier.",
                 "Location is not an issue: the role is remote and they are in {mc}.",
             )).format(mc=mc.name)
-        return f"The role is remote but hires in another country than {mc.name}."
+        return f"The role is remote but hires in {_COUNTRY_NAME.get(jc.country, jc.country)}, and they are based in {mc.name}."
     if mc.name == jc.name:
         return rng.choice((
             "They are based in {mc}, where this {w} role is.",
@@ -391,7 +399,7 @@ def _location_sentence(rng: random.Random, member: dict, job: dict, score: float
             "The {w} role is in {jc}, so they would need to relocate from {mc}.",
             "They live in {mc}, far from this {w} role in {jc}.",
         )).format(mc=mc.name, w=workplace, jc=jc.name)
-    return f"The {workplace} role is in {jc.name}, in another country than {mc.name}."
+    return f"The {workplace} role is in {jc.name}, a different country from their base in {mc.name}."
 
 
 def _domain_sentence(rng: random.Random, member: dict, job: dict, score: float) -> str | None:

@@ -14,7 +14,8 @@ jobs are written in small chunks and never held whole; a row can be rebuilt on d
 set rebuilds the ~3x ``num_seed`` rows it scores). Pairs and the apply log stream in chunks of
 ``chunk_rows``; the apply log uses a vectorised proxy of the policy (same weights and
 thresholds, computed from compact skill/family/seniority/location arrays). Output rows do not
-depend on ``chunk_rows``. No Ray: plain Python + numpy + pyarrow (about 10^5 pairs/s here).
+depend on ``chunk_rows``. No Ray: plain Python + numpy + pyarrow (50-75k pairs/s on one core,
+flat memory: bench/RESULTS.md).
 """
 
 from __future__ import annotations
