@@ -76,7 +76,7 @@ def _canon_set(skills: Iterable[str | None] | None) -> set[str]:
 def skill_overlap(member_skills: Iterable[str | None] | None, job_skills: Iterable[str | None] | None) -> float:
     """Share of the job's (distinct, normalised) required skills that the member lists, in [0, 1].
 
-    Returns NaN-free 0.0 when the job lists no skills.
+    Returns 0.0 when the job lists no skills (the policy then scores skills 2, neutral).
     """
     required = _canon_set(job_skills)
     if not required:
