@@ -82,8 +82,10 @@ def plot_reliability(bins: list[dict[str, Any]], ece: float | None) -> str:
     ax.set_ylabel("agreement with the teacher")
     ax.set_title(f"Calibration (ECE {ece:.3f})" if ece is not None else "Calibration")
     twin = ax.twinx()
-    twin.plot(centres, [b["count"] for b in bins], color="#555555", marker="o", markersize=3,
-              linewidth=1, label="pairs per bin")
+    filled = [(c, b["count"]) for c, b in zip(centres, bins, strict=True) if b["count"]]
+    twin.plot([c for c, _ in filled], [n for _, n in filled], color="#555555", marker="o",
+              markersize=4, linestyle="none", label="pairs per bin")
+    twin.set_ylim(0, max(n for _, n in filled) * 1.15 if filled else 1)
     twin.set_ylabel("pairs per bin")
     lines = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
@@ -225,7 +227,8 @@ TEMPLATE = r"""<!doctype html>
   .card { flex: 1 1 150px; background: #fff; border: 1px solid #dde3ea; border-radius: 6px; padding: 10px 14px; }
   .card .v { font-size: 24px; font-weight: 600; color: #0b3d62; }
   .card .k { font-size: 12px; color: #5a6b7d; }
-  .row { display: flex; flex-wrap: wrap; gap: 20px; align-items: flex-start; }
+  .row { display: grid; grid-template-columns: auto minmax(280px, 1fr); gap: 20px; align-items: start; }
+  @media (max-width: 980px) { .row { grid-template-columns: 1fr; } }
   img.plot { max-width: 100%; border: 1px solid #eef1f5; }
   table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
   th, td { border-bottom: 1px solid #e6eaef; padding: 4px 10px; text-align: left; vertical-align: top; }
