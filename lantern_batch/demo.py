@@ -20,12 +20,20 @@ from pydantic import Field
 from lantern_batch import io
 from lantern_batch.config import ConfigModel, RayConfig, write_resolved_config
 from lantern_batch.logs import event, get_logger
+from lantern_batch.distill.config import ClassifierConfig, ExplainerConfig, TeacherSFTConfig
+from lantern_batch.evaluate.config import EvaluateConfig
+from lantern_batch.precompute.config import PrecomputeConfig
+from lantern_batch.teacher.config import SynthesizeConfig
 from lantern_batch.world import GenerateConfig
 
 log = get_logger(__name__)
 
-Stage = Literal["generate", "validate"]
-ALL_STAGES: tuple[str, ...] = ("generate", "validate")
+Stage = Literal[
+    "generate", "validate", "teacher-sft", "synthesize", "classifier", "explainer", "precompute", "evaluate"
+]
+ALL_STAGES: tuple[str, ...] = (
+    "generate", "validate", "teacher-sft", "synthesize", "classifier", "explainer", "precompute", "evaluate"
+)
 
 
 class DemoConfig(ConfigModel):
@@ -39,6 +47,18 @@ class DemoConfig(ConfigModel):
     """Ray connection, shared by every stage."""
     generate: GenerateConfig = GenerateConfig(inject_bad_rows=0.01)
     """The synthetic world (paths are set from ``out``)."""
+    teacher_sft: TeacherSFTConfig = TeacherSFTConfig()
+    """Fine-tuning SmolLM2 on D_seed into the in-house teacher T2."""
+    synthesize: SynthesizeConfig = SynthesizeConfig()
+    """Teacher synthesis with T2 (the SFT'd teacher when that stage runs)."""
+    classifier: ClassifierConfig = ClassifierConfig()
+    """The encoder classifier student."""
+    explainer: ExplainerConfig = ExplainerConfig()
+    """The decoder explainer student (layer-pruned from the teacher)."""
+    precompute: PrecomputeConfig = PrecomputeConfig()
+    """The nightly precompute over every pair."""
+    evaluate: EvaluateConfig = EvaluateConfig()
+    """The evaluation report."""
 
     SHORTCUTS: ClassVar[dict[str, str]] = {"--out": "out"}
 
@@ -47,9 +67,54 @@ class DemoConfig(ConfigModel):
 
 
 def wire(cfg: DemoConfig) -> DemoConfig:
-    """Point every stage's inputs and outputs at the layout under ``cfg.out``."""
+    """Point every stage's inputs and outputs at the layout under ``cfg.out``:
+
+    ``data/`` (world), ``models/{teacher,classifier,explainer}/``, ``labels/`` (synthesis:
+    ``labels/labels/teacher=NAME/``, ``labels/errors/``), ``scores/`` and ``errors/`` (precompute),
+    ``report/``, ``train/`` (checkpoints).
+    """
     cfg = cfg.model_copy(deep=True)
-    cfg.generate.out = io.join(cfg.out, "data")
+    root = cfg.out
+    data = io.join(root, "data")
+    models = io.join(root, "models")
+    labels = io.join(root, "labels")
+    tables = {t: io.join(data, t) for t in ("members", "jobs", "pairs")}
+    teacher_ref = io.join(models, "teacher") if "teacher-sft" in cfg.stages else cfg.teacher_sft.model
+
+    cfg.generate.out = data
+    for stage_cfg in (cfg.teacher_sft, cfg.synthesize, cfg.classifier, cfg.explainer, cfg.precompute, cfg.evaluate):
+        stage_cfg.inputs = stage_cfg.inputs.model_copy(update=tables)
+        if hasattr(stage_cfg, "ray"):
+            stage_cfg.ray = cfg.ray
+    for name, train_cfg in (("teacher_sft", cfg.teacher_sft), ("classifier", cfg.classifier), ("explainer", cfg.explainer)):
+        train_cfg.train.storage_path = io.join(root, "train")
+        train_cfg.out = io.join(models, name.replace("_sft", ""))
+    cfg.teacher_sft.data.seed = io.join(data, "seed")
+    cfg.classifier.data.seed = io.join(data, "seed")
+    cfg.classifier.data.teacher_labels = labels
+    cfg.explainer.data.teacher_labels = labels
+    cfg.explainer.student.source = teacher_ref
+
+    cfg.synthesize.out = labels
+    cfg.synthesize.engagement.apply_log = io.join(data, "apply_log")
+    cfg.synthesize.engagement.seed = io.join(data, "seed")
+    cfg.synthesize.teachers = [
+        t.model_copy(update={"model": teacher_ref}) if t.kind == "vllm" else t for t in cfg.synthesize.teachers
+    ]
+
+    cfg.precompute.out = root
+    cfg.precompute.classifier.ref = io.join(models, "classifier")
+    cfg.precompute.explainer.ref = io.join(models, "explainer")
+    if cfg.precompute.quality_gate.canary is not None:
+        cfg.precompute.quality_gate.canary = io.join(data, "seed")
+
+    cfg.evaluate.seed = io.join(data, "seed")
+    cfg.evaluate.labels = labels
+    cfg.evaluate.scores = root
+    cfg.evaluate.classifier = io.join(models, "classifier")
+    cfg.evaluate.explainer = io.join(models, "explainer")
+    cfg.evaluate.teacher_model = io.join(models, "teacher")
+    cfg.evaluate.out = io.join(root, "report")
     return cfg
 
 
@@ -72,9 +137,23 @@ def run(cfg: DemoConfig) -> int:
     cfg = wire(cfg)
     write_resolved_config(cfg, cfg.out)
     timings: dict[str, float] = {}
+    from lantern_batch.distill.job import run_classifier, run_explainer, run_teacher_sft
+    from lantern_batch.evaluate.job import run as run_evaluate
+    from lantern_batch.precompute.job import run as run_precompute
+    from lantern_batch.runtime import init_ray
+    from lantern_batch.teacher.job import run as run_synthesize
+
+    if any(stage not in ("generate", "validate") for stage in cfg.stages):
+        init_ray(cfg.ray)
     runners = {
         "generate": lambda: run_generate(cfg.generate),
         "validate": lambda: _validate(cfg),
+        "teacher-sft": lambda: run_teacher_sft(cfg.teacher_sft),
+        "synthesize": lambda: run_synthesize(cfg.synthesize),
+        "classifier": lambda: run_classifier(cfg.classifier),
+        "explainer": lambda: run_explainer(cfg.explainer),
+        "precompute": lambda: run_precompute(cfg.precompute),
+        "evaluate": lambda: run_evaluate(cfg.evaluate),
     }
     for stage in cfg.stages:
         event(log, "demo.stage_start", stage=stage)
@@ -87,5 +166,16 @@ def run(cfg: DemoConfig) -> int:
         event(log, "demo.stage_done", stage=stage, seconds=round(timings[stage], 1))
     print("\nDemo finished. Stage times (s): "
           + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    print(f"Where to look:\n  world:       {cfg.generate.out}/\n  bad rows:    {cfg.out}/validation/")
+    print("Where to look:")
+    for what, path in (
+        ("report", io.join(cfg.evaluate.out, "index.html")),
+        ("scores", io.join(cfg.precompute.out, "scores")),
+        ("errors", io.join(cfg.precompute.out, "errors")),
+        ("teacher labels", io.join(cfg.synthesize.out, "labels")),
+        ("models", io.join(cfg.out, "models")),
+        ("world", cfg.generate.out),
+        ("bad input rows", io.join(cfg.out, "validation")),
+    ):
+        if io.exists(path):
+            print(f"  {what:15s} {path}")
     return 0
