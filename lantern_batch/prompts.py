@@ -367,11 +367,24 @@ def _table_to_bullets(rows: list[str]) -> list[str]:
     for row in body:
         parts = []
         for h, v in zip(header[1:], row[1:]):
+            # Parenthetical asides cost tokens and rarely change a judgement.
+            v = re.sub(r"\s*\([^)]{12,}\)", "", v).strip()
             if not v:
                 continue
-            parts.append(f"{h} = {v}" if h.isdigit() else f"{h}: {v}")
+            parts.append(f"{h}={v}" if h.isdigit() else (v if h.lower() == "looks at" else f"{h.lower()} {v}"))
         out.append(f"- {row[0]}: " + "; ".join(parts) if parts else f"- {row[0]}")
     return out
+
+
+def _compact_prose(line: str, max_sentences: int = 1) -> str:
+    """Keep a prose paragraph's first sentence; drop sentences about code (``*.py``, module
+    names): the teacher needs the rules, not where they are implemented."""
+    s = line.strip()
+    if not s or s.endswith(":") or re.match(r"^([-*•]|\d+[.)])\s", s):
+        return line
+    sentences = [x for x in _SENTENCE_SPLIT.split(s)
+                 if not re.search(r"\.py\b|lantern_batch\.|`[a-z_]+\.[a-z_.]+`", x)]
+    return " ".join(sentences[:max_sentences])
 
 
 @lru_cache(maxsize=4)
@@ -392,6 +405,7 @@ def evaluation_guidelines(path: str | None = None) -> str:
     table: list[str] = []
     in_code = False
     started = False
+    new_paragraph = True
     for raw in text.splitlines() + [""]:
         s = raw.strip()
         if s.startswith("```"):
@@ -407,16 +421,22 @@ def evaluation_guidelines(path: str | None = None) -> str:
             table = []
         if s.startswith("## "):
             started = True
-        if not started or not s:
+        if not started:
+            continue
+        if not s:
+            new_paragraph = True
             continue
         if s.startswith("#"):
             lines.append(s.lstrip("#").strip() + ":")
-        elif lines and not lines[-1].endswith(":") and not re.match(r"^([-*•]|\d+[.)])\s", s) \
-                and not lines[-1].lstrip().startswith(("-", "*", "•")):
+        elif lines and not new_paragraph and not lines[-1].endswith(":") \
+                and not re.match(r"^([-*•]|\d+[.)])\s", s) \
+                and not re.match(r"^\s*([-*•]|\d+[.)])\s", lines[-1]):
             lines[-1] += " " + s  # continue a wrapped prose paragraph
         else:
             lines.append(raw.rstrip())
-    out = "\n".join(lines)
+        new_paragraph = False
+    lines = [_compact_prose(line) for line in lines]
+    out = "\n".join(line for line in lines if line)
     out = re.sub(r"\*\*|`", "", out).strip()
     if not out:
         return _BUILTIN_POLICY

@@ -204,7 +204,7 @@ def test_guidelines_from_policy_file(tmp_path):
     text = prompts.evaluation_guidelines(str(policy))
     assert "Skills:" in text and "- Count required skills." in text
     assert "code" not in text and "Intro prose" not in text
-    assert "- skills: Weight: 0.3; 4 = all; 0 = none" in text
+    assert "- skills: weight 0.3; 4=all; 0=none" in text
     assert prompts.evaluation_guidelines(str(tmp_path / "missing.md")) == prompts._BUILTIN_POLICY
 
 

@@ -1,0 +1,236 @@
+"""``lantern-batch synthesize``: label member-job pairs with one or more teachers.
+
+    lantern-batch synthesize --config configs/demo_synthesize.yaml
+    lantern-batch synthesize --config configs/demo_synthesize.yaml --out runs/x --set vllm.batch_size=16
+
+One Ray Data pipeline per teacher, each streaming::
+
+    read pairs (row groups) -> validate + de-duplicate + broadcast-join (PairJoiner actors)
+      -> teacher stage (vLLM / engagement / black-box actors) -> commit writer (tasks)
+
+The driver only sees per-batch summaries (counts and token totals), which it turns into
+progress lines and the run summary. After the last teacher, several teachers' labels are
+fused (:mod:`~lantern_batch.teacher.fusion`). See :mod:`~lantern_batch.teacher.store` for the
+output layout and the exactly-once rules that make a killed run resumable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+
+from lantern_batch import io
+from lantern_batch.config import config_hash, write_resolved_config
+from lantern_batch.logs import Progress, event, get_logger
+from lantern_batch.schema import RowLimits
+from lantern_batch.teacher import store
+from lantern_batch.teacher.config import SynthesizeConfig, TeacherSpec
+from lantern_batch.teacher.records import split_labeled
+
+log = get_logger(__name__)
+
+SUMMARY_SCHEMA = pa.schema([
+    ("rows", pa.int64()), ("labelled", pa.int64()), ("teacher_errors", pa.int64()),
+    ("input_errors", pa.int64()), ("prompt_tokens", pa.int64()), ("output_tokens", pa.int64()),
+    ("cached_tokens", pa.int64()), ("retried", pa.int64()), ("probs_fallback", pa.int64()),
+    ("reasons", pa.string()),
+])
+
+
+def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str) -> pa.Table:
+    """Ray Data UDF (task): commit one batch of LABELED rows; return its one-row summary."""
+    if batch.num_rows == 0:
+        return SUMMARY_SCHEMA.empty_table()
+    labels, errors = split_labeled(batch)
+    stages = batch.column("_err_stage").to_pylist()
+    reasons = batch.column("_err_reason").to_pylist()
+    markers = store.marker_rows(batch.column("_row_key").to_pylist(), stages, reasons)
+    store.commit_batch(out, teacher, prompt_version, labels, errors, markers)
+    n_input = sum(s in store.INPUT_STAGES for s in stages)
+
+    def total(col: str) -> int:
+        return int(pa.compute.sum(batch.column(col)).as_py() or 0)
+
+    return pa.Table.from_pylist([{
+        "rows": batch.num_rows,
+        "labelled": labels.num_rows,
+        "teacher_errors": errors.num_rows - n_input,
+        "input_errors": n_input,
+        "prompt_tokens": total("_prompt_tokens"),
+        "output_tokens": total("_output_tokens"),
+        "cached_tokens": total("_cached_tokens"),
+        "retried": int(sum(bool(x) for x in batch.column("_retried").to_pylist())),
+        "probs_fallback": int(sum(x is False for x in batch.column("_probs_from_logprobs").to_pylist())),
+        "reasons": json.dumps(Counter(r for r in reasons if r is not None)),
+    }], schema=SUMMARY_SCHEMA)
+
+
+def _teacher_stage(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any]) -> tuple[type, dict[str, Any]]:
+    """(UDF class, map_batches kwargs) of a teacher's stage."""
+    if teacher.kind == "vllm":
+        from lantern_batch.teacher.vllm_stage import VLLMTeacher
+
+        v = cfg.vllm
+        remote = {"max_restarts": v.max_restarts, "max_task_retries": v.max_task_retries, **v.ray_remote_args}
+        return VLLMTeacher, dict(
+            fn_constructor_kwargs=dict(teacher=teacher.model_dump(), vllm_cfg=v.model_dump(),
+                                       prompt=cfg.prompt.model_dump(), topk=cfg.topk),
+            batch_size=v.batch_size, concurrency=v.concurrency, num_cpus=v.num_cpus,
+            **({"num_gpus": v.num_gpus} if v.num_gpus else {}), **remote,
+        )
+    if teacher.kind == "engagement":
+        from lantern_batch.teacher.engagement import EngagementTeacher
+
+        return EngagementTeacher, dict(
+            fn_constructor_kwargs=dict(teacher=teacher.model_dump(), model=side["engagement_model"]),
+            batch_size=cfg.join_batch_size, concurrency=1, num_cpus=0.5,
+        )
+    from lantern_batch.teacher.blackbox import BlackBoxTeacher
+
+    o = cfg.openai
+    return BlackBoxTeacher, dict(
+        fn_constructor_kwargs=dict(teacher=teacher.model_dump(), openai_cfg=o.model_dump(),
+                                   prompt=cfg.prompt.model_dump(),
+                                   cache_dir=io.join(cfg.out, "cache", f"teacher={teacher.name}")),
+        batch_size=o.batch_size, concurrency=o.actors, num_cpus=0.5,
+        max_restarts=cfg.vllm.max_restarts, max_task_retries=cfg.vllm.max_task_retries,
+    )
+
+
+def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any],
+                tasks: list[Any]) -> dict[str, Any]:
+    """One teacher pass over the pairs; returns its counts (this run only)."""
+    import ray
+
+    from lantern_batch.teacher.inputs import PairJoiner, read_pairs_batch, scan_pairs
+
+    t0 = time.perf_counter()
+    teacher_done, inputs_done = (store.load_done(cfg.out, teacher.name, teacher.prompt_version)
+                                 if cfg.resume else (frozenset(), frozenset()))
+    skip = teacher_done | inputs_done
+    skip_ref = ray.put(skip)
+    scan = ray.get(ray.remote(scan_pairs).options(num_cpus=0.5).remote(tasks, cfg.sample_fraction, skip_ref))
+    to_do = scan["rows_in"] - scan["not_sampled"] - scan["skipped_done"]
+    event(log, "teacher.pass_start", teacher=teacher.name, kind=teacher.kind, rows_in=scan["rows_in"],
+          to_do=to_do, skipped_done=scan["skipped_done"], not_sampled=scan["not_sampled"],
+          duplicates=scan["duplicates"])
+
+    import ray.data
+
+    limits = RowLimits(cfg.validation.max_text_chars, cfg.validation.max_list_items)
+    ds = ray.data.from_items([t.__dict__ for t in tasks], override_num_blocks=max(1, len(tasks)))
+    ds = ds.map_batches(read_pairs_batch, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
+    ds = ds.map_batches(
+        PairJoiner,
+        fn_constructor_kwargs=dict(
+            members=side["members"], jobs=side["jobs"], bad_members=side["bad_members"],
+            bad_jobs=side["bad_jobs"], copy_index=ray.put(scan["copy_index"]), skip_keys=skip_ref,
+            sample_fraction=cfg.sample_fraction, limits=limits),
+        batch_size=cfg.join_batch_size, batch_format="pyarrow", concurrency=cfg.join_actors, num_cpus=0.25,
+    )
+    stage_cls, stage_kwargs = _teacher_stage(cfg, teacher, side)
+    ds = ds.map_batches(stage_cls, batch_format="pyarrow", **stage_kwargs)
+    ds = ds.map_batches(commit_writer, batch_size=None, batch_format="pyarrow", num_cpus=0.25,
+                        fn_kwargs=dict(out=cfg.out, teacher=teacher.name, prompt_version=teacher.prompt_version))
+
+    totals: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    progress = Progress(log, f"synthesize.{teacher.name}", total=to_do)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            reasons.update(json.loads(row.pop("reasons")))
+            totals.update(row)
+            progress.update(row["rows"])
+    seconds = time.perf_counter() - t0
+    counts = {
+        "rows_in": scan["rows_in"], "duplicates": scan["duplicates"],
+        "not_sampled": scan["not_sampled"], "skipped_done": scan["skipped_done"],
+        "processed": totals["rows"], "labelled": totals["labelled"],
+        "teacher_errors": totals["teacher_errors"], "input_errors_written": totals["input_errors"],
+        "errors_by_reason": dict(reasons), "retried": totals["retried"],
+        "probs_fallback": totals["probs_fallback"], "prompt_tokens": totals["prompt_tokens"],
+        "output_tokens": totals["output_tokens"], "cached_tokens": totals["cached_tokens"],
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(totals["rows"] / seconds, 3) if seconds else None,
+        "output_tokens_per_s": round(totals["output_tokens"] / seconds, 2) if seconds else None,
+        "prefix_cache_hit_rate": (round(totals["cached_tokens"] / totals["prompt_tokens"], 4)
+                                  if totals["prompt_tokens"] else None),
+    }
+    # Every row this pass read is accounted for exactly once.
+    counts["conserved"] = counts["rows_in"] == (counts["processed"] + counts["not_sampled"] + counts["skipped_done"])
+    event(log, "teacher.pass_done", teacher=teacher.name, **{k: v for k, v in counts.items() if not isinstance(v, dict)})
+    return counts
+
+
+def prepare_side_tables(cfg: SynthesizeConfig) -> dict[str, Any]:
+    """Validate members and jobs in Ray tasks; object refs of the good rows (never in the driver)."""
+    import ray
+
+    from lantern_batch.teacher.inputs import prepare_side_table
+
+    limits = RowLimits(cfg.validation.max_text_chars, cfg.validation.max_list_items)
+    task = ray.remote(prepare_side_table).options(num_returns=3, num_cpus=0.5)
+    members, bad_members, m_counts = task.remote(cfg.inputs.members, "members", limits, store.errors_dir(cfg.out))
+    jobs, bad_jobs, j_counts = task.remote(cfg.inputs.jobs, "jobs", limits, store.errors_dir(cfg.out))
+    counts = {"members": ray.get(m_counts), "jobs": ray.get(j_counts)}
+    event(log, "synthesize.side_tables", members_good=counts["members"]["good"], jobs_good=counts["jobs"]["good"])
+    return {"members": members, "jobs": jobs, "bad_members": bad_members, "bad_jobs": bad_jobs, "counts": counts}
+
+
+def run(cfg: SynthesizeConfig) -> int:
+    """Entry point of ``lantern-batch synthesize``; returns the exit code."""
+    import ray
+
+    from lantern_batch.runtime import init_ray
+    from lantern_batch.teacher.inputs import check_inputs, pair_read_tasks
+
+    t0 = time.perf_counter()
+    check_inputs(cfg.inputs.members, cfg.inputs.jobs, cfg.inputs.pairs)  # footers only; exit 2 on a bad schema
+    init_ray(cfg.ray)
+    write_resolved_config(cfg, cfg.out)
+    orphans = store.clean_orphans(cfg.out)
+    if orphans:
+        event(log, "synthesize.orphans_deleted", files=len(orphans))
+    if not cfg.resume:
+        for t in cfg.teachers:
+            io.delete_dir(store.commits_dir(cfg.out, t.name, t.prompt_version))
+        store.clean_orphans(cfg.out)
+    side = prepare_side_tables(cfg)
+    if any(t.kind == "engagement" for t in cfg.teachers):
+        from lantern_batch.teacher.engagement import fit_engagement_model
+
+        side["engagement_model"] = ray.get(ray.remote(fit_engagement_model).options(num_cpus=0.5).remote(
+            cfg.engagement.model_dump(), cfg.inputs.members, cfg.inputs.jobs))
+    tasks = pair_read_tasks(cfg.inputs.pairs)
+
+    passes = {t.name: run_teacher(cfg, t, side, tasks) for t in cfg.teachers}
+    fusion = None
+    if len(cfg.teachers) > 1:
+        from lantern_batch.teacher.fusion import fuse_and_report
+
+        fusion = fuse_and_report(cfg)
+    totals = store.output_totals(cfg.out, [(t.name, t.prompt_version) for t in cfg.teachers])
+    summary = {
+        "command": "synthesize",
+        "config_hash": config_hash(cfg),
+        "out": cfg.out,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "orphan_files_deleted": len(orphans),
+        "side_tables": side["counts"],
+        "passes": passes,
+        "output": totals,
+        "fusion": fusion,
+    }
+    rows_in = next(iter(passes.values()))["rows_in"]
+    for name, t in totals["teachers"].items():
+        t["conserved"] = rows_in == (t["labelled"] + t["errors"] + totals["input_errors"]
+                                     + passes[name]["not_sampled"])
+    io.write_text(io.join(cfg.out, "run_summary.json"), json.dumps(summary, indent=2, default=str) + "\n")
+    event(log, "synthesize.done", out=cfg.out, seconds=summary["seconds"],
+          **{f"labelled_{k}": v["labelled"] for k, v in totals["teachers"].items()},
+          input_errors=totals["input_errors"])
+    return 0
