@@ -387,8 +387,29 @@ def compute_results(inputs: EvalInputs, cfg: EvaluateConfig) -> dict[str, Any]:
     res["throughput"] = {"available": bool(throughput), "rows": throughput} if throughput else \
         _unavailable("no run summary or manifest reports rates or timings")
     res["manifest"] = _manifest_summary(inputs.manifest)
-    res["training"] = {k: v for k, v in inputs.training.items()}
+    res["training"] = {k: (_without_text(v) if v is not None else None) for k, v in inputs.training.items()}
     return res
+
+
+def _without_text(obj: Any) -> Any:
+    """Numbers, ids and lists of numbers of a metrics.json; free text (e.g. the explainer's
+    ``examples``) is dropped so that ``metrics.json`` and the report's tables carry none."""
+    if isinstance(obj, dict):
+        kept = {k: _without_text(v) for k, v in obj.items() if k != "examples"}
+        return {k: v for k, v in kept.items() if v is not _DROP}
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return obj
+    if isinstance(obj, str):
+        # Versions, refs and paths have no whitespace; sentences do.
+        return obj if len(obj) <= 200 and not any(c.isspace() for c in obj) else _DROP
+    if isinstance(obj, list):
+        items = [_without_text(v) for v in obj]
+        numeric = all(isinstance(v, (int, float, list)) and not isinstance(v, bool) for v in items)
+        return items if numeric and _DROP not in items else _DROP
+    return _DROP
+
+
+_DROP = object()
 
 
 def _manifest_summary(manifest: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -125,7 +125,9 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True) -> dict:
     if with_explainer:
         io.write_text(str(models / "explainer" / "metrics.json"),
                       json.dumps({"rouge1": 0.5, "rouge2": 0.3, "rougeL": 0.45,
-                                  "base": {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15}}))
+                                  "base": {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15},
+                                  "version": "e-3f9a", "note": "free text is not shown",
+                                  "examples": [{"student": "You are a High fit because of SQL."}]}))
     io.write_text(str(models / "teacher" / "metrics.json"),
                   json.dumps({"before": {"accuracy": 0.35}, "after": {"accuracy": 0.8}}))
     return {"teacher_labels": teacher_labels, "student_labels": student_labels,
@@ -201,6 +203,10 @@ def test_throughput_and_training_sections(evaluated):
     assert rows[("synthesize", "output_tokens_per_s")] == 210.0
     assert rows[("distill classifier", "samples_per_s")] == 55.0
     assert metrics["training"]["teacher_sft"]["after"]["accuracy"] == 0.8
+    # Numbers and ids of the models' metrics.json are kept, their free text is not.
+    assert metrics["training"]["explainer"] == {"rouge1": 0.5, "rouge2": 0.3, "rougeL": 0.45,
+                                                "base": {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15},
+                                                "version": "e-3f9a"}
     assert metrics["manifest"]["counts"]["rows_in"] == 120
     html = (root / "report" / "index.html").read_text()
     assert html.count('src="data:image/png;base64,') == 6
