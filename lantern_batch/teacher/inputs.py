@@ -103,13 +103,13 @@ def read_pairs_batch(batch: pa.Table) -> pa.Table:
 def pair_ids(member_ids: Iterable[str | None], job_ids: Iterable[str | None]) -> list[str | None]:
     """``lantern_batch.policy.pair_id`` per row (None where an id is null)."""
     return [make_pair_id(m, j) if m is not None and j is not None else None
-            for m, j in zip(member_ids, job_ids)]
+            for m, j in zip(member_ids, job_ids, strict=False)]
 
 
 def row_keys(pids: list[str | None], orders: np.ndarray, copy_index: dict[int, int]) -> list[str]:
     """Row keys (see module doc) from pair ids, positions and the later-copy index."""
     return [f"{p}#{copy_index.get(int(o), 0)}" if p is not None else f"null#{int(o)}"
-            for p, o in zip(pids, orders)]
+            for p, o in zip(pids, orders, strict=False)]
 
 
 def sampled(pid: str | None, fraction: float) -> bool:
@@ -135,7 +135,7 @@ def scan_pairs(tasks: list[ReadTask], sample_fraction: float, skip_keys: frozens
         orders = t.column("_order").to_numpy()
         counts["rows_in"] += t.num_rows
         local: dict[int, int] = {}
-        for m, j, o in zip(mids, jids, orders):
+        for m, j, o in zip(mids, jids, orders, strict=False):
             if m is None or j is None:
                 continue
             n = first_seen.get((m, j), 0)
@@ -145,7 +145,7 @@ def scan_pairs(tasks: list[ReadTask], sample_fraction: float, skip_keys: frozens
         copy_index.update(local)
         counts["duplicates"] += len(local)
         pids = pair_ids(mids, jids)
-        for pid, key in zip(pids, row_keys(pids, orders, local)):
+        for pid, key in zip(pids, row_keys(pids, orders, local), strict=False):
             if not sampled(pid, sample_fraction):
                 counts["not_sampled"] += 1
             elif key in skip_keys:
@@ -165,7 +165,7 @@ def prepare_side_table(path: str, table_name: str, limits: RowLimits, errors_out
     key = "member_id" if table_name == "members" else "job_id"
     good_ids = set(result.good.column(key).to_pylist())
     bad: dict[str, str] = {}
-    for i, r in zip(result.errors.column(key).to_pylist(), result.errors.column("reason").to_pylist()):
+    for i, r in zip(result.errors.column(key).to_pylist(), result.errors.column("reason").to_pylist(), strict=False):
         if i is not None and i not in good_ids and i not in bad:
             bad[i] = r
     target = f"part-input-{table_name}.parquet"
@@ -266,7 +266,7 @@ class PairJoiner:
         take = pa.array(keep, pa.int64())
         q = [queries[r] for r in keep]
         fps = [fingerprint(m, j, qq) if m is not None and j is not None else None
-               for m, j, qq in zip(members_py, jobs_py, q)]
+               for m, j, qq in zip(members_py, jobs_py, q, strict=False)]
         cols = {
             "member_id": pc.take(pairs.column("member_id"), take),
             "job_id": pc.take(pairs.column("job_id"), take),

@@ -36,7 +36,7 @@ log = get_logger(__name__)
 SUMMARY_SCHEMA = pa.schema([
     ("rows", pa.int64()), ("labelled", pa.int64()), ("teacher_errors", pa.int64()),
     ("input_errors", pa.int64()), ("prompt_tokens", pa.int64()), ("output_tokens", pa.int64()),
-    ("cached_tokens", pa.int64()), ("retried", pa.int64()), ("probs_fallback", pa.int64()),
+    ("cached_tokens", pa.int64()), ("retried", pa.int64()), ("probs_fallback", pa.int64()), ("cache_hits", pa.int64()),
     ("reasons", pa.string()),
 ])
 
@@ -65,6 +65,7 @@ def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str) 
         "cached_tokens": total("_cached_tokens"),
         "retried": int(sum(bool(x) for x in batch.column("_retried").to_pylist())),
         "probs_fallback": int(sum(x is False for x in batch.column("_probs_from_logprobs").to_pylist())),
+        "cache_hits": int(sum(bool(x) for x in batch.column("_cache_hit").to_pylist())),
         "reasons": json.dumps(Counter(r for r in reasons if r is not None)),
     }], schema=SUMMARY_SCHEMA)
 
@@ -101,25 +102,13 @@ def _teacher_stage(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, 
     )
 
 
-def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any],
-                tasks: list[Any]) -> dict[str, Any]:
-    """One teacher pass over the pairs; returns its counts (this run only)."""
+def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], tasks: list[Any],
+            scan: dict[str, Any], skip_ref: Any, to_do: int, totals: Counter[str], reasons: Counter[str]) -> None:
+    """Build and consume one teacher's Ray Data pipeline, summing its batch summaries."""
     import ray
-
-    from lantern_batch.teacher.inputs import PairJoiner, read_pairs_batch, scan_pairs
-
-    t0 = time.perf_counter()
-    teacher_done, inputs_done = (store.load_done(cfg.out, teacher.name, teacher.prompt_version)
-                                 if cfg.resume else (frozenset(), frozenset()))
-    skip = teacher_done | inputs_done
-    skip_ref = ray.put(skip)
-    scan = ray.get(ray.remote(scan_pairs).options(num_cpus=0.5).remote(tasks, cfg.sample_fraction, skip_ref))
-    to_do = scan["rows_in"] - scan["not_sampled"] - scan["skipped_done"]
-    event(log, "teacher.pass_start", teacher=teacher.name, kind=teacher.kind, rows_in=scan["rows_in"],
-          to_do=to_do, skipped_done=scan["skipped_done"], not_sampled=scan["not_sampled"],
-          duplicates=scan["duplicates"])
-
     import ray.data
+
+    from lantern_batch.teacher.inputs import PairJoiner, read_pairs_batch
 
     limits = RowLimits(cfg.validation.max_text_chars, cfg.validation.max_list_items)
     ds = ray.data.from_items([t.__dict__ for t in tasks], override_num_blocks=max(1, len(tasks)))
@@ -134,17 +123,40 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
     )
     stage_cls, stage_kwargs = _teacher_stage(cfg, teacher, side)
     ds = ds.map_batches(stage_cls, batch_format="pyarrow", **stage_kwargs)
-    ds = ds.map_batches(commit_writer, batch_size=None, batch_format="pyarrow", num_cpus=0.25,
+    # One committed file set per engine batch: small enough that a killed run loses little.
+    ds = ds.map_batches(commit_writer, batch_size=stage_kwargs["batch_size"], batch_format="pyarrow", num_cpus=0.25,
                         fn_kwargs=dict(out=cfg.out, teacher=teacher.name, prompt_version=teacher.prompt_version))
 
-    totals: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
     progress = Progress(log, f"synthesize.{teacher.name}", total=to_do)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
             reasons.update(json.loads(row.pop("reasons")))
             totals.update(row)
             progress.update(row["rows"])
+
+
+def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any],
+                tasks: list[Any]) -> dict[str, Any]:
+    """One teacher pass over the pairs; returns its counts (this run only)."""
+    import ray
+
+    from lantern_batch.teacher.inputs import scan_pairs
+
+    t0 = time.perf_counter()
+    teacher_done, inputs_done = (store.load_done(cfg.out, teacher.name, teacher.prompt_version)
+                                 if cfg.resume else (frozenset(), frozenset()))
+    skip = teacher_done | inputs_done
+    skip_ref = ray.put(skip)
+    scan = ray.get(ray.remote(scan_pairs).options(num_cpus=0.5).remote(tasks, cfg.sample_fraction, skip_ref))
+    to_do = scan["rows_in"] - scan["not_sampled"] - scan["skipped_done"]
+    event(log, "teacher.pass_start", teacher=teacher.name, kind=teacher.kind, rows_in=scan["rows_in"],
+          to_do=to_do, skipped_done=scan["skipped_done"], not_sampled=scan["not_sampled"],
+          duplicates=scan["duplicates"])
+
+    totals: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    if to_do > 0:  # an all-done pass starts no engine
+        _stream(cfg, teacher, side, tasks, scan, skip_ref, to_do, totals, reasons)
     seconds = time.perf_counter() - t0
     counts = {
         "rows_in": scan["rows_in"], "duplicates": scan["duplicates"],
@@ -152,7 +164,8 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
         "processed": totals["rows"], "labelled": totals["labelled"],
         "teacher_errors": totals["teacher_errors"], "input_errors_written": totals["input_errors"],
         "errors_by_reason": dict(reasons), "retried": totals["retried"],
-        "probs_fallback": totals["probs_fallback"], "prompt_tokens": totals["prompt_tokens"],
+        "probs_fallback": totals["probs_fallback"], "cache_hits": totals["cache_hits"],
+        "prompt_tokens": totals["prompt_tokens"],
         "output_tokens": totals["output_tokens"], "cached_tokens": totals["cached_tokens"],
         "seconds": round(seconds, 2),
         "rows_per_s": round(totals["rows"] / seconds, 3) if seconds else None,

@@ -65,6 +65,7 @@ LABELED_SCHEMA = pa.schema(
         pa.field("_cached_tokens", pa.int64()),
         pa.field("_retried", pa.bool_()),
         pa.field("_probs_from_logprobs", pa.bool_()),
+        pa.field("_cache_hit", pa.bool_()),
     ]
 )
 """Rows leaving a teacher stage: a label (``_err_reason`` null) or an error."""
@@ -111,6 +112,7 @@ class LabeledRows:
         cached_tokens: int = 0,
         retried: bool = False,
         probs_from_logprobs: bool = True,
+        cache_hit: bool = False,
     ) -> None:
         row = self._base(src)
         row.update(
@@ -120,7 +122,7 @@ class LabeledRows:
             explanation=explanation,
             explanation_token_ids=token_ids, topk_ids=topk_ids, topk_logprobs=topk_logprobs,
             _prompt_tokens=prompt_tokens, _output_tokens=output_tokens, _cached_tokens=cached_tokens,
-            _retried=retried, _probs_from_logprobs=probs_from_logprobs,
+            _retried=retried, _probs_from_logprobs=probs_from_logprobs, _cache_hit=cache_hit,
         )
         self.rows.append(row)
 

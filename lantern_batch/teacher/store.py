@@ -135,7 +135,7 @@ def load_done(out: str, teacher: str, prompt_version: str) -> tuple[frozenset[st
         keys = t.column("row_key").to_pylist()
         kinds = t.column("kind").to_pylist()
         own = f.startswith(commits_dir(out, teacher, prompt_version) + "/")
-        for k, kind in zip(keys, kinds):
+        for k, kind in zip(keys, kinds, strict=False):
             if kind == "input":
                 inputs_done.add(k)
             elif own:

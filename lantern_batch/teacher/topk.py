@@ -59,6 +59,6 @@ def dense_logprobs(topk_ids: Sequence[Sequence[int]], topk_logprobs: Sequence[Se
     import numpy as np
 
     out = np.full((len(topk_ids), vocab_size), -np.inf, dtype=np.float32)  # [tokens, vocab]
-    for t, (ids, lps) in enumerate(zip(topk_ids, topk_logprobs)):
+    for t, (ids, lps) in enumerate(zip(topk_ids, topk_logprobs, strict=False)):
         out[t, list(ids)] = lps
     return out

@@ -73,7 +73,7 @@ def output_tokens(output: Any, tokenizer: Any) -> tuple[list[int], list[str], li
     ids = list(output.token_ids)
     positions: list[list[Candidate]] = []
     texts: list[str] = []
-    for tid, lp in zip(ids, output.logprobs or []):
+    for tid, lp in zip(ids, output.logprobs or [], strict=False):
         positions.append([(int(k), v.decoded_token or "", float(v.logprob)) for k, v in lp.items()])
         texts.append((lp[tid].decoded_token or "") if tid in lp else "")
     if "".join(texts) != output.text:
@@ -195,13 +195,13 @@ class VLLMTeacher:
             todo.append((row, ids))
         results = self._generate([ids for _, ids in todo], self.params)
         retry: list[tuple[dict[str, Any], list[int], str, int]] = []
-        for (row, ids), res in zip(todo, results):
+        for (row, ids), res in zip(todo, results, strict=False):
             reason = self._label(out, row, res, len(ids), retried=False)
             if reason is not None:
                 n_out = len(res.outputs[0].token_ids) if res is not None else 0
                 retry.append((row, ids, reason, n_out))
         results = self._generate([ids for _, ids, _, _ in retry], self.retry_params)
-        for (row, ids, first_reason, n_first), res in zip(retry, results):
+        for (row, ids, first_reason, n_first), res in zip(retry, results, strict=False):
             reason = self._label(out, row, res, len(ids), retried=True)
             if reason is not None:
                 n_out = n_first + (len(res.outputs[0].token_ids) if res is not None else 0)

@@ -1,0 +1,196 @@
+"""Human review of teacher labels: export a review sheet, import the decisions as D_seed.
+
+    lantern-batch curate export --labels runs/demo/synth/labels/teacher=t1 --out runs/demo/curation
+    # reviewers fill accept / edited_label / edited_explanation / reject_reason in review.csv
+    lantern-batch curate import --review runs/demo/curation/review.csv --out runs/demo/curation
+
+The sheet (``review.csv`` and ``review.parquet``, the same rows) has one row per pair: ids,
+a short member and job summary (the same compressed text the prompts use), the teacher's
+label, probabilities, dimension scores (JSON) and explanation, and four empty columns for the
+reviewer. ``accept`` takes yes/no (also y/n, true/false, 1/0, accept/reject).
+
+Import rules, one outcome per sheet row (counts conserve):
+
+* accepted -> a D_seed row (:data:`~lantern_batch.schema.SEED_SCHEMA`) with the edited label /
+  explanation when given; ``source`` is ``curated:<teacher>`` or ``curated-edited:<teacher>``;
+* rejected -> ``rejected/`` with the reviewer's reason (``rejected_by_reviewer`` if blank);
+* blank ``accept`` -> rejected as ``undecided``; an edited label outside High/Medium/Low ->
+  ``bad_edited_label``; an accepted row without any explanation -> ``empty_explanation``;
+  a repeated pair id -> ``duplicate_pair`` (the first row wins).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from lantern_batch import io
+from lantern_batch.config import write_resolved_config
+from lantern_batch.errors import InputError
+from lantern_batch.logs import event, get_logger
+from lantern_batch.prompts import job_text, member_text
+from lantern_batch.schema import DIMENSIONS, FIT_LABELS, SEED_SCHEMA
+from lantern_batch.teacher.config import CurateExportConfig, CurateImportConfig
+
+log = get_logger(__name__)
+
+REVIEW_COLUMNS = ["accept", "edited_label", "edited_explanation", "reject_reason"]
+SHEET_COLUMNS = ["pair_id", "member_id", "job_id", "teacher", "prompt_version", "member_summary",
+                 "job_summary", "fit_label", "p_high", "p_medium", "p_low", "dimension_scores",
+                 "explanation", *REVIEW_COLUMNS]
+REJECTED_SCHEMA = pa.schema([
+    ("pair_id", pa.string()), ("member_id", pa.string()), ("job_id", pa.string()),
+    ("teacher", pa.string()), ("fit_label", pa.string()), ("explanation", pa.string()),
+    ("reason", pa.string()),
+])
+_YES = {"yes", "y", "true", "1", "accept", "accepted"}
+_NO = {"no", "n", "false", "0", "reject", "rejected"}
+
+
+def _one_line(text: str) -> str:
+    return " | ".join(line for line in text.splitlines() if line)
+
+
+def review_sheet(labels: pa.Table, members: dict[str, dict], jobs: dict[str, dict],
+                 summary_chars: int = 300) -> pa.Table:
+    """Build the review sheet from teacher label rows (pure function)."""
+    rows = []
+    for r in labels.to_pylist():
+        m, j = members.get(r["member_id"]), jobs.get(r["job_id"])
+        dims = r.get("dimension_scores")
+        rows.append({
+            "pair_id": r["pair_id"], "member_id": r["member_id"], "job_id": r["job_id"],
+            "teacher": r.get("teacher"), "prompt_version": r.get("prompt_version"),
+            "member_summary": _one_line(member_text(m, summary_chars // 4)) if m else None,
+            "job_summary": _one_line(job_text(j, summary_chars // 4)) if j else None,
+            "fit_label": r["fit_label"],
+            "p_high": r.get("p_high"), "p_medium": r.get("p_medium"), "p_low": r.get("p_low"),
+            "dimension_scores": json.dumps(dims) if dims else None,
+            "explanation": r.get("explanation"),
+            **{c: None for c in REVIEW_COLUMNS},
+        })
+    schema = pa.schema([(c, pa.float32() if c.startswith("p_") else pa.string()) for c in SHEET_COLUMNS])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def run_export(cfg: CurateExportConfig) -> int:
+    """Entry point of ``lantern-batch curate export``."""
+    cols = ["pair_id", "member_id", "job_id", "teacher", "prompt_version", "fit_label", "p_high",
+            "p_medium", "p_low", "dimension_scores", "explanation"]
+    labels = io.read_table(cfg.labels, columns=cols, table="teacher labels")
+    labels = labels.sort_by("pair_id")  # pair ids are hashes: the first N are a fair sample
+    if cfg.limit is not None:
+        labels = labels.slice(0, cfg.limit)
+    mids = set(labels.column("member_id").to_pylist())
+    jids = set(labels.column("job_id").to_pylist())
+    members_t = io.read_table(cfg.members, table="members")
+    jobs_t = io.read_table(cfg.jobs, table="jobs")
+    members_t = members_t.filter(pc.is_in(members_t.column("member_id"), pa.array(list(mids), pa.string())))
+    jobs_t = jobs_t.filter(pc.is_in(jobs_t.column("job_id"), pa.array(list(jids), pa.string())))
+    members = {r["member_id"]: r for r in members_t.to_pylist()}
+    jobs = {r["job_id"]: r for r in jobs_t.to_pylist()}
+    sheet = review_sheet(labels, members, jobs, cfg.summary_chars)
+    write_resolved_config(cfg, cfg.out, name="export_config.yaml")
+    io.write_table(sheet, cfg.out, basename="review.parquet")
+    buf = pa.BufferOutputStream()
+    pacsv.write_csv(sheet, buf)
+    io.write_text(io.join(cfg.out, "review.csv"), buf.getvalue().to_pybytes().decode())
+    event(log, "curate.export", rows=sheet.num_rows, out=cfg.out)
+    return 0
+
+
+def _read_review(path: str) -> pa.Table:
+    if not io.exists(path):
+        raise InputError(f"review sheet not found: {path}")
+    if path.endswith(".csv"):
+        fs, p = io.filesystem(path)
+        with fs.open_input_stream(p) as f:
+            convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in SHEET_COLUMNS if not c.startswith("p_")},
+                                           strings_can_be_null=True)
+            table = pacsv.read_csv(f, convert_options=convert)
+    else:
+        table = io.read_table(path, table="review")
+    required = ["pair_id", "member_id", "job_id", "fit_label", "explanation", "accept", "edited_label",
+                "edited_explanation"]
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise InputError(f"review sheet {path}: missing column(s) {', '.join(missing)}")
+    return table
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def apply_decisions(review: pa.Table, source: str = "curated") -> tuple[pa.Table, pa.Table, dict]:
+    """Apply reviewer decisions (pure function): (D_seed rows, rejected rows, counts)."""
+    seed, rejected = [], []
+    seen: set[str] = set()
+    counts: Counter[str] = Counter()
+    for r in review.to_pylist():
+        pid, teacher = _text(r.get("pair_id")), _text(r.get("teacher")) or "unknown"
+
+        def reject(reason: str, r: dict = r, pid: str | None = pid, teacher: str = teacher) -> None:
+            rejected.append({"pair_id": pid, "member_id": _text(r.get("member_id")), "job_id": _text(r.get("job_id")),
+                             "teacher": teacher, "fit_label": _text(r.get("fit_label")),
+                             "explanation": _text(r.get("explanation")), "reason": reason})
+            counts[f"rejected:{reason}"] += 1
+
+        if pid is None or pid in seen:
+            reject("duplicate_pair" if pid else "missing_pair_id")
+            continue
+        seen.add(pid)
+        decision = (_text(r.get("accept")) or "").lower()
+        if decision in _NO:
+            reject(_text(r.get("reject_reason")) or "rejected_by_reviewer")
+            continue
+        if decision not in _YES:
+            reject("undecided" if not decision else "bad_accept_value")
+            continue
+        edited_label = _text(r.get("edited_label"))
+        label = (edited_label or _text(r.get("fit_label")) or "").capitalize()
+        if label not in FIT_LABELS:
+            reject("bad_edited_label" if edited_label else "bad_label")
+            continue
+        edited_expl = _text(r.get("edited_explanation"))
+        explanation = edited_expl or _text(r.get("explanation"))
+        if not explanation:
+            reject("empty_explanation")
+            continue
+        dims = None
+        raw = _text(r.get("dimension_scores"))
+        if raw:
+            try:
+                d = json.loads(raw)
+                dims = {k: float(d[k]) for k in DIMENSIONS} if all(k in d for k in DIMENSIONS) else None
+            except (ValueError, TypeError):
+                dims = None
+        edited = bool(edited_expl) or (edited_label is not None and edited_label.capitalize() != _text(r.get("fit_label")))
+        seed.append({"pair_id": pid, "member_id": _text(r.get("member_id")), "job_id": _text(r.get("job_id")),
+                     "fit_label": label, "dimension_scores": dims, "explanation": explanation,
+                     "source": f"{source}{'-edited' if edited else ''}:{teacher}"})
+        counts["accepted_edited" if edited else "accepted"] += 1
+    return (pa.Table.from_pylist(seed, schema=SEED_SCHEMA),
+            pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), dict(counts))
+
+
+def run_import(cfg: CurateImportConfig) -> int:
+    """Entry point of ``lantern-batch curate import``."""
+    review = _read_review(cfg.review)
+    seed, rejected, counts = apply_decisions(review, cfg.source)
+    write_resolved_config(cfg, cfg.out, name="import_config.yaml")
+    io.write_table(seed, io.join(cfg.out, "seed"), basename="part-00000.parquet")
+    io.write_table(rejected, io.join(cfg.out, "rejected"), basename="part-00000.parquet")
+    summary = {"rows": review.num_rows, "seed_rows": seed.num_rows, "rejected_rows": rejected.num_rows,
+               "by_outcome": counts}
+    io.write_text(io.join(cfg.out, "curation_summary.json"), json.dumps(summary, indent=2) + "\n")
+    event(log, "curate.import", rows=review.num_rows, seed=seed.num_rows, rejected=rejected.num_rows)
+    return 0
