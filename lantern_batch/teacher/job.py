@@ -17,6 +17,7 @@ output layout and the exactly-once rules that make a killed run resumable.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -93,12 +94,16 @@ def _teacher_stage(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, 
     from lantern_batch.teacher.blackbox import BlackBoxTeacher
 
     o = cfg.openai
+    # The endpoint and key come from the driver's environment (where the job was launched) and
+    # reach the client actors through their runtime environment, never through the config.
+    env = {k: os.environ[k] for k in (o.base_url_env, o.api_key_env) if k in os.environ}
     return BlackBoxTeacher, dict(
         fn_constructor_kwargs=dict(teacher=teacher.model_dump(), openai_cfg=o.model_dump(),
                                    prompt=cfg.prompt.model_dump(),
                                    cache_dir=io.join(cfg.out, "cache", f"teacher={teacher.name}")),
         batch_size=o.batch_size, concurrency=o.actors, num_cpus=0.5,
         max_restarts=cfg.vllm.max_restarts, max_task_retries=cfg.vllm.max_task_retries,
+        **({"runtime_env": {"env_vars": env}} if env else {}),
     )
 
 
