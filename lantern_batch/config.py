@@ -23,6 +23,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lantern_batch.errors import InputError
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML without implicit timestamps: ``ds: 2026-11-24`` stays the string a config expects."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 class ConfigError(InputError):
     """A config file, override or value is invalid (exit code 2)."""
 
@@ -129,7 +143,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override key '{key}' is empty or malformed")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override for '{key}' is not valid YAML") from exc
     return key.split("."), value
@@ -188,7 +202,7 @@ def load_config(
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = _yaml_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):

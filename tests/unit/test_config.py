@@ -101,3 +101,10 @@ def test_dump_roundtrip_and_hash_stability(tmp_path):
     assert again == cfg
     assert config_hash(again) == config_hash(cfg)
     assert config_hash(load_config(_Job, None, ["engine.batch_size=4"])) != config_hash(cfg)
+
+
+def test_dates_stay_strings_in_overrides_and_files(tmp_path):
+    assert parse_override("ds=2026-11-24") == (["ds"], "2026-11-24")
+    f = tmp_path / "c.yaml"
+    f.write_text("out: 2026-11-24\n")
+    assert load_config(_Job, f).out == "2026-11-24"
