@@ -13,12 +13,13 @@ it; paths under ``out`` are set by :func:`wire` and need not be repeated.
 from __future__ import annotations
 
 import time
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lantern_batch import io
-from lantern_batch.config import ConfigModel, RayConfig, write_resolved_config
+from lantern_batch.config import ConfigModel, RayConfig, deep_merge, read_yaml, write_resolved_config
 from lantern_batch.logs import event, get_logger
 from lantern_batch.distill.config import ClassifierConfig, ExplainerConfig, TeacherSFTConfig
 from lantern_batch.evaluate.config import EvaluateConfig
@@ -36,6 +37,22 @@ ALL_STAGES: tuple[str, ...] = (
 )
 
 
+#: The project's configs/ folder (present in a checkout and in a ``ray job submit`` working dir).
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+#: Each stage starts from its own demo config, so this machine's settings (CPU placement, small
+#: KV cache, training budgets) live once, in configs/demo_<job>.yaml.
+STAGE_CONFIGS: dict[str, str] = {
+    "generate": "demo_generate.yaml",
+    "teacher_sft": "demo_distill_teacher_sft.yaml",
+    "synthesize": "demo_synthesize.yaml",
+    "classifier": "demo_distill_classifier.yaml",
+    "explainer": "demo_distill_explainer.yaml",
+    "precompute": "demo_precompute.yaml",
+    "evaluate": "demo_evaluate.yaml",
+}
+
+
 class DemoConfig(ConfigModel):
     """Config of ``lantern-batch demo``: where everything goes, which stages run, each stage's config."""
 
@@ -45,7 +62,7 @@ class DemoConfig(ConfigModel):
     """Stages to run, in pipeline order."""
     ray: RayConfig = RayConfig()
     """Ray connection, shared by every stage."""
-    generate: GenerateConfig = GenerateConfig(inject_bad_rows=0.01)
+    generate: GenerateConfig = GenerateConfig()
     """The synthetic world (paths are set from ``out``)."""
     teacher_sft: TeacherSFTConfig = TeacherSFTConfig()
     """Fine-tuning SmolLM2 on D_seed into the in-house teacher T2."""
@@ -60,7 +77,27 @@ class DemoConfig(ConfigModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     """The evaluation report."""
 
+    stage_configs: dict[str, str | None] = Field(default_factory=dict)
+    """Base config file of a stage (key: the stage's field name here), overriding the default
+    ``configs/demo_<job>.yaml``; null starts that stage from its class defaults. Values given
+    under the stage's own key (or by ``--set``) apply on top."""
+
     SHORTCUTS: ClassVar[dict[str, str]] = {"--out": "out"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_bases(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        chosen = {**{k: str(CONFIGS_DIR / v) for k, v in STAGE_CONFIGS.items()}, **(data.get("stage_configs") or {})}
+        for field, path in chosen.items():
+            if path is None or field not in cls.model_fields:
+                continue
+            if not Path(path).is_file() and field not in (data.get("stage_configs") or {}):
+                continue  # an installed package without the checkout's configs/: class defaults
+            data[field] = deep_merge(read_yaml(path), data.get(field) or {})
+        return data
 
     def plan(self) -> list[str]:
         return [f"{stage}" for stage in self.stages]
