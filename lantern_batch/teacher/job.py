@@ -127,6 +127,11 @@ def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], t
         batch_size=cfg.join_batch_size, batch_format="pyarrow", concurrency=cfg.join_actors, num_cpus=0.25,
     )
     stage_cls, stage_kwargs = _teacher_stage(cfg, teacher, side)
+    # Ray Data merges a task's outputs into blocks of up to 128 MiB, so without this a whole
+    # row group of pairs would reach the engine as one task whose labels appear only when it
+    # ends. Blocks of one engine batch make each batch its own task: labels stream to the
+    # writer, progress moves per batch, and a killed run loses at most the batches in flight.
+    ds = ds.repartition(target_num_rows_per_block=stage_kwargs["batch_size"])
     ds = ds.map_batches(stage_cls, batch_format="pyarrow", **stage_kwargs)
     # One committed file set per engine batch: small enough that a killed run loses little.
     ds = ds.map_batches(commit_writer, batch_size=stage_kwargs["batch_size"], batch_format="pyarrow", num_cpus=0.25,

@@ -124,7 +124,7 @@ def test_labels_follow_the_contract(synth_run, smollm2_dir):
         assert all(0 <= v <= 4 for v in row["dimension_scores"].values())
         ids, top_ids, top_lps = row["explanation_token_ids"], row["topk_ids"], row["topk_logprobs"]
         assert len(ids) == len(top_ids) == len(top_lps) > 0
-        assert all(0 < len(k) <= 20 and len(k) == len(lp) for k, lp in zip(top_ids, top_lps))
+        assert all(0 < len(k) <= 20 and len(k) == len(lp) for k, lp in zip(top_ids, top_lps, strict=False))
         assert all(lp == sorted(lp, reverse=True) for lp in top_lps)
         # The stored tokens are the explanation's tokens.
         assert row["explanation"][:20] in tok.decode(ids)
