@@ -1,0 +1,59 @@
+"""Curation: the review sheet and the import rules (CSV round trip)."""
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from lantern_batch.io import read_table, write_table
+from lantern_batch.schema import DIMENSIONS, SEED_SCHEMA, TEACHER_LABELS_SCHEMA
+from lantern_batch.teacher.config import CurateExportConfig, CurateImportConfig
+from lantern_batch.teacher.curation import apply_decisions, run_export, run_import
+
+
+def _labels(world):
+    pairs = read_table(str(world / "pairs")).slice(0, 6).to_pylist()
+    rows = []
+    for i, p in enumerate(pairs):
+        rows.append({"pair_id": f"p{i}", "member_id": p["member_id"], "job_id": p["job_id"], "teacher": "t1",
+                     "fit_label": "High", "p_high": 0.7, "p_medium": 0.2, "p_low": 0.1,
+                     "dimension_scores": {d: 3.0 for d in DIMENSIONS}, "explanation": f"Reason {i}.",
+                     "prompt_version": "v1", "model_ref": "m", "input_fingerprint": "f", "created_at": None})
+    return pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in TEACHER_LABELS_SCHEMA]))
+
+
+def test_export_then_import_roundtrip(tiny_world, tmp_path):
+    write_table(_labels(tiny_world), str(tmp_path / "labels"))
+    cfg = CurateExportConfig(labels=str(tmp_path / "labels"), members=str(tiny_world / "members"),
+                             jobs=str(tiny_world / "jobs"), out=str(tmp_path / "cur"), limit=5)
+    assert run_export(cfg) == 0
+    sheet = pacsv.read_csv(tmp_path / "cur" / "review.csv").to_pylist()
+    assert len(sheet) == 5 and read_table(str(tmp_path / "cur" / "review.parquet")).num_rows == 5
+    assert sheet[0]["member_summary"].startswith("Current title:") and sheet[0]["job_summary"].startswith("Title:")
+    decisions = [("yes", None, None, None), ("no", None, None, "label too generous"), ("y", "low", "Edited.", None),
+                 ("yes", "Great", None, None), (None, None, None, None)]
+    for row, (acc, lab, expl, why) in zip(sheet, decisions, strict=True):
+        row.update(accept=acc, edited_label=lab, edited_explanation=expl, reject_reason=why)
+    sheet.append(dict(sheet[0]))  # a repeated pair
+    pacsv.write_csv(pa.Table.from_pylist(sheet), tmp_path / "cur" / "review.csv")
+    assert run_import(CurateImportConfig(review=str(tmp_path / "cur" / "review.csv"), out=str(tmp_path / "seed"))) == 0
+    seed = read_table(str(tmp_path / "seed" / "seed"))
+    rejected = read_table(str(tmp_path / "seed" / "rejected")).to_pylist()
+    assert seed.schema.equals(SEED_SCHEMA, check_metadata=False)
+    assert seed.num_rows == 2 and seed.num_rows + len(rejected) == len(sheet)
+    by_pair = {r["pair_id"]: r for r in seed.to_pylist()}
+    edited = by_pair[sheet[2]["pair_id"]]
+    assert edited["fit_label"] == "Low" and edited["explanation"] == "Edited." and edited["source"] == "curated-edited:t1"
+    assert by_pair[sheet[0]["pair_id"]]["source"] == "curated:t1"
+    assert by_pair[sheet[0]["pair_id"]]["dimension_scores"] == {d: 3.0 for d in DIMENSIONS}
+    assert sorted(r["reason"] for r in rejected) == ["bad_edited_label", "duplicate_pair", "label too generous", "undecided"]
+
+
+def test_apply_decisions_empty_explanation_and_bad_accept():
+    review = pa.Table.from_pylist([
+        {"pair_id": "a", "member_id": "m", "job_id": "j", "fit_label": "High", "explanation": "", "accept": "yes",
+         "edited_label": None, "edited_explanation": None},
+        {"pair_id": "b", "member_id": "m", "job_id": "j", "fit_label": "High", "explanation": "x", "accept": "maybe",
+         "edited_label": None, "edited_explanation": None},
+    ])
+    seed, rejected, counts = apply_decisions(review)
+    assert seed.num_rows == 0
+    assert rejected.column("reason").to_pylist() == ["empty_explanation", "bad_accept_value"]
