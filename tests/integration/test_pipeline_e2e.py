@@ -7,6 +7,7 @@ behaviour is tested next to that stage.
 """
 
 import json
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -16,6 +17,8 @@ from lantern_batch.cli import main
 from lantern_batch.schema import FIT_LABELS, SCORES_SCHEMA
 
 pytestmark = pytest.mark.integration
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo_pipeline.yaml"
 
 TINY = [
     "generate.num_members=40", "generate.num_jobs=20", "generate.num_pairs=160", "generate.num_seed=100",
@@ -31,7 +34,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("demo")
-    argv = ["demo", "--config", "configs/demo_pipeline.yaml", "--out", str(root)]
+    argv = ["demo", "--config", str(CONFIG), "--out", str(root)]
     for kv in TINY:
         argv += ["--set", kv]
     code = main(argv)
