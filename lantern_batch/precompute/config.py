@@ -93,6 +93,10 @@ class ExplainerStageConfig(ConfigModel):
     """CPU slots each actor reserves."""
     num_gpus: float = Field(0.0, ge=0)
     """GPUs each actor reserves."""
+    max_restarts: int = Field(2, ge=0)
+    """Restarts of an actor whose engine died (its batch is retried on the new actor)."""
+    max_task_retries: int = Field(2, ge=0)
+    """Retries of a batch whose actor died."""
     max_explanation_chars: int = Field(600, gt=0)
     """Longer generated explanations are cut to this many characters."""
     member_tokens: int = Field(300, gt=0)

@@ -276,7 +276,8 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
                 fingerprints={"run": run_fp, **fp_settings},
                 config_hash=config_hash(cfg),
                 timings=timings,
-                stages={**result.stages, "join_strategy": result.join_strategy_used},
+                stages={**result.stages, "join_strategy": result.join_strategy_used,
+                        "explainer_engine_started": result.explainer_started},
                 previous=({"ds": previous[0], "run_id": prev_manifest.get("run_id")} if previous else None),
                 previous_labels=((prev_manifest.get("labels") or {}).get("counts") if prev_manifest else None),
                 members_rejected=result.members_rejected,
@@ -350,6 +351,8 @@ def _pipeline(cfg, run_id, ds, files, rows_in, prev_files, scores_dir, errors_di
                               "num_cpus": cfg.classifier.num_cpus, "num_gpus": cfg.classifier.num_gpus},
         explainer_resources={"batch_size": cfg.explainer.batch_size, "concurrency": cfg.explainer.concurrency,
                              "num_cpus": cfg.explainer.num_cpus, "num_gpus": cfg.explainer.num_gpus,
+                             "max_restarts": cfg.explainer.max_restarts,
+                             "max_task_retries": cfg.explainer.max_task_retries,
                              "member_tokens": cfg.explainer.member_tokens, "job_tokens": cfg.explainer.job_tokens},
         gate_ref=gate_ref, gate_check=gate_check, timings=timings,
     )

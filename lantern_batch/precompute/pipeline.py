@@ -42,7 +42,12 @@ from lantern_batch import io
 from lantern_batch.logs import event, get_logger
 from lantern_batch.precompute import features, manifest
 from lantern_batch.precompute.classifier_stage import ClassifierActor, ClassifierSettings
-from lantern_batch.precompute.explainer_stage import ExplainerActor, ExplainerSettings
+from lantern_batch.precompute.explainer_stage import (
+    ExplainerActor,
+    ExplainerSettings,
+    PromptBuilder,
+    drop_prompt_ids,
+)
 from lantern_batch.precompute.route import (
     Policy,
     RouteOptions,
@@ -293,6 +298,7 @@ class PipelineResult:
     route_counts: dict[str, int]
     join_strategy_used: dict[str, str]
     gate: dict[str, Any] | None
+    explainer_started: bool = False
 
 
 def _file_items(files: list[str]):
@@ -343,6 +349,7 @@ class Pipeline:
         self.ray = ray
         self.meter = _meter_class().remote()
         self.join_used: dict[str, str] = {}
+        self.explainer_started = False
 
     # -- steps
 
@@ -481,17 +488,32 @@ class Pipeline:
         final_parts = [_pairs_of(routed, "__route", ("error", "reuse"))]
         if selected is not None:
             if n_explain and s.explainer is not None:
-                self.ray.get(self.meter.set_total.remote("explain", n_explain))
-                to_explain = _pairs_of(selected, "__explain", (True,))
                 res = s.explainer_resources
+                to_explain = _pairs_of(selected, "__explain", (True,))
                 joined = self._join(to_explain, "explainer",
                                     {"member_tokens": res["member_tokens"], "job_tokens": res["job_tokens"]},
                                     res["batch_size"])
-                explained = joined.map_batches(
-                    ExplainerActor, batch_size=res["batch_size"], batch_format="pyarrow",
+                # Prompts are tokenised and checked against the context first (no vLLM), so the
+                # engine starts only when some prompt can be explained.
+                prepared = joined.map_batches(
+                    PromptBuilder, batch_size=res["batch_size"], batch_format="pyarrow",
                     fn_constructor_kwargs={"settings": s.explainer, "meter": self.meter},
-                    concurrency=res["concurrency"], num_cpus=res["num_cpus"], num_gpus=res["num_gpus"])
-                final_parts += [_pairs_of(selected, "__explain", (False,)), explained]
+                    concurrency=1, num_cpus=0.5).materialize()
+                n_fit = _counts(prepared, "__explain").get("true", 0)
+                event(log, "precompute.explain_prompts", selected=n_explain, fit=n_fit,
+                      over_context=n_explain - n_fit)
+                final_parts += [_pairs_of(selected, "__explain", (False,)),
+                                _pairs_of(prepared, "__explain", (False,)).map_batches(
+                                    drop_prompt_ids, batch_format="pyarrow")]
+                if n_fit:
+                    self.explainer_started = True
+                    self.ray.get(self.meter.set_total.remote("explain", n_fit))
+                    explained = _pairs_of(prepared, "__explain", (True,)).map_batches(
+                        ExplainerActor, batch_size=res["batch_size"], batch_format="pyarrow",
+                        fn_constructor_kwargs={"settings": s.explainer, "meter": self.meter},
+                        concurrency=res["concurrency"], num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
+                        max_restarts=res["max_restarts"], max_task_retries=res["max_task_retries"])
+                    final_parts.append(explained)
             else:
                 final_parts.append(selected)
         final = final_parts[0].union(*final_parts[1:]) if len(final_parts) > 1 else final_parts[0]
@@ -514,6 +536,7 @@ class Pipeline:
             route_counts=route_counts,
             join_strategy_used=self.join_used,
             gate=gate,
+            explainer_started=self.explainer_started,
         )
 
 
