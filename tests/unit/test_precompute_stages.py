@@ -7,7 +7,12 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from lantern_batch.precompute.classifier_stage import ClassifierActor, ClassifierSettings, read_meta, with_scores
+from lantern_batch.precompute.classifier_stage import (
+    ClassifierActor,
+    ClassifierSettings,
+    read_meta,
+    with_scores,
+)
 from lantern_batch.precompute.config import ClassifierStageConfig
 from lantern_batch.precompute.explainer_stage import (
     ExplainerSettings,
