@@ -366,7 +366,7 @@ def _table_to_bullets(rows: list[str]) -> list[str]:
     out = []
     for row in body:
         parts = []
-        for h, v in zip(header[1:], row[1:]):
+        for h, v in zip(header[1:], row[1:], strict=False):
             # Parenthetical asides cost tokens and rarely change a judgement.
             v = re.sub(r"\s*\([^)]{12,}\)", "", v).strip()
             if not v:

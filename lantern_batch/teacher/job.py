@@ -122,7 +122,7 @@ def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], t
         PairJoiner,
         fn_constructor_kwargs=dict(
             members=side["members"], jobs=side["jobs"], bad_members=side["bad_members"],
-            bad_jobs=side["bad_jobs"], copy_index=ray.put(scan["copy_index"]), skip_keys=skip_ref,
+            bad_jobs=side["bad_jobs"], copy_index=scan["copy_index"], skip_keys=skip_ref,
             sample_fraction=cfg.sample_fraction, limits=limits),
         batch_size=cfg.join_batch_size, batch_format="pyarrow", concurrency=cfg.join_actors, num_cpus=0.25,
     )
@@ -145,19 +145,35 @@ def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], t
             progress.update(row["rows"])
 
 
+def _skip_keys(out: str, teacher: str, prompt_version: str, resume: bool) -> frozenset[str]:
+    """Ray task: row keys a pass skips (this teacher's committed rows, input errors written)."""
+    if not resume:
+        return frozenset()
+    teacher_done, inputs_done = store.load_done(out, teacher, prompt_version)
+    return teacher_done | inputs_done
+
+
+def _scan(tasks: list[Any], sample_fraction: float, skip: frozenset[str]) -> tuple[dict[int, int], dict[str, int]]:
+    """Ray task: :func:`~lantern_batch.teacher.inputs.scan_pairs` as (copy index, counts)."""
+    from lantern_batch.teacher.inputs import scan_pairs
+
+    result = scan_pairs(tasks, sample_fraction, skip)
+    return result.pop("copy_index"), result
+
+
 def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any],
                 tasks: list[Any]) -> dict[str, Any]:
     """One teacher pass over the pairs; returns its counts (this run only)."""
     import ray
 
-    from lantern_batch.teacher.inputs import scan_pairs
-
     t0 = time.perf_counter()
-    teacher_done, inputs_done = (store.load_done(cfg.out, teacher.name, teacher.prompt_version)
-                                 if cfg.resume else (frozenset(), frozenset()))
-    skip = teacher_done | inputs_done
-    skip_ref = ray.put(skip)
-    scan = ray.get(ray.remote(scan_pairs).options(num_cpus=0.5).remote(tasks, cfg.sample_fraction, skip_ref))
+    # The done set (row keys of committed batches) and the later-copy index can be large: they
+    # are built in Ray tasks and stay in the object store; the driver only sees counts.
+    skip_ref = ray.remote(_skip_keys).options(num_cpus=0.5).remote(cfg.out, teacher.name, teacher.prompt_version,
+                                                                    cfg.resume)
+    copy_ref, counts_ref = ray.remote(_scan).options(num_cpus=0.5, num_returns=2).remote(
+        tasks, cfg.sample_fraction, skip_ref)
+    scan = {**ray.get(counts_ref), "copy_index": copy_ref}
     to_do = scan["rows_in"] - scan["not_sampled"] - scan["skipped_done"]
     event(log, "teacher.pass_start", teacher=teacher.name, kind=teacher.kind, rows_in=scan["rows_in"],
           to_do=to_do, skipped_done=scan["skipped_done"], not_sampled=scan["not_sampled"],
