@@ -13,6 +13,7 @@ under ``train.storage_path/<train.run_name>``.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -151,6 +152,11 @@ class DataSettings(ConfigModel):
     """Cap on training examples (deterministic: the first by split hash)."""
     probability_tolerance: float = Field(1e-3, gt=0)
     """A row's p_high + p_medium + p_low must be within this of 1."""
+    broadcast_join_max_rows: int = Field(2_000_000, ge=0)
+    """Join members/jobs/pairs by broadcasting them to the prep actors when the three tables
+    hold at most this many rows together; above it, Ray Data's shuffle hash join."""
+    prep_actors: int = Field(1, ge=1)
+    """Actors building examples (each loads the tokenizer and, for a broadcast join, the lookups)."""
 
 
 class ClassifierModelSettings(ConfigModel):
@@ -481,7 +487,7 @@ class ChainConfig(ConfigModel):
             wiring.append(f"kd.teacher_model={teacher}")
         if index > 0:
             wiring.append(f"student.source={teacher}")
-        return load_config(ExplainerConfig, None, [*wiring, *stage.set], base=dict(self.base))
+        return load_config(ExplainerConfig, None, [*wiring, *stage.set], base=copy.deepcopy(self.base))
 
     def plan(self) -> list[str]:
         steps = []

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from lantern_batch import io
 from lantern_batch.errors import InputError
 from lantern_batch.logs import event, get_logger
-from lantern_batch.schema import DIMENSIONS, FIT_LABELS, error_rows
+from lantern_batch.schema import DIMENSIONS, ERRORS_SCHEMA, FIT_LABELS, error_rows
 
 log = get_logger(__name__)
 
@@ -342,7 +342,8 @@ def error_table(bad: pa.Table, stage: str = "distill") -> pa.Table:
     sources = bad.column("source").to_pylist()
     tables = ["seed" if s == "seed" else "teacher_labels" for s in sources]
     errs = error_rows(bad, bad.column("reason").to_pylist(), table="teacher_labels", stage=stage)
-    return errs.set_column(errs.schema.get_field_index("table"), "table", pa.array(tables, pa.string()))
+    errs = errs.set_column(errs.schema.get_field_index("table"), "table", pa.array(tables, pa.string()))
+    return errs.cast(ERRORS_SCHEMA)
 
 
 def dimension_scores_json(text: str | None) -> dict[str, int]:
@@ -360,13 +361,14 @@ class PreparedData:
     """Where the examples are and what happened to every input row."""
 
     examples: str
-    """Parquet directory of built examples (``heldout`` column marks the split)."""
+    """Parquet directory of examples: built rows (``reason`` null; ``heldout`` marks the split)
+    and rejected rows (``reason`` set, example columns null)."""
     errors: str
     """Parquet directory of rejected rows (ERRORS_SCHEMA)."""
     num_train: int
     num_heldout: int
     counts: dict[str, int] = field(default_factory=dict)
-    """Input rows by source and outcome, e.g. ``teacher_rows``, ``excluded:bad_probabilities``."""
+    """Input rows by source and outcome, e.g. ``rows:teacher``, ``excluded:teacher:bad_probabilities``."""
     fingerprint: str = ""
     """Order-independent content hash of the training examples (+ the builder's settings)."""
 
@@ -375,10 +377,87 @@ class PreparedData:
                 "counts": self.counts, "fingerprint": self.fingerprint}
 
 
-def _join_partitions() -> int:
-    import ray
+class ExampleStage:
+    """``map_batches`` callable class: label rows → examples, in one pass.
 
-    return int(max(2, min(32, ray.cluster_resources().get("CPU", 2) // 2)))
+    Joins each row to its member, job and query (from lookups broadcast to the actor, or from
+    columns a shuffle join already added), marks rows whose member or job is missing, runs the
+    task's builder on the usable rows and passes rejected rows through with their reason, so
+    every input row leaves as exactly one output row.
+    """
+
+    def __init__(self, builder: type, builder_kwargs: dict[str, Any], schema: pa.Schema,
+                 hash_fields: tuple[str, ...], lookups: dict[str, Any] | None = None):
+        import ray
+
+        self.builder = builder(**builder_kwargs)
+        self.schema = schema
+        self.hash_fields = hash_fields
+        self.members = self.jobs = self.queries = None
+        if lookups:
+            # Broadcast join: the packed tables are in the object store; index them once.
+            members = ray.get(lookups["members"])
+            jobs = ray.get(lookups["jobs"])
+            self.members = dict(zip(members.column("member_id").to_pylist(), members.column("member").to_pylist(), strict=True))
+            self.jobs = dict(zip(jobs.column("job_id").to_pylist(), jobs.column("job").to_pylist(), strict=True))
+            if lookups.get("pairs") is not None:
+                pairs = ray.get(lookups["pairs"])
+                self.queries = {}
+                for m, j, q in zip(pairs.column("member_id").to_pylist(), pairs.column("job_id").to_pylist(),
+                                   pairs.column("query").to_pylist(), strict=True):
+                    self.queries.setdefault((m, j), q)  # first occurrence wins (input contract)
+
+    def _attach(self, table: pa.Table) -> pa.Table:
+        if self.members is None:
+            return table
+        mids, jids = table.column("member_id").to_pylist(), table.column("job_id").to_pylist()
+        member = [self.members.get(m) for m in mids]
+        job = [self.jobs.get(j) for j in jids]
+        query = [self.queries.get((m, j)) if self.queries is not None else None for m, j in zip(mids, jids, strict=True)]
+        table = table.append_column("member", pa.array(member)) if any(x is not None for x in member) else \
+            table.append_column("member", pa.nulls(table.num_rows, pa.struct([("member_id", pa.string())])))
+        table = table.append_column("job", pa.array(job)) if any(x is not None for x in job) else \
+            table.append_column("job", pa.nulls(table.num_rows, pa.struct([("job_id", pa.string())])))
+        return table.append_column("query", pa.array(query, pa.string()))
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        table = mark_unjoined(self._attach(table))
+        ok = table.column("reason").is_null()
+        good, bad = table.filter(ok), table.filter(pc.invert(ok))
+        parts = []
+        if good.num_rows:
+            built = self.builder(good)
+            parts.append(_conform_examples(built, self.schema, None))
+        if bad.num_rows:
+            parts.append(_conform_examples(bad, self.schema, bad.column("reason")))
+        out = pa.concat_tables(parts) if parts else _conform_examples(table.slice(0, 0), self.schema, None)
+        for name, arr in row_hash_columns(out, tuple(f for f in self.hash_fields if f in out.column_names)).items():
+            out = out.append_column(name, arr)
+        return out
+
+
+def _conform_examples(table: pa.Table, schema: pa.Schema, reason: pa.ChunkedArray | None) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns (missing ones null) plus ``reason``."""
+    arrays = []
+    for f in schema:
+        if f.name in table.column_names:
+            arrays.append(table.column(f.name).combine_chunks().cast(f.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, f.type))
+    arrays.append(reason.combine_chunks().cast(pa.string()) if reason is not None else pa.nulls(table.num_rows, pa.string()))
+    return pa.Table.from_arrays(arrays, schema=pa.schema([*schema, pa.field("reason", pa.string())]))
+
+
+def _count_rows(path: str) -> int:
+    import pyarrow.dataset as pads
+
+    files = io.list_parquet_files(path)
+    fs, _ = io.filesystem(path)
+    return pads.dataset([io.filesystem(f)[1] for f in files], format="parquet", filesystem=fs).count_rows()
+
+
+def _packed_table(path: str, table_name: str, key: str, name: str) -> pa.Table:
+    return pack_entities(io.read_table(path, table=table_name), key, name, table_name)
 
 
 def prepare_examples(
@@ -387,23 +466,33 @@ def prepare_examples(
     inputs: Any,
     data: Any,
     work_dir: str,
-    builder: Callable[..., pa.Table] | type,
+    builder: type,
     builder_kwargs: dict[str, Any],
+    schema: pa.Schema,
     hash_fields: tuple[str, ...],
     settings_for_fingerprint: dict[str, Any],
     label_task: str | None = None,
 ) -> PreparedData:
     """Read, check, join, build and write the examples of one job (Ray must be running).
 
+    One Ray Data pass writes every input row to ``<work_dir>/examples/`` — built examples, or
+    the row's keys and ``reason``. The driver then streams the small bookkeeping columns
+    (reason, source, split, row hashes) to count outcomes, fingerprint the training split and
+    write the rejected rows to ``<work_dir>/errors/``.
+
+    The join with members/jobs/pairs is a *broadcast* join when those tables together hold at
+    most ``data.broadcast_join_max_rows`` rows (indexed once per actor: no shuffle, which on a
+    small machine costs more than the work) and Ray Data's hash join otherwise.
+
     Args:
         task: ``classifier``, ``explainer`` or ``teacher_sft``.
         inputs: :class:`lantern_batch.config.InputTables`.
         data: :class:`lantern_batch.distill.config.DataSettings`.
         work_dir: ``examples/`` and ``errors/`` are (re)written under it.
-        builder: a batch function, or a callable class (run in an actor that loads e.g. a
-            tokenizer once), turning joined rows (LABEL_ROW_SCHEMA + ``member``, ``job``
-            structs + ``query``) into example rows.
-        builder_kwargs: keyword arguments of the function call / the class constructor.
+        builder: class whose instances turn usable joined rows (LABEL_ROW_SCHEMA + ``member``
+            and ``job`` structs + ``query``) into example rows; constructed once per actor with
+            ``builder_kwargs`` (e.g. loading a tokenizer).
+        schema: the builder's output schema (must include member_id, job_id, source, heldout).
         hash_fields: example columns that define the training data's fingerprint.
         settings_for_fingerprint: builder settings mixed into the fingerprint.
         label_task: which checks the teacher-label rows get (default: ``task``).
@@ -412,124 +501,144 @@ def prepare_examples(
         TeacherLabelsError: a required column is missing (before any row is read).
         InputError: no usable source, or no usable rows at all.
     """
-    import ray
-    import ray.data
+    from lantern_batch.schema import check_columns as check_input_columns
 
     label_task = label_task or task
     sources: list[Any] = []
-    counts: Counter[str] = Counter()
     if data.teacher_labels and task != "teacher_sft":
         path = resolve_teacher_labels(data.teacher_labels, data.teacher)
-        schema = check_columns("teacher_labels", path, REQUIRED_LABEL_COLUMNS[label_task], label_task)
+        found = check_columns("teacher_labels", path, REQUIRED_LABEL_COLUMNS[label_task], label_task)
         wanted = [c for c in (*REQUIRED_LABEL_COLUMNS[label_task], *OPTIONAL_LABEL_COLUMNS[label_task])
-                  if schema.get_field_index(c) >= 0]
-        ds = io.ray_read_parquet(path, columns=wanted).map_batches(
-            teacher_label_rows, batch_format="pyarrow",
-            fn_kwargs={"task": label_task, "holdout_fraction": data.holdout_fraction,
-                       "salt": data.split_salt, "tolerance": data.probability_tolerance})
-        sources.append(ds)
-        event(log, "distill.source", table="teacher_labels", path=path)
+                  if found.get_field_index(c) >= 0]
+        sources.append(("teacher_labels", path, wanted))
     if data.seed:
         seed_task = "teacher_sft" if task == "teacher_sft" else label_task
-        schema = check_columns("seed", data.seed, REQUIRED_SEED_COLUMNS[seed_task], seed_task)
+        found = check_columns("seed", data.seed, REQUIRED_SEED_COLUMNS[seed_task], seed_task)
         wanted = [c for c in ("member_id", "job_id", "fit_label", "dimension_scores", "explanation")
-                  if schema.get_field_index(c) >= 0]
-        ds = io.ray_read_parquet(data.seed, columns=wanted).map_batches(
-            _seed_batch, batch_format="pyarrow",
-            fn_kwargs={"task": seed_task, "weight": data.seed_weight,
-                       "holdout_fraction": data.holdout_fraction, "salt": data.split_salt})
-        sources.append(ds)
-        event(log, "distill.source", table="seed", path=data.seed)
+                  if found.get_field_index(c) >= 0]
+        sources.append(("seed", data.seed, wanted))
     if not sources:
         raise InputError(f"{task}: no training data: set data.teacher_labels and/or data.seed")
-    rows = sources[0] if len(sources) == 1 else sources[0].union(*sources[1:])
-
-    from lantern_batch.schema import check_columns as check_input_columns
-
     for name in ("members", "jobs", "pairs"):
         check_input_columns(name, io.dataset_schema(getattr(inputs, name), name))
-    parts = _join_partitions()
-    members = io.ray_read_parquet(inputs.members).map_batches(
-        pack_entities, batch_format="pyarrow",
-        fn_kwargs={"key": "member_id", "name": "member", "table_name": "members"})
-    jobs = io.ray_read_parquet(inputs.jobs).map_batches(
-        pack_entities, batch_format="pyarrow",
-        fn_kwargs={"key": "job_id", "name": "job", "table_name": "jobs"})
-    pairs = io.ray_read_parquet(inputs.pairs, columns=None).map_batches(pair_queries, batch_format="pyarrow")
 
-    joined = (
-        rows.join(members, join_type="left_outer", num_partitions=parts, on=("member_id",))
-        .join(jobs, join_type="left_outer", num_partitions=parts, on=("job_id",))
-        .join(pairs, join_type="left_outer", num_partitions=parts, on=("member_id", "job_id"))
-        .map_batches(mark_unjoined, batch_format="pyarrow")
-    ).materialize()
+    import ray
+
+    datasets = []
+    for table_name, path, wanted in sources:
+        event(log, "distill.source", table=table_name, path=path)
+        ds = io.ray_read_parquet(path, columns=wanted)
+        if table_name == "seed":
+            ds = ds.map_batches(_seed_batch, batch_format="pyarrow", fn_kwargs={
+                "task": "teacher_sft" if task == "teacher_sft" else label_task, "weight": data.seed_weight,
+                "holdout_fraction": data.holdout_fraction, "salt": data.split_salt})
+        else:
+            ds = ds.map_batches(teacher_label_rows, batch_format="pyarrow", fn_kwargs={
+                "task": label_task, "holdout_fraction": data.holdout_fraction, "salt": data.split_salt,
+                "tolerance": data.probability_tolerance})
+        datasets.append(ds)
+    rows = datasets[0] if len(datasets) == 1 else datasets[0].union(*datasets[1:])
+    if data.max_examples:
+        rows = rows.limit(int(data.max_examples / max(1e-9, 1 - data.holdout_fraction)) + 1)
+
+    entity_rows = _count_rows(inputs.members) + _count_rows(inputs.jobs)
+    pair_rows = _count_rows(inputs.pairs)
+    stage_kwargs: dict[str, Any] = {"builder": builder, "builder_kwargs": builder_kwargs, "schema": schema,
+                                    "hash_fields": hash_fields}
+    if entity_rows + pair_rows <= data.broadcast_join_max_rows:
+        stage_kwargs["lookups"] = {
+            "members": ray.put(_packed_table(inputs.members, "members", "member_id", "member")),
+            "jobs": ray.put(_packed_table(inputs.jobs, "jobs", "job_id", "job")),
+            "pairs": ray.put(pair_queries(io.read_table(inputs.pairs, table="pairs"))),
+        }
+        join = "broadcast"
+    else:
+        parts = _join_partitions()
+        members = io.ray_read_parquet(inputs.members).map_batches(
+            pack_entities, batch_format="pyarrow",
+            fn_kwargs={"key": "member_id", "name": "member", "table_name": "members"})
+        jobs = io.ray_read_parquet(inputs.jobs).map_batches(
+            pack_entities, batch_format="pyarrow", fn_kwargs={"key": "job_id", "name": "job", "table_name": "jobs"})
+        pairs = io.ray_read_parquet(inputs.pairs).map_batches(pair_queries, batch_format="pyarrow")
+        rows = (rows.join(members, join_type="left_outer", num_partitions=parts, on=("member_id",))
+                .join(jobs, join_type="left_outer", num_partitions=parts, on=("job_id",))
+                .join(pairs, join_type="left_outer", num_partitions=parts, on=("member_id", "job_id")))
+        join = "shuffle"
+    event(log, "distill.join", strategy=join, members_jobs_rows=entity_rows, pairs_rows=pair_rows)
 
     errors_dir = io.join(work_dir, "errors")
     examples_dir = io.join(work_dir, "examples")
     io.delete_dir(errors_dir)
     io.delete_dir(examples_dir)
-
-    bad = joined.map_batches(_where_reason, batch_format="pyarrow", fn_kwargs={"bad": True})
-    bad_count = bad.count()
-    if bad_count:
-        bad.map_batches(error_table, batch_format="pyarrow").write_parquet(_ray_path(errors_dir), **_fs_kwargs(errors_dir))
-        for row in bad.groupby(["source", "reason"]).count().take_all():
-            src = "seed" if row["source"] == "seed" else "teacher"
-            counts[f"excluded:{src}:{row['reason']}"] = int(row["count()"])
-    good = joined.map_batches(_where_reason, batch_format="pyarrow", fn_kwargs={"bad": False})
-    for row in joined.groupby("source").count().take_all():
-        counts[f"rows:{'seed' if row['source'] == 'seed' else 'teacher'}"] += int(row["count()"])
-    if data.max_examples:
-        good = good.limit(int(data.max_examples / max(1e-9, 1 - data.holdout_fraction)) + 1)
-
-    if isinstance(builder, type):
-        built = good.map_batches(builder, batch_format="pyarrow", concurrency=1, batch_size=64,
-                                 fn_constructor_kwargs=builder_kwargs)
-    else:
-        built = good.map_batches(builder, batch_format="pyarrow", batch_size=64, fn_kwargs=builder_kwargs)
-    built = built.map_batches(_add_hash, batch_format="pyarrow", fn_kwargs={"fields": hash_fields}).materialize()
+    built = rows.map_batches(ExampleStage, fn_constructor_kwargs=stage_kwargs, batch_format="pyarrow",
+                             batch_size=64, concurrency=data.prep_actors)
     built.write_parquet(_ray_path(examples_dir), **_fs_kwargs(examples_dir))
+    return _summarise(task, examples_dir, errors_dir, settings_for_fingerprint)
 
-    num_heldout = built.map_batches(_where_heldout, batch_format="pyarrow", fn_kwargs={"heldout": True}).count()
-    total = built.count()
-    train = built.map_batches(_where_heldout, batch_format="pyarrow", fn_kwargs={"heldout": False})
-    lo = int(train.sum("_hash_lo") or 0) if total - num_heldout else 0
-    hi = int(train.sum("_hash_hi") or 0) if total - num_heldout else 0
+
+def _summarise(task: str, examples_dir: str, errors_dir: str, settings: dict[str, Any]) -> PreparedData:
+    """Stream the bookkeeping columns: counts, fingerprint, error rows (memory stays flat)."""
+    import pyarrow.dataset as pads
+
+    files = io.list_parquet_files(examples_dir)
+    fs, _ = io.filesystem(examples_dir)
+    dataset = pads.dataset([io.filesystem(f)[1] for f in files], format="parquet", filesystem=fs)
+    counts: Counter[str] = Counter()
+    num_train = num_heldout = 0
+    lo = hi = 0
+    for batch in dataset.to_batches(columns=["reason", "source", "heldout", "_hash_lo", "_hash_hi"]):
+        t = pa.Table.from_batches([batch])
+        src = ["seed" if s == "seed" else "teacher" for s in t.column("source").to_pylist()]
+        reasons = t.column("reason").to_pylist()
+        held = t.column("heldout").to_pylist()
+        for s_, r, h in zip(src, reasons, held, strict=True):
+            counts[f"rows:{s_}"] += 1
+            if r is not None:
+                counts[f"excluded:{s_}:{r}"] += 1
+            elif h:
+                num_heldout += 1
+        train = pc.and_(t.column("reason").is_null(), pc.invert(pc.fill_null(t.column("heldout"), False)))
+        num_train += int(pc.sum(train.cast(pa.int64())).as_py() or 0)
+        lo += int(pc.sum(pc.if_else(train, t.column("_hash_lo"), 0)).as_py() or 0)
+        hi += int(pc.sum(pc.if_else(train, t.column("_hash_hi"), 0)).as_py() or 0)
+    excluded = sum(v for k, v in counts.items() if k.startswith("excluded:"))
+    if excluded:
+        scanner = dataset.scanner(columns=["member_id", "job_id", "source", "reason"],
+                                  filter=pads.field("reason").is_valid())
+        for i, batch in enumerate(scanner.to_batches()):
+            if batch.num_rows:
+                io.write_table(error_table(pa.Table.from_batches([batch])), errors_dir, basename=f"part-{i:05d}.parquet")
+    counts["excluded"] = excluded
     fingerprint = hashlib.sha256(json.dumps(
-        {"n": total - num_heldout, "lo": lo, "hi": hi, "task": task, **settings_for_fingerprint},
-        sort_keys=True, default=str).encode()).hexdigest()[:16]
-    counts["excluded"] = bad_count
-    counts["examples_built"] = total
-    counts["dropped_by_builder"] = max(0, good.count() - total) if not data.max_examples else 0
-    prepared = PreparedData(examples_dir, errors_dir, total - num_heldout, num_heldout, dict(counts), fingerprint)
-    event(log, "distill.examples", task=task, train=prepared.num_train, heldout=num_heldout,
-          excluded=bad_count, fingerprint=fingerprint)
+        {"n": num_train, "lo": lo, "hi": hi, "task": task, **settings}, sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    prepared = PreparedData(examples_dir, errors_dir, num_train, num_heldout, dict(counts), fingerprint)
+    event(log, "distill.examples", task=task, train=num_train, heldout=num_heldout, excluded=excluded,
+          fingerprint=fingerprint)
     for key, value in sorted(counts.items()):
         if key.startswith("excluded:"):
             event(log, "distill.excluded", what=key.split(":", 1)[1], rows=value)
-    if prepared.num_train == 0:
-        raise InputError(f"{task}: no usable training rows ({bad_count} excluded; see {errors_dir})")
+    if num_train == 0:
+        raise InputError(f"{task}: no usable training rows ({excluded} excluded; see {errors_dir})")
     return prepared
+
+
+def _join_partitions() -> int:
+    import ray
+
+    return int(max(2, min(32, ray.cluster_resources().get("CPU", 2) // 2)))
 
 
 def _seed_batch(table: pa.Table, task: str, weight: float, holdout_fraction: float, salt: str) -> pa.Table:
     return seed_rows(table, task, weight, holdout_fraction, salt)
 
 
-def _where_reason(table: pa.Table, bad: bool) -> pa.Table:
-    valid = table.column("reason").is_valid()
-    return table.filter(valid if bad else pc.invert(valid))
-
-
-def _where_heldout(table: pa.Table, heldout: bool) -> pa.Table:
-    col = pc.fill_null(table.column("heldout"), False)
-    return table.filter(col if heldout else pc.invert(col))
-
-
-def _add_hash(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
-    for name, arr in row_hash_columns(table, tuple(f for f in fields if f in table.column_names)).items():
-        table = table.append_column(name, arr)
-    return table
+def _usable(table: pa.Table, heldout: bool | None) -> pa.Table:
+    mask = table.column("reason").is_null()
+    if heldout is not None:
+        held = pc.fill_null(table.column("heldout"), False)
+        mask = pc.and_(mask, held if heldout else pc.invert(held))
+    return table.filter(mask)
 
 
 def _ray_path(path: str) -> str:
@@ -540,15 +649,14 @@ def _fs_kwargs(path: str) -> dict[str, Any]:
     return {"filesystem": io.filesystem(path)[0]}
 
 
-def read_examples(prepared_dir: str, heldout: bool | None = None, columns: list[str] | None = None) -> pa.Table:
-    """Read built examples (driver side; for the small held-out split)."""
-    table = io.read_table(prepared_dir, columns=columns if columns is None or "heldout" in columns else [*columns, "heldout"])
-    if heldout is not None:
-        table = table.filter(pc.equal(table.column("heldout"), heldout))
-    return table
+def read_examples(examples_dir: str, heldout: bool | None = None, columns: list[str] | None = None) -> pa.Table:
+    """Usable (built) examples, driver side: for the small held-out split and bookkeeping."""
+    need = None if columns is None else sorted({*columns, "reason", "heldout"})
+    table = _usable(io.read_table(examples_dir, columns=need), heldout)
+    return table if columns is None else table.select(columns)
 
 
 def train_dataset(prepared: PreparedData):
-    """The training split as a lazily read Ray Dataset (streamed to the workers)."""
+    """The training split (usable, not held out) as a lazily read, streamed Ray Dataset."""
     return io.ray_read_parquet(prepared.examples).map_batches(
-        _where_heldout, batch_format="pyarrow", fn_kwargs={"heldout": False})
+        _usable, batch_format="pyarrow", fn_kwargs={"heldout": False})

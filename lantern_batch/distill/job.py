@@ -47,7 +47,7 @@ def run_chain(cfg: ChainConfig) -> int:
     init_ray(cfg.ray)
     for i, stage in enumerate(cfg.stages):
         stage_cfg = cfg.stage_config(i)
-        event(log, "chain.stage", index=i + 1, of=len(cfg.stages), name=stage.name,
+        event(log, "chain.stage", index=i + 1, of=len(cfg.stages), stage=stage.name,
               source=stage_cfg.student.source, teacher=stage_cfg.kd.teacher_model or "table", out=stage_cfg.out)
         code = run_explainer(stage_cfg)
         if code:

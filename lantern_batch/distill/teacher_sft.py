@@ -184,6 +184,7 @@ def run(cfg: TeacherSFTConfig) -> int:
         task="teacher_sft", inputs=cfg.inputs, data=cfg.data, work_dir=work,
         builder=TeacherSFTExampleBuilder,
         builder_kwargs={"tokenizer_dir": source, "prompt": prompt, "prompt_version": cfg.prompt_version},
+        schema=EXAMPLE_SCHEMA,
         hash_fields=("member_id", "job_id", "target_text"),
         settings_for_fingerprint={"prompt": prompt, "version": cfg.prompt_version},
     )

@@ -32,8 +32,19 @@ from lantern_batch.schema import FIT_LABELS
 
 log = get_logger(__name__)
 
-EXAMPLE_COLUMNS = ("member_id", "job_id", "text", "label", "p_high", "p_medium", "p_low",
-                   "weight", "source", "heldout")
+EXAMPLE_SCHEMA = pa.schema([
+    pa.field("member_id", pa.string()),
+    pa.field("job_id", pa.string()),
+    pa.field("text", pa.string()),
+    pa.field("label", pa.int8()),
+    pa.field("p_high", pa.float32()),
+    pa.field("p_medium", pa.float32()),
+    pa.field("p_low", pa.float32()),
+    pa.field("weight", pa.float32()),
+    pa.field("source", pa.string()),
+    pa.field("heldout", pa.bool_()),
+])
+EXAMPLE_COLUMNS = tuple(EXAMPLE_SCHEMA.names)
 
 
 def classifier_examples(table: pa.Table, text_max_chars: int) -> pa.Table:
@@ -57,6 +68,16 @@ def classifier_examples(table: pa.Table, text_max_chars: int) -> pa.Table:
         "source": table.column("source"),
         "heldout": table.column("heldout"),
     })
+
+
+class ClassifierExampleBuilder:
+    """Builder for :func:`lantern_batch.distill.data.prepare_examples` (no model needed)."""
+
+    def __init__(self, text_max_chars: int = 900):
+        self.text_max_chars = text_max_chars
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return classifier_examples(table, self.text_max_chars)
 
 
 def collate(batch: dict[str, np.ndarray], tokenizer: Any, max_length: int) -> dict[str, Any]:
@@ -226,7 +247,8 @@ def run(cfg: ClassifierConfig) -> int:
     write_resolved_config(cfg, work)
     prepared = prepare_examples(
         task="classifier", inputs=cfg.inputs, data=cfg.data, work_dir=work,
-        builder=classifier_examples, builder_kwargs={"text_max_chars": cfg.model.text_max_chars},
+        builder=ClassifierExampleBuilder, builder_kwargs={"text_max_chars": cfg.model.text_max_chars},
+        schema=EXAMPLE_SCHEMA,
         hash_fields=("member_id", "job_id", "label", "p_high", "p_medium", "p_low", "weight", "text"),
         settings_for_fingerprint={"text_max_chars": cfg.model.text_max_chars},
     )

@@ -298,6 +298,7 @@ def run(cfg: ExplainerConfig) -> int:
     prepared = prepare_examples(
         task="explainer", inputs=cfg.inputs, data=cfg.data, work_dir=work,
         builder=ExplainerExampleBuilder, builder_kwargs={"tokenizer_dir": source, "prompt": prompt},
+        schema=EXAMPLE_SCHEMA,
         hash_fields=("member_id", "job_id", "fit_label", "explanation", "kd_aligned"),
         settings_for_fingerprint={"prompt": prompt, "source": cfg.student.source},
     )

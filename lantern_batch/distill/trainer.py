@@ -272,7 +272,7 @@ class Engine:
         import torch
 
         if self.deepspeed:
-            self.module.save_checkpoint(os.path.join(directory, DS_DIR), tag="latest")
+            self.module.save_checkpoint(os.path.join(directory, DS_DIR), tag="zero")
             if self.module.zero_optimization_stage() == 3:
                 # Gathering ZeRO-3 shards is a collective: every rank calls it, rank 0 gets it.
                 state = self.module._zero3_consolidated_16bit_state_dict()
@@ -290,7 +290,7 @@ class Engine:
         import torch
 
         if self.deepspeed:
-            self.module.load_checkpoint(os.path.join(directory, DS_DIR), tag="latest")
+            self.module.load_checkpoint(os.path.join(directory, DS_DIR), tag="zero")
             return
         state = torch.load(os.path.join(directory, MODEL_FILE), map_location="cpu", weights_only=True)
         self.model.load_state_dict(state, strict=not self.only_trainable)
@@ -396,6 +396,8 @@ class StepLoop:
         self.micro_in_epoch = int(state["micro_in_epoch"]) if state else 0
         self.samples = int(state["samples"]) if state else 0
         self.resumed_from = self.step if state else None
+        self.loss_first = state.get("loss_first") if state else None
+        self.loss_last = state.get("loss_last") if state else None
         self.extra_state = dict(extra_state or {})
         self._micro = 0
         self._start = time.perf_counter()
@@ -449,6 +451,10 @@ class StepLoop:
         if delay:
             time.sleep(delay)  # tests only: widen the window in which a kill lands mid-run
         losses = {k: v / max(1, self._loss_n) for k, v in self._loss_sum.items()}
+        if "total" in losses:
+            self.loss_last = losses["total"]
+            if self.loss_first is None:
+                self.loss_first = losses["total"]
         metrics = {"step": self.step, "epoch": self.epoch, "samples": self.samples, "lr": self.engine.lr(),
                    **{f"loss_{k}": v for k, v in losses.items()}}
         if self.step % self.train.log_every_steps == 0 or self.done or self.step == 1:
@@ -471,7 +477,8 @@ class StepLoop:
     def state(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch,
                 "samples": self.samples, "total_steps": self.plan["total_steps"],
-                "resumed_from": self.resumed_from, **self.extra_state}
+                "resumed_from": self.resumed_from, "loss_first": self.loss_first,
+                "loss_last": self.loss_last, **self.extra_state}
 
     def checkpoint(self, metrics: dict[str, Any]) -> None:
         """Every rank writes its part and reports; Ray Train merges them into one checkpoint."""
