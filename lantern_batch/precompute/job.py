@@ -8,7 +8,8 @@ Order of work, and why:
 
 1. Inputs are checked from Parquet footers (a missing required column fails here, exit 2,
    before Ray starts); model references are resolved.
-2. The ds lock is taken (one run per ds; a crashed run's lock goes stale after ``lock.ttl_s``).
+2. The ds lock is taken (one run per ds; a crashed run's lock goes stale after ``lock.ttl_s``),
+   then Ray is started or joined.
 3. The newest published ds up to this one is the *previous* partition: its unchanged pairs are
    reused.
 4. The pipeline (:mod:`lantern_batch.precompute.pipeline`) writes run-unique part files directly
@@ -243,12 +244,12 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
 
     from lantern_batch.runtime import init_ray
 
-    init_ray(cfg.ray)
-    write_resolved_config(cfg, run_dir)
-
     published = False
+    # The lock first: a second run of the same ds fails before it starts Ray.
     with _LockKeeper(cfg, out, ds, run_id) as keeper:
         try:
+            init_ray(cfg.ray)
+            write_resolved_config(cfg, run_dir)
             previous = find_previous(scores_base, ds) if cfg.incremental else None
             prev_files = previous[2] if previous else []
             prev_manifest = previous[1] if previous else None
