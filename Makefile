@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: setup
-	$(BIN)/lantern-batch demo
+	$(BIN)/lantern-batch demo --config configs/demo_pipeline.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q tests
