@@ -118,13 +118,14 @@ class LoraSettings(ConfigModel):
 
 
 class PromptSettings(ConfigModel):
-    """Token budgets of the member and job sections of a decoder prompt."""
+    """Token budgets of the member and job sections of a decoder prompt (recorded in the
+    export's ``lantern_batch.json``; precompute must build the same prompt)."""
 
-    member_tokens: int = Field(150, ge=16)
-    """Budget of the member section (prompts.member_text)."""
-    job_tokens: int = Field(150, ge=16)
-    """Budget of the job section (prompts.job_text)."""
-    max_length: int = Field(640, ge=32)
+    member_tokens: int = Field(300, ge=16)
+    """Budget of the member section (prompts.member_text); 300 = explainer_messages' default."""
+    job_tokens: int = Field(300, ge=16)
+    """Budget of the job section (prompts.job_text); 300 = explainer_messages' default."""
+    max_length: int = Field(768, ge=32)
     """Longest prompt + output sequence in tokens; longer prompts are cut from the left of
     the data block's end (the output tokens are always kept)."""
     max_target_tokens: int = Field(128, ge=8)
@@ -265,14 +266,15 @@ class TeacherSFTTrainSettings(TrainSettings):
 
 
 class TeacherPromptSettings(PromptSettings):
-    """Teacher prompt budgets (v1's system prompt alone is ~1350 SmolLM2 tokens)."""
+    """Teacher prompt budgets: synthesis's (``prompts.MEMBER_TOKENS``/``JOB_TOKENS``), so SFT
+    trains on the prompts synthesis sends (v1's system prompt alone is ~1350 SmolLM2 tokens)."""
 
-    member_tokens: int = Field(120, ge=16)
+    member_tokens: int = Field(380, ge=16)
     """Budget of the member section."""
-    job_tokens: int = Field(120, ge=16)
+    job_tokens: int = Field(380, ge=16)
     """Budget of the job section."""
-    max_length: int = Field(2048, ge=32)
-    """Longest prompt + output sequence in tokens."""
+    max_length: int = Field(3072, ge=32)
+    """Longest prompt + output sequence in tokens (synthesis's ``max_model_len``)."""
     max_target_tokens: int = Field(192, ge=8)
     """Longest JSON output in tokens."""
 
@@ -295,10 +297,16 @@ class _TableJob(ConfigModel):
     ray: RayConfig = Field(default_factory=RayConfig)
     """Ray connection."""
     work_dir: str | None = None
-    """Prepared examples and rejected rows; None: ``<out>.work``."""
+    """Prepared examples and rejected rows; None: ``<train.storage_path>/data/<run name>``
+    (shared storage, so Ray workers on every node can read the examples)."""
 
     def resolved_work_dir(self) -> str:
-        return self.work_dir or str(self.out).rstrip("/") + ".work"  # type: ignore[attr-defined]
+        from lantern_batch import io
+
+        if self.work_dir:
+            return self.work_dir
+        job = {"ClassifierConfig": "classifier", "ExplainerConfig": "explainer"}.get(type(self).__name__, "teacher_sft")
+        return io.join(self.train.storage_path, "data", self.resolved_run_name(job))  # type: ignore[attr-defined]
 
     def resolved_run_name(self, job: str) -> str:
         """Run name under the storage path (stable per job and output)."""

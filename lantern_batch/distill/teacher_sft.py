@@ -4,15 +4,16 @@
 
 Each seed pair becomes the teacher prompt (:func:`lantern_batch.prompts.teacher_messages`, the
 same prompt synthesis sends, at ``prompt_version``) and its target, the full structured output
-the synthesis schema asks for (:func:`lantern_batch.prompts.output_json_schema`)::
+the synthesis schema asks for (:func:`lantern_batch.prompts.output_json_schema`), as compact
+JSON the way synthesis decodes it::
 
-    {"fit_label": "Medium", "dimension_scores": {"skills": 3, ...}, "explanation": "..."}
+    {"fit_label":"Medium","dimension_scores":{"skills":3,...},"explanation":"..."}
 
 trained data-level only (token cross-entropy on the output tokens) with the same Ray Train
 loop as the explainer (DDP or DeepSpeed ZeRO; optional LoRA merged on export).
 
 Label agreement is measured before and after on held-out seed pairs the way synthesis reads
-a label: after the prompt and the output's opening ``{"fit_label": "``, the next-token
+a label: after the prompt and the output's opening ``{"fit_label":"``, the next-token
 probabilities of the three labels' first tokens, renormalised (one forward pass per pair).
 """
 
@@ -32,7 +33,8 @@ from lantern_batch.schema import FIT_LABELS
 
 log = get_logger(__name__)
 
-LABEL_PREFIX = '{"fit_label": "'
+LABEL_PREFIX = '{"fit_label":"'
+"""How the output opens: compact JSON, as synthesis decodes it (``disable_any_whitespace``)."""
 
 EXAMPLE_SCHEMA = pa.schema([
     pa.field("member_id", pa.string()),
@@ -52,7 +54,7 @@ def structured_output(fit_label: str, dimension_scores_json: str | None, explana
     from lantern_batch.distill.data import dimension_scores_json as to_ints
 
     return json.dumps({"fit_label": fit_label, "dimension_scores": to_ints(dimension_scores_json),
-                       "explanation": explanation.strip()})
+                       "explanation": explanation.strip()}, separators=(",", ":"))
 
 
 class TeacherSFTExampleBuilder:
