@@ -402,6 +402,7 @@ class StepLoop:
         self._micro = 0
         self._start = time.perf_counter()
         self._samples_at_start = self.samples
+        self._warm: tuple[float, int] | None = None  # (time, samples) after the first step
         self._loss_sum: dict[str, float] = {}
         self._loss_n = 0
         if state:
@@ -447,6 +448,8 @@ class StepLoop:
                 return
             self.engine.step()
         self.step += 1
+        if self._warm is None:
+            self._warm = (time.perf_counter(), self.samples)
         delay = float(os.environ.get("LANTERN_TEST_STEP_DELAY_S", "0") or 0)
         if delay:
             time.sleep(delay)  # tests only: widen the window in which a kill lands mid-run
@@ -478,7 +481,8 @@ class StepLoop:
         return {"step": self.step, "epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch,
                 "samples": self.samples, "total_steps": self.plan["total_steps"],
                 "resumed_from": self.resumed_from, "loss_first": self.loss_first,
-                "loss_last": self.loss_last, **self.extra_state}
+                "loss_last": self.loss_last, "samples_per_s": self.steady_throughput(),
+                **self.extra_state}
 
     def checkpoint(self, metrics: dict[str, Any]) -> None:
         """Every rank writes its part and reports; Ray Train merges them into one checkpoint."""
@@ -496,6 +500,12 @@ class StepLoop:
                 event(log, f"{self.what}.checkpoint", step=self.step, epoch=self.epoch)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def steady_throughput(self) -> float | None:
+        """Samples per second (all workers) after the first optimizer step (warm-up excluded)."""
+        if self._warm is None or self.samples <= self._warm[1]:
+            return None
+        return round((self.samples - self._warm[1]) / max(time.perf_counter() - self._warm[0], 1e-9), 3)
 
     def throughput(self) -> float:
         """Samples per second since this (possibly resumed) run started."""
