@@ -97,7 +97,12 @@ def gpu_explainer(steps: int = 30, batch: int = 16, prompt_len: int = 560, targe
     """Tokens/s and MFU of the explainer's training step on one GPU (plain PyTorch, bf16)."""
     import torch
 
-    from lantern_batch.distill.decoder import DecoderForKD, collate_lm, count_parameters, load_student
+    from lantern_batch.distill.decoder import (
+        DecoderForKD,
+        collate_lm,
+        count_parameters,
+        load_student,
+    )
     from lantern_batch.distill.losses import explainer_loss
     from lantern_batch.models import resolve
 

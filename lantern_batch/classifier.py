@@ -64,6 +64,10 @@ class FitClassifier(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if isinstance(getattr(encoder, "pooler", None), nn.Module):
+            # BERT's own pooler (tanh over [CLS]) is unused by this head; dropping it saves its
+            # compute and keeps DDP from waiting for gradients that never come.
+            encoder.pooler = None
         self.encoder = encoder
         self.pooling = pooling
         hidden = int(encoder.config.hidden_size)

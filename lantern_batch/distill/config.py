@@ -309,13 +309,31 @@ class _TableJob(ConfigModel):
         return io.join(self.train.storage_path, "data", self.resolved_run_name(job))  # type: ignore[attr-defined]
 
     def resolved_run_name(self, job: str) -> str:
-        """Run name under the storage path (stable per job and output)."""
+        """Base run name under the storage path (stable per job and output)."""
         import hashlib
 
         if self.train.run_name:  # type: ignore[attr-defined]
             return self.train.run_name  # type: ignore[attr-defined]
         digest = hashlib.sha256(str(self.out).encode()).hexdigest()[:8]  # type: ignore[attr-defined]
         return f"{job}-{digest}"
+
+    def training_run_name(self, job: str, data_fingerprint: str) -> str:
+        """The Ray Train run: the base name plus a hash of the training data and of every
+        setting that changes the result, so a rerun after a crash resumes its own run while
+        new data or new hyperparameters start a new one. An explicit ``train.run_name`` is
+        used as is."""
+        import hashlib
+        import json
+
+        if self.train.run_name:  # type: ignore[attr-defined]
+            return self.train.run_name  # type: ignore[attr-defined]
+        settings = self.model_dump(mode="json", exclude={"ray", "out", "work_dir", "inputs", "eval", "calibrate",
+                                                         "min_accuracy"})
+        for key in ("storage_path", "resume", "log_every_steps", "checkpoint_every_steps", "checkpoints_to_keep",
+                    "max_failures"):
+            settings["train"].pop(key, None)
+        blob = json.dumps({"data": data_fingerprint, "settings": settings}, sort_keys=True)
+        return f"{self.resolved_run_name(job)}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
 class ClassifierConfig(_TableJob):
@@ -342,7 +360,7 @@ class ClassifierConfig(_TableJob):
             f"join members/jobs/pairs; write examples under {self.resolved_work_dir()}",
             f"Ray Train {self.train.scaling.num_workers} worker(s): {self.model.encoder} "
             f"({self.model.pooling} pooling), alpha={self.kd.alpha} T={self.kd.temperature}",
-            f"checkpoints under {self.train.storage_path}/{self.resolved_run_name('classifier')}",
+            f"checkpoints under {self.train.storage_path}/{self.resolved_run_name('classifier')}-<data+settings hash>",
             f"evaluate + calibrate on the held-out split; export to {self.out}",
         ]
 

@@ -13,7 +13,12 @@ Data, trains with Ray Train, evaluates on the held-out split and exports to ``cf
 
 from __future__ import annotations
 
-from lantern_batch.distill.config import ChainConfig, ClassifierConfig, ExplainerConfig, TeacherSFTConfig
+from lantern_batch.distill.config import (
+    ChainConfig,
+    ClassifierConfig,
+    ExplainerConfig,
+    TeacherSFTConfig,
+)
 from lantern_batch.logs import event, get_logger
 
 log = get_logger(__name__)

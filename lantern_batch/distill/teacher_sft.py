@@ -203,7 +203,7 @@ def run(cfg: TeacherSFTConfig) -> int:
                  loop_config={"kind": "teacher_sft", "cfg": cfg.model_dump(mode="json"), "plan": plan,
                               "pad_id": pad_id(tokenizer)},
                  train_dataset=train_dataset(prepared), train=cfg.train,
-                 run_name=cfg.resolved_run_name("teacher_sft"))
+                 run_name=cfg.training_run_name("teacher_sft", prepared.fingerprint))
     with result.checkpoint.as_directory() as d:
         state = read_trainer_state(d)
         wrapper = build_teacher(cfg)

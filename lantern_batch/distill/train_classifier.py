@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lantern_batch import io
 from lantern_batch.distill.config import ClassifierConfig
 from lantern_batch.logs import event, get_logger
 from lantern_batch.schema import FIT_LABELS
@@ -102,7 +101,12 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from lantern_batch.classifier import FitClassifier, autocast_context, load_classifier, resolve_model_dir
+    from lantern_batch.classifier import (
+        FitClassifier,
+        autocast_context,
+        load_classifier,
+        resolve_model_dir,
+    )
     from lantern_batch.distill.losses import classifier_loss
     from lantern_batch.distill.trainer import StepLoop, build_engine, restore, worker_setup
 
@@ -142,6 +146,7 @@ def train_loop(config: dict[str, Any]) -> None:
                                       temperature=cfg.kd.temperature, weight=b["weight"])
         engine.backward(loss, cfg.train.grad_accum)
         loop.after_backward(len(b["labels"]), {"total": float(loss.detach()), **parts})
+    loop.finish(checkpoint)
     if ctx.rank == 0:
         event(log, "classifier.train_throughput", samples_per_s=round(loop.throughput(), 2))
 
@@ -256,7 +261,7 @@ def run(cfg: ClassifierConfig) -> int:
     event(log, "classifier.plan", **plan)
     result = fit(train_loop=train_loop, loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
                  train_dataset=train_dataset(prepared), train=cfg.train,
-                 run_name=cfg.resolved_run_name("classifier"))
+                 run_name=cfg.training_run_name("classifier", prepared.fingerprint))
     with result.checkpoint.as_directory() as d:
         state = read_trainer_state(d)
         metrics = finalize(cfg, d, prepared, {**plan, **state, "workers": cfg.train.scaling.num_workers})

@@ -177,6 +177,7 @@ def decoder_train_loop(config: dict[str, Any]) -> None:
             loss, parts = explainer_loss(logits, labels, None, None, None, lambda_sft=lam, lambda_kd=0.0)
         engine.backward(loss, cfg.train.grad_accum)
         loop.after_backward(int(b["input_ids"].shape[0]), {"total": float(loss.detach()), **parts})
+    loop.finish(checkpoint)
     if ctx.rank == 0:
         event(log, f"{kind}.train_throughput", samples_per_s=round(loop.throughput(), 3))
 
@@ -314,7 +315,7 @@ def run(cfg: ExplainerConfig) -> int:
                  loop_config={"kind": "explainer", "cfg": cfg.model_dump(mode="json"), "plan": plan,
                               "pad_id": pad_id(tok)},
                  train_dataset=train_dataset(prepared), train=cfg.train,
-                 run_name=cfg.resolved_run_name("explainer"))
+                 run_name=cfg.training_run_name("explainer", prepared.fingerprint))
     with result.checkpoint.as_directory() as d:
         state = read_trainer_state(d)
         finalize(cfg, d, prepared, {**plan, **state, "workers": cfg.train.scaling.num_workers,

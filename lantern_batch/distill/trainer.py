@@ -403,6 +403,7 @@ class StepLoop:
         self._start = time.perf_counter()
         self._samples_at_start = self.samples
         self._warm: tuple[float, int] | None = None  # (time, samples) after the first step
+        self._reported = False
         self._loss_sum: dict[str, float] = {}
         self._loss_n = 0
         if state:
@@ -432,7 +433,6 @@ class StepLoop:
 
     def after_backward(self, batch_rows: int, parts: dict[str, float]) -> None:
         """Account one micro-batch; step the optimizer every ``grad_accum`` micro-batches."""
-        import ray.train
 
         self._micro += 1
         self.samples += batch_rows * self.ctx.world_size
@@ -484,10 +484,25 @@ class StepLoop:
                 "loss_last": self.loss_last, "samples_per_s": self.steady_throughput(),
                 **self.extra_state}
 
+    def finish(self, restored: Any) -> None:
+        """End of the loop. A run restored from a checkpoint of an already finished run reports
+        that checkpoint again, so the run's result always carries its final weights."""
+        import ray.train
+
+        if self._reported or restored is None:
+            return
+        has_files = self.engine.deepspeed or self.ctx.rank == 0
+        with restored.as_directory() as d:
+            checkpoint = ray.train.Checkpoint.from_directory(d) if has_files else None
+            ray.train.report({"step": self.step, "epoch": self.epoch}, checkpoint=checkpoint)
+        if self.ctx.rank == 0:
+            event(log, f"{self.what}.already_done", step=self.step)
+
     def checkpoint(self, metrics: dict[str, Any]) -> None:
         """Every rank writes its part and reports; Ray Train merges them into one checkpoint."""
         import ray.train
 
+        self._reported = True
         tmp = tempfile.mkdtemp(prefix=f"ckpt-{self.what}-")
         try:
             self.engine.save(tmp, self.ctx.rank)
