@@ -89,9 +89,9 @@ def collate(batch: dict[str, np.ndarray], tokenizer: Any, max_length: int) -> di
     return {
         "input_ids": enc["input_ids"],  # [batch, seq]
         "attention_mask": enc["attention_mask"],  # [batch, seq]
-        "labels": torch.as_tensor(np.asarray(batch["label"], dtype=np.int64)),  # [batch]
+        "labels": torch.tensor(np.array(batch["label"], dtype=np.int64)),  # [batch]
         "teacher_probs": torch.as_tensor(probs),  # [batch, 3]
-        "weight": torch.as_tensor(np.asarray(batch["weight"], dtype=np.float32)),  # [batch]
+        "weight": torch.tensor(np.array(batch["weight"], dtype=np.float32)),  # [batch]
     }
 
 
