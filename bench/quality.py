@@ -123,7 +123,7 @@ def bench_explainer(args, tmp: Path) -> dict:
         "train_examples": m["data"]["num_train"], "eval_pairs": m["n"], "parameters": m["parameters"],
         "student_layers": m["student_layers"], "epochs": args.explainer_epochs,
         **{k: m.get(k) for k in keys}, "kd_aligned": m["data"]["counts"].get("kd_aligned"),
-        "examples": m.get("examples", [])[:2], "topk_seconds": round(topk_seconds, 1),
+        "topk_seconds": round(topk_seconds, 1),
         "seconds": round(seconds, 1),
         "pass": (m["rougeL"] - m["base_rougeL"]) >= MIN_ROUGE_L_GAIN,
     }

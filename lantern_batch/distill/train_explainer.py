@@ -237,10 +237,10 @@ def finalize(cfg: ExplainerConfig, checkpoint_dir: str, prepared: Any, train_inf
     sample = heldout_sample(prepared.examples, cfg.eval.num_pairs)
     metrics: dict[str, Any] = {"n": sample.num_rows}
     if sample.num_rows:
-        scores, preds = rouge_of(model, tokenizer, sample, cfg)
+        scores, _ = rouge_of(model, tokenizer, sample, cfg)
         metrics.update(scores)
         base, _, _ = load_student(source, cfg.student.keep_every, cfg.student.keep_layers)
-        base_scores, base_preds = rouge_of(base.eval(), tokenizer, sample, cfg)
+        base_scores, _ = rouge_of(base.eval(), tokenizer, sample, cfg)
         metrics.update({f"base_{k}": v for k, v in base_scores.items()})
         del base
         if len(keep) != n_layers:
@@ -248,8 +248,6 @@ def finalize(cfg: ExplainerConfig, checkpoint_dir: str, prepared: Any, train_inf
             src_scores, _ = rouge_of(src, tokenizer, sample, cfg)
             metrics.update({f"source_{k}": v for k, v in src_scores.items()})
             del src
-        metrics["examples"] = [{"fit_label": sample.column("fit_label")[i].as_py(), "student": preds[i],
-                                "untrained": base_preds[i]} for i in range(min(3, len(preds)))]
     metrics.update({
         "student_layers": keep, "source_layers": n_layers, "parameters": count_parameters(model),
         "source": cfg.student.source, "lora": cfg.student.lora.enabled, "divergence": cfg.kd.divergence,
