@@ -49,7 +49,8 @@ def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str) 
     labels, errors = split_labeled(batch)
     stages = batch.column("_err_stage").to_pylist()
     reasons = batch.column("_err_reason").to_pylist()
-    markers = store.marker_rows(batch.column("_row_key").to_pylist(), stages, reasons)
+    markers = store.marker_rows(batch.column("_row_key").to_pylist(), stages, reasons,
+                                batch.column("_prompt_tokens").to_pylist(), batch.column("_output_tokens").to_pylist())
     store.commit_batch(out, teacher, prompt_version, labels, errors, markers)
     n_input = sum(s in store.INPUT_STAGES for s in stages)
 

@@ -17,8 +17,9 @@ rerunning yields the rows of one clean run: none missing, none twice.
 
 A marker holds ``row_key`` and ``kind`` for every row the batch wrote: ``teacher`` (a label or
 a teacher error of this teacher and prompt version) or ``input`` (an input error: invalid,
-duplicate or unjoinable pair). Input errors are written once per output, by whichever teacher
-pass meets them first.
+duplicate or unjoinable pair), its outcome and its prompt/output token counts (so token
+accounting covers every run that contributed to an output, resumed ones included). Input
+errors are written once per output, by whichever teacher pass meets them first.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ MARKER_SCHEMA = pa.schema([
     pa.field("row_key", pa.string()),
     pa.field("kind", pa.string()),  # teacher | input
     pa.field("outcome", pa.string()),  # labelled | <error reason>
+    pa.field("prompt_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),
 ])
 
 _PART = re.compile(r"^part-([0-9a-f]{24})\.parquet$")
@@ -143,29 +146,37 @@ def load_done(out: str, teacher: str, prompt_version: str) -> tuple[frozenset[st
     return frozenset(teacher_done), frozenset(inputs_done)
 
 
-def marker_rows(row_keys: list[str], stages: list[str | None], reasons: list[str | None]) -> pa.Table:
+def marker_rows(row_keys: list[str], stages: list[str | None], reasons: list[str | None],
+                prompt_tokens: list[int | None] | None = None, output_tokens: list[int | None] | None = None) -> pa.Table:
     """Marker table for a batch: one row per written row."""
     kinds = ["input" if s in INPUT_STAGES else "teacher" for s in stages]
     outcomes = [r if r is not None else "labelled" for r in reasons]
+    n = len(row_keys)
     return pa.Table.from_arrays([pa.array(row_keys, pa.string()), pa.array(kinds, pa.string()),
-                                 pa.array(outcomes, pa.string())], schema=MARKER_SCHEMA)
+                                 pa.array(outcomes, pa.string()),
+                                 pa.array(prompt_tokens if prompt_tokens is not None else [0] * n, pa.int64()),
+                                 pa.array(output_tokens if output_tokens is not None else [0] * n, pa.int64())],
+                                schema=MARKER_SCHEMA)
 
 
 def output_totals(out: str, teachers: list[tuple[str, str]]) -> dict:
-    """Counts of the output as it stands, from the markers: per teacher labelled rows and
-    teacher errors by reason, and input errors by reason (written once per output)."""
+    """Counts of the output as it stands, from the markers: per teacher labelled rows, teacher
+    errors by reason and tokens, and input errors by reason (written once per output)."""
     per: dict[str, dict] = {}
     inputs: Counter[str] = Counter()
     for name, pv in teachers:
-        labelled, errs = 0, Counter()
+        labelled, errs, tokens = 0, Counter(), Counter()
         for f in _marker_files(out, name, pv):
-            t = _read_parquet(f, ["kind", "outcome"])
+            t = _read_parquet(f)
             teacher_rows = t.filter(pc.equal(t.column("kind"), "teacher"))
             outcomes = teacher_rows.column("outcome").to_pylist()
             labelled += sum(o == "labelled" for o in outcomes)
             errs.update(o for o in outcomes if o != "labelled")
+            for col in ("prompt_tokens", "output_tokens"):
+                if col in t.column_names:
+                    tokens[col] += int(pc.sum(t.column(col)).as_py() or 0)
         per[name] = {"prompt_version": pv, "labelled": labelled, "errors": sum(errs.values()),
-                     "errors_by_reason": dict(errs)}
+                     "errors_by_reason": dict(errs), **{k: tokens[k] for k in ("prompt_tokens", "output_tokens")}}
     for f in _marker_files(out):
         t = _read_parquet(f, ["kind", "outcome"])
         inputs.update(t.filter(pc.equal(t.column("kind"), "input")).column("outcome").to_pylist())

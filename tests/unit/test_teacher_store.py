@@ -18,7 +18,8 @@ def test_batch_id_is_deterministic_and_order_free():
 
 def test_commit_then_resume_sets_and_totals(tmp_path):
     out = str(tmp_path)
-    markers = _batch(["p1#0", "p2#0", "p3#1"], [None, "teacher", "dedup"], [None, "over_context", "duplicate_pair"])
+    markers = store.marker_rows(["p1#0", "p2#0", "p3#1"], [None, "teacher", "dedup"],
+                                [None, "over_context", "duplicate_pair"], [100, 3000, 0], [40, 0, 0])
     bid = store.commit_batch(out, "t", "v1", TEACHER_LABELS_SCHEMA.empty_table(), ERRORS_SCHEMA.empty_table(), markers)
     assert (tmp_path / "_commits" / "teacher=t" / "prompt_version=v1" / f"{bid}.parquet").is_file()
     done, inputs = store.load_done(out, "t", "v1")
@@ -28,7 +29,8 @@ def test_commit_then_resume_sets_and_totals(tmp_path):
     assert store.load_done(out, "t", "v2")[0] == frozenset()
     totals = store.output_totals(out, [("t", "v1")])
     assert totals["teachers"]["t"] == {"prompt_version": "v1", "labelled": 1, "errors": 1,
-                                       "errors_by_reason": {"over_context": 1}}
+                                       "errors_by_reason": {"over_context": 1},
+                                       "prompt_tokens": 3100, "output_tokens": 40}
     assert totals["input_errors_by_reason"] == {"duplicate_pair": 1}
 
 
