@@ -162,8 +162,9 @@ class QualityGateConfig(ConfigModel):
 class LockConfig(ConfigModel):
     """One run per ds at a time."""
 
-    ttl_s: float = Field(6 * 3600, gt=0)
-    """A lock older than this is considered abandoned (a crashed run) and taken over."""
+    ttl_s: float = Field(900, gt=0)
+    """Lease of the lock: the running job refreshes it every ttl_s / 3, so a lock not refreshed
+    for this long belongs to a dead run and the next run takes it over."""
     wait_s: float = Field(0.0, ge=0)
     """Seconds to wait for a held lock before failing."""
 

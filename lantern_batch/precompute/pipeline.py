@@ -77,7 +77,7 @@ def _resolve(holder: list) -> Any:
     ref = holder[0]
     key = ref.hex()
     if key not in _REF_CACHE:
-        if len(_REF_CACHE) > 8:
+        if len(_REF_CACHE) > 16:
             _REF_CACHE.clear()
         _REF_CACHE[key] = ray.get(ref)
     return _REF_CACHE[key]
@@ -123,9 +123,19 @@ def _content(chunk: pa.Table, table_name: str, needed: np.ndarray | None) -> pa.
     return features.content_batch(chunk, table_name, needed)
 
 
+def _index_lookup(index: pa.Table, id_col: str) -> features.IndexLookup:
+    """The hash lookup of a broadcast index, built once per worker process."""
+    key = ("lookup", id(index))
+    found = _REF_CACHE.get(key)
+    if found is None or found.table is not index:
+        found = _REF_CACHE[key] = features.IndexLookup(index, id_col)
+    return found
+
+
 def _annotate(chunk: pa.Table, member_index: pa.Table, job_index: pa.Table, run_fp: str,
               limits: RowLimits, num_buckets: int) -> pa.Table:
-    return features.annotate_pairs(chunk, member_index, job_index, run_fp, limits, num_buckets)
+    return features.annotate_pairs(chunk, _index_lookup(member_index, "member_id"),
+                                   _index_lookup(job_index, "job_id"), run_fp, limits, num_buckets)
 
 
 def _prev(chunk: pa.Table, num_buckets: int) -> pa.Table:

@@ -1,0 +1,605 @@
+"""Benchmarks of the nightly precompute, each a ratio against a baseline measured in the same run.
+
+    flock /tmp/lantern-heavy.lock .venv/bin/python bench/precompute.py     # ~15 min on 2 cores
+    .venv/bin/python bench/precompute.py --only classifier,join            # a subset
+
+Writes ``bench/results/precompute.json`` and ``bench/results/precompute.png``; the numbers are
+discussed in ``bench/RESULTS.md``. Parts (each runs in its own interpreter, so memory and
+engines never leak from one into the next):
+
+* ``classifier`` — the classifier stage (:class:`ClassifierActor`: tokenise, length-sort,
+  dynamic padding, ``inference_mode``, bf16 autocast where the CPU has it) vs a naive loop
+  (same model and max length, one pair per forward pass, fp32, ``inference_mode``); model FLOPs
+  utilisation of the forward passes and of the whole stage against 2048² matmul FLOP/s measured
+  in the same run at fp32 and bf16. Target >= 3x, MFU >= 30%.
+* ``explainer`` — output tokens/s of the explanation stage (Ray Data: prompt step + vLLM actor)
+  vs bare ``vllm.LLM.generate`` on the same token ids and sampling parameters, both measured from
+  engine-ready to the last token. Target >= 0.8.
+* ``join`` — the content join onto 100k pairs: broadcast through the object store vs Ray Data's
+  hash join, through the pipeline's own ``Pipeline._join``. Decides ``join.strategy: auto``.
+* ``scaling`` — the real CLI at 10k and 100k pairs (fresh Ray each), wall time and peak RSS of
+  the whole process tree (driver, raylet, Ray workers, the vLLM engine); then an incremental
+  day on the 100k output with 1% of members changed. Targets: time ratio <= 11, memory ratio
+  <= 1.5, incremental <= 10% of the full run.
+
+Models: the classifier is all-MiniLM-L6-v2 (the demo student's architecture) with a head fitted
+to the world's seed labels, max length 128; the explainer is SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+WORK = ROOT / "runs" / "bench" / "precompute"
+PARTS = ("classifier", "explainer", "join", "scaling")
+MACHINE = "2-core x86-64 CPU VM, 24 GiB, no GPU"
+DATE = "2026-11-24"
+DS_FULL, DS_INCR = "2026-11-24", "2026-11-25"
+
+# Explainer settings shared by the explainer part and the pipeline runs.
+EXPLAINER_ENGINE = {"dtype": "bfloat16", "max_model_len": 1024, "enforce_eager": True,
+                    "kv_cache_memory_bytes": 256 * 1024**2, "seed": 0}
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: worlds and models
+
+
+def world(n_pairs: int) -> Path:
+    """A generated world with ``n_pairs`` pairs (members = pairs/10, jobs = pairs/50)."""
+    from lantern_batch.world import GenerateConfig, run_generate
+
+    out = WORK / f"world_{n_pairs // 1000}k"
+    if not (out / "pairs").exists():
+        run_generate(GenerateConfig(out=str(out), num_members=n_pairs // 10, num_jobs=n_pairs // 50,
+                                    num_pairs=n_pairs, num_seed=400, seed=11))
+    return out
+
+
+def classifier_export(seed_world: Path) -> Path:
+    """MiniLM-L6 + a head fitted (on frozen features) to the seed labels, exported with max
+    length 128: the demo student's architecture and cost, with labels that vary like a real one."""
+    out = WORK / "models" / "classifier"
+    if (out / "lantern_batch.json").exists():
+        return out
+    import torch
+    from transformers import AutoTokenizer
+
+    from lantern_batch import io, models, prompts
+    from lantern_batch.classifier import FitClassifier
+    from lantern_batch.schema import FIT_LABELS
+
+    torch.manual_seed(0)
+    enc_dir = models.resolve("bundled:minilm")
+    model = FitClassifier.from_encoder(enc_dir).eval()
+    tok = AutoTokenizer.from_pretrained(str(enc_dir))
+    members = {r["member_id"]: r for r in io.read_table(str(seed_world / "members")).to_pylist()}
+    jobs = {r["job_id"]: r for r in io.read_table(str(seed_world / "jobs")).to_pylist()}
+    seed = io.read_table(str(seed_world / "seed")).to_pylist()
+    texts = [prompts.classifier_text(members[s["member_id"]], jobs[s["job_id"]], None) for s in seed]
+    y = torch.tensor([FIT_LABELS.index(s["fit_label"]) for s in seed])
+    with torch.inference_mode():
+        e = tok(texts, truncation=True, max_length=128, padding=True, return_tensors="pt")
+        h = model.pool(model.encoder(input_ids=e["input_ids"], attention_mask=e["attention_mask"]).last_hidden_state,
+                       e["attention_mask"])
+    h = h.clone()
+    head = torch.nn.Linear(h.shape[1], 3)
+    opt = torch.optim.Adam(head.parameters(), lr=0.02)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(h), y).backward()
+        opt.step()
+    model.head.load_state_dict(head.state_dict())
+    model.save(out, {"max_length": 128}, tokenizer=tok)
+    return out
+
+
+def classifier_texts(w: Path, n: int) -> list[str]:
+    from lantern_batch import io, prompts
+
+    members = {r["member_id"]: r for r in io.read_table(str(w / "members")).to_pylist()}
+    jobs = {r["job_id"]: r for r in io.read_table(str(w / "jobs")).to_pylist()}
+    pairs = io.read_table(str(w / "pairs")).slice(0, n).to_pylist()
+    return [prompts.classifier_text(members[p["member_id"]], jobs[p["job_id"]], p["query"]) for p in pairs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Part: classifier stage vs naive loop, MFU
+
+
+def matmul_flops(dtype, n: int = 2048, reps: int = 12) -> float:
+    import torch
+
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def forward_flops(config, lengths: list[int]) -> float:
+    """Model FLOPs of encoder forwards over sequences of these (unpadded) lengths: per layer
+    2·L·(4·d² + 2·d·ff) for the projections and FFN plus 4·L²·d for attention."""
+    d, ff, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    return float(sum(layers * (2 * L * (4 * d * d + 2 * d * ff) + 4 * L * L * d) for L in lengths))
+
+
+def part_classifier() -> dict:
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    from lantern_batch.classifier import load_classifier
+    from lantern_batch.precompute.classifier_stage import (
+        ClassifierActor,
+        ClassifierSettings,
+        read_meta,
+    )
+    from lantern_batch.precompute.config import ClassifierStageConfig
+    from lantern_batch.precompute.route import work_table
+
+    torch.set_num_threads(2)
+    w = world(10_000)
+    cls_dir = classifier_export(w)
+    texts = classifier_texts(w, 1024)
+    meta = read_meta(cls_dir)
+    ml = int(meta["max_length"])
+
+    fp32 = matmul_flops(torch.float32)
+    bf16 = matmul_flops(torch.bfloat16)
+    log(f"matmul 2048²: fp32 {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} GFLOP/s")
+
+    # Naive: the same model and max length, one pair per forward pass, fp32.
+    model, tok, _ = load_classifier(cls_dir)
+    n_naive = 192
+    with torch.inference_mode():
+        for t in texts[:8]:
+            e = tok(t, truncation=True, max_length=ml, return_tensors="pt")
+            model(e["input_ids"], e["attention_mask"])
+        start = time.perf_counter()
+        for t in texts[:n_naive]:
+            e = tok(t, truncation=True, max_length=ml, return_tensors="pt")
+            model(e["input_ids"], e["attention_mask"])
+        naive_s = time.perf_counter() - start
+    naive_rate = n_naive / naive_s
+
+    # The stage, exactly as the pipeline's actor runs it, with the forward passes timed.
+    settings = ClassifierSettings.from_config(ClassifierStageConfig(), cls_dir, meta)
+    actor = ClassifierActor(settings)
+    forward_s = [0.0]
+    inner = actor.model.forward
+
+    def timed_forward(*a, **k):
+        t0 = time.perf_counter()
+        out = inner(*a, **k)
+        forward_s[0] += time.perf_counter() - t0
+        return out
+
+    actor.model.forward = timed_forward
+    rows = work_table({"member_id": [str(i) for i in range(len(texts))], "job_id": ["j"] * len(texts)})
+    rows = rows.append_column("__text", pa.array(texts))
+    actor(rows.slice(0, 64))
+    forward_s[0] = 0.0
+    start = time.perf_counter()
+    for i in range(0, rows.num_rows, 512):  # rows_per_call = 512, as in the demo config
+        actor(rows.slice(i, 512))
+    stage_s = time.perf_counter() - start
+    stage_rate = len(texts) / stage_s
+
+    lengths = [len(x) for x in tok(texts, truncation=True, max_length=ml)["input_ids"]]
+    flops = forward_flops(actor.model.encoder.config, lengths)
+    peak = bf16 if actor.bf16 else fp32
+    naive_flops = forward_flops(model.encoder.config, lengths[:n_naive])
+    out = {
+        "model": "all-MiniLM-L6-v2 + 3-way head", "max_length": ml, "pairs_stage": len(texts),
+        "pairs_naive": n_naive, "mean_tokens": float(np.mean(lengths)),
+        "dtype_stage": "bf16 autocast" if actor.bf16 else "fp32", "batch_size": settings.batch_size,
+        "naive_pairs_per_s": round(naive_rate, 1), "stage_pairs_per_s": round(stage_rate, 1),
+        "speedup": round(stage_rate / naive_rate, 2),
+        "matmul_gflops_fp32": round(fp32 / 1e9, 1), "matmul_gflops_bf16": round(bf16 / 1e9, 1),
+        "forward_gflops_per_s": round(flops / forward_s[0] / 1e9, 1),
+        "mfu_forward": round(flops / forward_s[0] / peak, 3),
+        "utilisation_stage": round(flops / stage_s / peak, 3),
+        "naive_mfu_fp32": round(naive_flops / naive_s / fp32, 3),
+        "targets": {"speedup": 3.0, "mfu_forward": 0.30},
+    }
+    log(f"classifier: naive {naive_rate:.1f} pairs/s, stage {stage_rate:.1f} pairs/s "
+        f"({out['speedup']}x); MFU forward {out['mfu_forward']:.0%}, stage {out['utilisation_stage']:.0%}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Part: explanation stage vs bare vLLM
+
+
+def explainer_rows(n: int):
+    """``n`` work rows with label-conditioned explainer prompts from the 10k world."""
+    import json as _json
+
+    import pyarrow as pa
+
+    from lantern_batch import io, prompts
+    from lantern_batch.precompute.route import work_table
+
+    w = world(10_000)
+    members = {r["member_id"]: r for r in io.read_table(str(w / "members")).to_pylist()}
+    jobs = {r["job_id"]: r for r in io.read_table(str(w / "jobs")).to_pylist()}
+    pairs = io.read_table(str(w / "pairs")).slice(0, n).to_pylist()
+    labels = ["High", "Medium", "Low"]
+    msgs = [_json.dumps(prompts.explainer_messages(members[p["member_id"]], jobs[p["job_id"]], p["query"],
+                                                   labels[i % 3], member_tokens=150, job_tokens=150))
+            for i, p in enumerate(pairs)]
+    rows = work_table({"member_id": [p["member_id"] for p in pairs], "job_id": [p["job_id"] for p in pairs],
+                       "fit_label": [labels[i % 3] for i in range(n)], "__explain": [True] * n})
+    return rows.append_column("__messages", pa.array(msgs))
+
+
+def explainer_settings(max_tokens: int):
+    from lantern_batch import models
+    from lantern_batch.precompute.explainer_stage import ExplainerSettings
+
+    # ignore_eos: every prompt yields exactly max_tokens in both runs, so token counts match.
+    return ExplainerSettings(model_dir=str(models.resolve("bundled:smollm2")), version="bench",
+                             engine_kwargs=dict(EXPLAINER_ENGINE),
+                             sampling_params={"max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True})
+
+
+N_PROMPTS, MAX_TOKENS = 64, 64
+
+
+def part_explainer_bare() -> dict:
+    from vllm import LLM, SamplingParams
+
+    from lantern_batch.precompute.explainer_stage import PromptBuilder
+
+    settings = explainer_settings(MAX_TOKENS)
+    prepared = PromptBuilder(settings)(explainer_rows(N_PROMPTS))
+    ids = prepared.column("__prompt_ids").to_pylist()
+    start = time.perf_counter()
+    llm = LLM(model=settings.model_dir, **settings.engine_kwargs)
+    init_s = time.perf_counter() - start
+    params = SamplingParams(**settings.sampling_params)
+    start = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
+    gen_s = time.perf_counter() - start
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    return {"prompts": len(ids), "prompt_tokens": sum(len(p) for p in ids), "output_tokens": tokens,
+            "engine_init_s": round(init_s, 1), "generate_s": round(gen_s, 2),
+            "tokens_per_s": round(tokens / gen_s, 1)}
+
+
+def part_explainer_stage() -> dict:
+    import ray
+    import ray.data
+
+    from lantern_batch.config import RayConfig
+    from lantern_batch.precompute.explainer_stage import ExplainerActor, PromptBuilder
+    from lantern_batch.runtime import init_ray
+
+    settings = explainer_settings(MAX_TOKENS)
+    ready_file = WORK / "explainer_ready.txt"
+    ready_file.unlink(missing_ok=True)
+
+    class ReadyExplainer(ExplainerActor):
+        """The pipeline's actor, noting when its engine is up (to leave start-up out)."""
+
+        def __init__(self, settings, path):
+            super().__init__(settings)
+            Path(path).write_text(str(time.time()))
+
+    init_ray(RayConfig(num_cpus=8, object_store_memory=500_000_000, log_to_driver=False))
+    ds = ray.data.from_arrow(explainer_rows(N_PROMPTS))
+    ds = ds.map_batches(PromptBuilder, batch_size=N_PROMPTS, batch_format="pyarrow",
+                        fn_constructor_kwargs={"settings": settings}, concurrency=1, num_cpus=0.5)
+    ds = ds.map_batches(ReadyExplainer, batch_size=N_PROMPTS, batch_format="pyarrow",
+                        fn_constructor_kwargs={"settings": settings, "path": str(ready_file)},
+                        concurrency=1, num_cpus=1)
+    start = time.time()
+    out = ds.materialize()
+    end = time.time()
+    ready = float(ready_file.read_text())
+    n = out.count()
+    tokens = n * MAX_TOKENS  # ignore_eos: every explanation has exactly max_tokens tokens
+    explained = sum(1 for r in out.take_all() if r["explanation"])
+    return {"prompts": n, "explained": explained, "output_tokens": tokens,
+            "engine_init_s": round(ready - start, 1), "generate_s": round(end - ready, 2),
+            "tokens_per_s": round(tokens / (end - ready), 1), "wall_s_incl_start": round(end - start, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Part: content join, broadcast vs shuffle
+
+
+def part_join() -> dict:
+    import pyarrow as pa
+    import ray.data
+
+    from lantern_batch import io
+    from lantern_batch.config import RayConfig
+    from lantern_batch.precompute import features
+    from lantern_batch.precompute.pipeline import Pipeline, PipelineSpec
+    from lantern_batch.runtime import init_ray
+    from lantern_batch.schema import RowLimits
+
+    w = world(100_000)
+    limits = RowLimits()
+    files = {t: io.list_parquet_files(str(w / t)) for t in ("members", "jobs", "pairs")}
+
+    def index(table_name: str):
+        blocks = [features.digest_batch(c, table_name, limits)
+                  for i, f in enumerate(files[table_name])
+                  for c in features.read_file_batches(f, i, table_name, 5000)]
+        return features.finalize_index(blocks, table_name)[0]
+
+    m_index, j_index = index("members"), index("jobs")
+    rows = pa.concat_tables([features.annotate_pairs(c, m_index, j_index, "bench", limits, 1)
+                             for i, f in enumerate(files["pairs"])
+                             for c in features.read_file_batches(f, i, "pairs", 10_000)])
+    rows = rows.filter(rows.column("__err_reason").is_null())
+    init_ray(RayConfig(num_cpus=8, object_store_memory=1_500_000_000, log_to_driver=False))
+    out = {"pairs": rows.num_rows, "members": m_index.num_rows, "jobs": j_index.num_rows}
+    for strategy in ("broadcast", "shuffle"):
+        spec = PipelineSpec(
+            run_id="bench", ds=DS_FULL, member_files=files["members"], job_files=files["jobs"],
+            pair_files=files["pairs"], rows_in=rows.num_rows, prev_files=[], scores_dir="", errors_dir="",
+            classifier=None, explainer=None, policy=None, run_fp="bench", limits=limits, incremental=False,
+            rows_per_partition=100_000, rows_per_file=50_000, join_strategy=strategy,
+            broadcast_max_bytes=1 << 40, join_partitions=None, classifier_resources={}, explainer_resources={})
+        pipe = Pipeline(spec)
+        ds = ray.data.from_arrow([rows.slice(i, 5000) for i in range(0, rows.num_rows, 5000)])
+        start = time.perf_counter()
+        joined = pipe._join(ds, "classifier", {"max_chars": 1500}, 512).materialize()
+        secs = time.perf_counter() - start
+        n = joined.count()
+        assert n == rows.num_rows, (strategy, n)
+        out[strategy] = {"seconds": round(secs, 2), "pairs_per_s": round(n / secs, 1)}
+        log(f"join {strategy}: {secs:.1f} s for {n} pairs")
+    out["broadcast_vs_shuffle"] = round(out["shuffle"]["seconds"] / out["broadcast"]["seconds"], 2)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Part: the real CLI at 10k and 100k pairs, then an incremental day
+
+
+def tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_cli(cfg: dict, name: str) -> dict:
+    """Run ``lantern-batch precompute`` in a fresh process; wall time and peak process-tree RSS."""
+    import yaml
+
+    path = WORK / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    logf = (WORK / f"{name}.log").open("wb")
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "lantern_batch.cli", "precompute", "--config", str(path)],
+                            cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            done.wait(0.25)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    rc = proc.wait()
+    wall = time.perf_counter() - start
+    done.set()
+    t.join()
+    if rc != 0:
+        raise SystemExit(f"{name}: precompute exited {rc}; see {WORK / (name + '.log')}")
+    man = json.loads(Path(cfg["out"], "scores", f"ds={cfg['ds']}", "_manifest.json").read_text())
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(peak[0] / 2**20, 1), "counts": man["counts"],
+            "timings": man["timings"], "stages": man["stages"]}
+
+
+def pipeline_config(w: Path, out: Path, ds: str, cls_dir: Path) -> dict:
+    from lantern_batch import models
+
+    return {
+        "inputs": {t: str(w / t) for t in ("members", "jobs", "pairs")},
+        "out": str(out), "ds": ds,
+        "classifier": {"ref": str(cls_dir), "batch_size": 32, "rows_per_call": 512},
+        "explainer": {
+            "ref": str(models.resolve("bundled:smollm2")),
+            # About one pair in 1,500 is explained: a few dozen at 100k pairs.
+            "policy": {"labels": ["High"], "top_n_per_member": 1, "sample_rate": 0.002, "seed": 0},
+            "member_tokens": 150, "job_tokens": 150, "engine_kwargs": dict(EXPLAINER_ENGINE),
+            "sampling_params": {"max_tokens": 48, "temperature": 0.0},
+        },
+        "ray": {"num_cpus": 8, "object_store_memory": 1_000_000_000, "log_to_driver": True},
+    }
+
+
+def change_members(w: Path, share: float) -> tuple[Path, int]:
+    """A copy of the world's members with ``share`` of them (every k-th) given a new summary."""
+    import pyarrow as pa
+
+    from lantern_batch import io
+
+    members = io.read_table(str(w / "members"))
+    step = round(1 / share)
+    summaries = [(s or "") + " Recently completed a certification." if i % step == 0 else s
+                 for i, s in enumerate(members.column("summary").to_pylist())]
+    members = members.set_column(members.schema.get_field_index("summary"), "summary", pa.array(summaries))
+    out = WORK / "world_100k_changed"
+    io.write_table(members, str(out / "members"), basename="part-0.parquet")
+    return out / "members", sum(1 for i in range(members.num_rows) if i % step == 0)
+
+
+def part_scaling() -> dict:
+    import shutil
+
+    w10, w100 = world(10_000), world(100_000)
+    cls_dir = classifier_export(world(10_000))
+    res = {}
+    for name, w in (("10k", w10), ("100k", w100)):
+        out = WORK / f"out_{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        log(f"scaling: full run at {name} pairs")
+        res[name] = run_cli(pipeline_config(w, out, DS_FULL, cls_dir), f"full_{name}")
+        log(f"  {res[name]['wall_s']} s, peak RSS {res[name]['peak_rss_mb']} MB")
+    members, n_changed = change_members(w100, 0.01)
+    cfg = pipeline_config(w100, WORK / "out_100k", DS_INCR, cls_dir)
+    cfg["inputs"]["members"] = str(members)
+    log(f"incremental: {n_changed} members changed")
+    res["incremental_100k"] = run_cli(cfg, "incremental_100k")
+    res["incremental_100k"]["members_changed"] = n_changed
+    log(f"  {res['incremental_100k']['wall_s']} s")
+    res["time_ratio_100k_vs_10k"] = round(res["100k"]["wall_s"] / res["10k"]["wall_s"], 2)
+    res["memory_ratio_100k_vs_10k"] = round(res["100k"]["peak_rss_mb"] / res["10k"]["peak_rss_mb"], 3)
+    res["incremental_vs_full"] = round(res["incremental_100k"]["wall_s"] / res["100k"]["wall_s"], 3)
+    res["targets"] = {"time_ratio": 11, "memory_ratio": 1.5, "incremental_vs_full": 0.10}
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def child(part: str) -> dict:
+    """Run one part in a fresh interpreter and return its JSON result."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LANTERN_LOG_LEVEL": "WARNING"}
+    proc = subprocess.run([sys.executable, __file__, "--child", part], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"part {part} failed with exit code {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    c = results.get("classifier")
+    if c:
+        axes[0].bar(["naive loop\nfp32, 1 pair", "stage\nsorted, bf16"], [c["naive_pairs_per_s"], c["stage_pairs_per_s"]],
+                    color=["#999", "#2a7"])
+        axes[0].set_ylabel("pairs/s")
+        axes[0].set_title(f"Classifier stage: {c['speedup']}x, MFU {c['mfu_forward']:.0%}")
+    e = results.get("explainer")
+    if e:
+        axes[1].bar(["bare vLLM", "Ray Data stage"], [e["bare"]["tokens_per_s"], e["stage"]["tokens_per_s"]],
+                    color=["#999", "#27a"])
+        axes[1].set_ylabel("output tokens/s")
+        axes[1].set_title(f"Explanation stage: {e['ratio']}x bare vLLM")
+    s = results.get("scaling")
+    if s:
+        names = ["10k", "100k", "incremental_100k"]
+        axes[2].bar(["10k full", "100k full", "100k, 1% members\nchanged"], [s[n]["wall_s"] for n in names],
+                    color=["#999", "#555", "#2a7"])
+        axes[2].set_ylabel("wall seconds")
+        ax2 = axes[2].twinx()
+        ax2.plot([0, 1, 2], [s[n]["peak_rss_mb"] / 1024 for n in names], "o-", color="#c33")
+        ax2.set_ylabel("peak RSS, GiB", color="#c33")
+        ax2.set_ylim(0, max(s[n]["peak_rss_mb"] for n in names) / 1024 * 1.3)
+        axes[2].set_title(f"time x{s['time_ratio_100k_vs_10k']}, memory x{s['memory_ratio_100k_vs_10k']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        fn = {"classifier": part_classifier, "explainer_bare": part_explainer_bare,
+              "explainer_stage": part_explainer_stage, "join": part_join}[args.child]
+        print(json.dumps(fn()))
+        return 0
+
+    start = time.perf_counter()
+    path = RESULTS / "precompute.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.update({"machine": MACHINE, "date": DATE, "platform": platform.platform(),
+                    "python": platform.python_version()})
+    world(10_000)
+    world(100_000)
+    classifier_export(world(10_000))
+    for part in [p.strip() for p in args.only.split(",") if p.strip()]:
+        t0 = time.perf_counter()
+        log(f"part {part}")
+        if part == "classifier":
+            results["classifier"] = child("classifier")
+        elif part == "explainer":
+            bare, stage = child("explainer_bare"), child("explainer_stage")
+            results["explainer"] = {"bare": bare, "stage": stage, "prompts": N_PROMPTS, "max_tokens": MAX_TOKENS,
+                                    "ratio": round(stage["tokens_per_s"] / bare["tokens_per_s"], 3),
+                                    "target": 0.8}
+            log(f"explainer: bare {bare['tokens_per_s']} tok/s, stage {stage['tokens_per_s']} tok/s "
+                f"({results['explainer']['ratio']}x)")
+        elif part == "join":
+            results["join"] = child("join")
+        elif part == "scaling":
+            results["scaling"] = part_scaling()
+        else:
+            raise SystemExit(f"unknown part {part}; choose from {PARTS}")
+        results.setdefault("part_seconds", {})[part] = round(time.perf_counter() - t0, 1)
+    results["bench_seconds"] = round(time.perf_counter() - start, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    plot(results, RESULTS / "precompute.png")
+
+    print("\nprecompute benchmark (" + MACHINE + ")")
+    if "classifier" in results:
+        c = results["classifier"]
+        print(f"  classifier stage vs naive loop: {c['speedup']}x (target >= 3); "
+              f"MFU forward {c['mfu_forward']:.0%} (target >= 30%), stage {c['utilisation_stage']:.0%}")
+    if "explainer" in results:
+        print(f"  explanation stage vs bare vLLM: {results['explainer']['ratio']}x tokens/s (target >= 0.8)")
+    if "join" in results:
+        j = results["join"]
+        print(f"  join onto {j['pairs']} pairs: broadcast {j['broadcast']['seconds']} s, shuffle {j['shuffle']['seconds']} s")
+    if "scaling" in results:
+        s = results["scaling"]
+        print(f"  100k vs 10k: time {s['time_ratio_100k_vs_10k']}x (target <= 11), "
+              f"memory {s['memory_ratio_100k_vs_10k']}x (target <= 1.5)")
+        print(f"  incremental (1% members changed) vs full at 100k: {s['incremental_vs_full']:.1%} (target <= 10%)")
+    print(f"  wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
