@@ -163,18 +163,65 @@ def agreement(model: Any, tokenizer: Any, sample: pa.Table, cfg: TeacherSFTConfi
     return {k: m[k] for k in ("n", "accuracy", "macro_f1", "ece", "confusion")}
 
 
-def run(cfg: TeacherSFTConfig) -> int:
-    """The ``distill teacher-sft`` job: prepare → agreement before → SFT → agreement after → export."""
+def finalize(cfg: TeacherSFTConfig, checkpoint: Any, prepared: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """Label agreement before and after SFT on held-out seed pairs; export the merged teacher
+    (runs in :func:`~lantern_batch.distill.trainer.on_eval_worker`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lantern_batch.classifier import resolve_model_dir
-    from lantern_batch.config import dump_config, write_resolved_config
-    from lantern_batch.distill.data import prepare_examples, train_dataset
-    from lantern_batch.distill.decoder import merge_lora, pad_id
+    from lantern_batch.config import dump_config
+    from lantern_batch.distill.decoder import merge_lora
     from lantern_batch.distill.export import publish_dir
-    from lantern_batch.distill.train_explainer import decoder_train_loop, heldout_sample
-    from lantern_batch.distill.trainer import MODEL_FILE, fit, read_trainer_state, steps_plan
+    from lantern_batch.distill.train_explainer import heldout_sample
+    from lantern_batch.distill.trainer import MODEL_FILE, eval_device, read_trainer_state
+
+    device = eval_device(cfg.train.scaling)
+    source = str(resolve_model_dir(cfg.model))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    sample = heldout_sample(prepared.examples, cfg.eval.num_pairs)
+    base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)
+    before = agreement(base, tokenizer, sample, cfg) if sample.num_rows else {}
+    del base
+    event(log, "teacher_sft.before", heldout=sample.num_rows, accuracy=before.get("accuracy"))
+    wrapper = build_teacher(cfg)
+    with checkpoint.as_directory() as d:
+        weights = torch.load(os.path.join(d, MODEL_FILE), map_location="cpu", weights_only=True)
+        wrapper.load_state_dict(weights, strict=not cfg.lora.enabled)
+        state = read_trainer_state(d)
+    model = merge_lora(wrapper.lm).float().to(device).eval()
+    after = agreement(model, tokenizer, sample, cfg) if sample.num_rows else {}
+    metrics = {"label_agreement_before": before, "label_agreement_after": after,
+               "heldout_pairs": sample.num_rows, "prompt_version": cfg.prompt_version,
+               "data": prepared.to_json(),
+               "train": {**plan, **state, "workers": cfg.train.scaling.num_workers,
+                         "deepspeed": cfg.deepspeed.enabled, "lora": cfg.lora.enabled}}
+    with tempfile.TemporaryDirectory(prefix="teacher-export-") as tmp:
+        model.to("cpu", torch.bfloat16).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "lantern_batch.json"), "w") as f:
+            json.dump({"kind": "teacher", "source": cfg.model, "prompt_version": cfg.prompt_version,
+                       "training_data_fingerprint": prepared.fingerprint}, f, indent=2, sort_keys=True)
+        with open(os.path.join(tmp, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+        with open(os.path.join(tmp, "resolved_config.yaml"), "w") as f:
+            f.write(dump_config(cfg))
+        publish_dir(tmp, cfg.out)
+    event(log, "teacher_sft.exported", out=cfg.out, agreement_before=before.get("accuracy"),
+          agreement_after=after.get("accuracy"))
+    return metrics
+
+
+def run(cfg: TeacherSFTConfig) -> int:
+    """The ``distill teacher-sft`` job: prepare → SFT (Ray Train) → agreement before/after → export."""
+    from transformers import AutoTokenizer
+
+    from lantern_batch.classifier import resolve_model_dir
+    from lantern_batch.config import write_resolved_config
+    from lantern_batch.distill.data import prepare_examples, train_dataset
+    from lantern_batch.distill.decoder import pad_id
+    from lantern_batch.distill.train_explainer import decoder_train_loop
+    from lantern_batch.distill.trainer import fit, on_eval_worker, steps_plan
     from lantern_batch.runtime import init_ray
 
     init_ray(cfg.ray)
@@ -191,12 +238,6 @@ def run(cfg: TeacherSFTConfig) -> int:
         settings_for_fingerprint={"prompt": prompt, "version": cfg.prompt_version},
     )
     tokenizer = AutoTokenizer.from_pretrained(source)
-    sample = heldout_sample(prepared.examples, cfg.eval.num_pairs)
-    base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    before = agreement(base, tokenizer, sample, cfg) if sample.num_rows else {}
-    del base
-    event(log, "teacher_sft.before", heldout=sample.num_rows, accuracy=before.get("accuracy"))
-
     plan = steps_plan(prepared.num_train, cfg.train, cfg.train.scaling.num_workers)
     event(log, "teacher_sft.plan", **plan)
     result = fit(train_loop=decoder_train_loop,
@@ -204,29 +245,5 @@ def run(cfg: TeacherSFTConfig) -> int:
                               "pad_id": pad_id(tokenizer)},
                  train_dataset=train_dataset(prepared), train=cfg.train,
                  run_name=cfg.training_run_name("teacher_sft", prepared.fingerprint))
-    with result.checkpoint.as_directory() as d:
-        state = read_trainer_state(d)
-        wrapper = build_teacher(cfg)
-        weights = torch.load(os.path.join(d, MODEL_FILE), map_location="cpu", weights_only=True)
-        wrapper.load_state_dict(weights, strict=not cfg.lora.enabled)
-    model = merge_lora(wrapper.lm).float().eval()
-    after = agreement(model, tokenizer, sample, cfg) if sample.num_rows else {}
-    metrics = {"label_agreement_before": before, "label_agreement_after": after,
-               "heldout_pairs": sample.num_rows, "prompt_version": cfg.prompt_version,
-               "data": prepared.to_json(),
-               "train": {**plan, **state, "workers": cfg.train.scaling.num_workers,
-                         "deepspeed": cfg.deepspeed.enabled, "lora": cfg.lora.enabled}}
-    with tempfile.TemporaryDirectory(prefix="teacher-export-") as tmp:
-        model.to(torch.bfloat16).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        with open(os.path.join(tmp, "lantern_batch.json"), "w") as f:
-            json.dump({"kind": "teacher", "source": cfg.model, "prompt_version": cfg.prompt_version,
-                       "training_data_fingerprint": prepared.fingerprint}, f, indent=2, sort_keys=True)
-        with open(os.path.join(tmp, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2, sort_keys=True)
-        with open(os.path.join(tmp, "resolved_config.yaml"), "w") as f:
-            f.write(dump_config(cfg))
-        publish_dir(tmp, cfg.out)
-    event(log, "teacher_sft.exported", out=cfg.out, agreement_before=before.get("accuracy"),
-          agreement_after=after.get("accuracy"))
+    on_eval_worker(finalize, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
     return 0

@@ -185,8 +185,9 @@ def evaluate_heldout(probs: np.ndarray, table: pa.Table, temperature: float = 1.
     return out
 
 
-def finalize(cfg: ClassifierConfig, checkpoint_dir: str, prepared: Any, train_info: dict[str, Any]) -> dict[str, Any]:
-    """Load the final weights, evaluate and calibrate on the held-out split, export to ``cfg.out``."""
+def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """Load the final weights, evaluate and calibrate on the held-out split, export to ``cfg.out``
+    (runs in :func:`~lantern_batch.distill.trainer.on_eval_worker`)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -194,13 +195,16 @@ def finalize(cfg: ClassifierConfig, checkpoint_dir: str, prepared: Any, train_in
     from lantern_batch.distill.data import read_examples
     from lantern_batch.distill.export import publish_dir
     from lantern_batch.distill.metrics import fit_temperature
-    from lantern_batch.distill.trainer import MODEL_FILE
+    from lantern_batch.distill.trainer import MODEL_FILE, eval_device, read_trainer_state
 
+    device = eval_device(cfg.train.scaling)
     encoder_dir = resolve_model_dir(cfg.model.encoder)
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
     model = FitClassifier.from_encoder(encoder_dir, pooling=cfg.model.pooling, dropout=0.0)
-    model.load_state_dict(torch.load(os.path.join(checkpoint_dir, MODEL_FILE), map_location="cpu", weights_only=True))
-    model.eval()
+    with checkpoint.as_directory() as d:
+        model.load_state_dict(torch.load(os.path.join(d, MODEL_FILE), map_location="cpu", weights_only=True))
+        train_info = {**plan, **read_trainer_state(d), "workers": cfg.train.scaling.num_workers}
+    model.to(device).eval()
     heldout = read_examples(prepared.examples, heldout=True, columns=list(EXAMPLE_COLUMNS))
     texts = heldout.column("text").to_pylist()
     probs = predict_proba(model, tokenizer, texts, max_length=cfg.model.max_length, batch_size=64)
@@ -243,7 +247,7 @@ def run(cfg: ClassifierConfig) -> int:
     """The ``distill classifier`` job: prepare → train (Ray Train) → evaluate → export."""
     from lantern_batch.config import write_resolved_config
     from lantern_batch.distill.data import prepare_examples, train_dataset
-    from lantern_batch.distill.trainer import fit, read_trainer_state, steps_plan
+    from lantern_batch.distill.trainer import fit, on_eval_worker, steps_plan
     from lantern_batch.errors import QualityGateError
     from lantern_batch.runtime import init_ray
 
@@ -262,9 +266,7 @@ def run(cfg: ClassifierConfig) -> int:
     result = fit(train_loop=train_loop, loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
                  train_dataset=train_dataset(prepared), train=cfg.train,
                  run_name=cfg.training_run_name("classifier", prepared.fingerprint))
-    with result.checkpoint.as_directory() as d:
-        state = read_trainer_state(d)
-        metrics = finalize(cfg, d, prepared, {**plan, **state, "workers": cfg.train.scaling.num_workers})
+    metrics = on_eval_worker(finalize, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
     if cfg.min_accuracy is not None and metrics["accuracy"] < cfg.min_accuracy:
         raise QualityGateError(f"classifier held-out accuracy {metrics['accuracy']:.3f} is below "
                                f"min_accuracy {cfg.min_accuracy}")

@@ -221,8 +221,9 @@ def rouge_of(model: Any, tokenizer: Any, sample: pa.Table, cfg: Any) -> tuple[di
     return rouge_scores(preds, sample.column("explanation").to_pylist()), preds
 
 
-def finalize(cfg: ExplainerConfig, checkpoint_dir: str, prepared: Any, train_info: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate the trained and untrained students and the source model; export the student."""
+def finalize(cfg: ExplainerConfig, checkpoint: Any, prepared: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the trained and untrained students and the source model; export the student
+    (runs in :func:`~lantern_batch.distill.trainer.on_eval_worker`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -230,21 +231,27 @@ def finalize(cfg: ExplainerConfig, checkpoint_dir: str, prepared: Any, train_inf
     from lantern_batch.config import dump_config
     from lantern_batch.distill.decoder import count_parameters, load_student
     from lantern_batch.distill.export import publish_dir
+    from lantern_batch.distill.trainer import eval_device, read_trainer_state
 
+    device = eval_device(cfg.train.scaling)
     source = str(resolve_model_dir(cfg.student.source))
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model, keep, n_layers = load_trained(cfg, checkpoint_dir)
+    with checkpoint.as_directory() as d:
+        model, keep, n_layers = load_trained(cfg, d)
+        train_info = {**plan, **read_trainer_state(d), "workers": cfg.train.scaling.num_workers,
+                      "deepspeed": cfg.deepspeed.enabled, "zero_stage": cfg.deepspeed.zero_stage}
+    model.to(device)
     sample = heldout_sample(prepared.examples, cfg.eval.num_pairs)
     metrics: dict[str, Any] = {"n": sample.num_rows}
     if sample.num_rows:
         scores, _ = rouge_of(model, tokenizer, sample, cfg)
         metrics.update(scores)
         base, _, _ = load_student(source, cfg.student.keep_every, cfg.student.keep_layers)
-        base_scores, _ = rouge_of(base.eval(), tokenizer, sample, cfg)
+        base_scores, _ = rouge_of(base.to(device).eval(), tokenizer, sample, cfg)
         metrics.update({f"base_{k}": v for k, v in base_scores.items()})
         del base
         if len(keep) != n_layers:
-            src = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+            src = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device).eval()
             src_scores, _ = rouge_of(src, tokenizer, sample, cfg)
             metrics.update({f"source_{k}": v for k, v in src_scores.items()})
             del src
@@ -255,7 +262,7 @@ def finalize(cfg: ExplainerConfig, checkpoint_dir: str, prepared: Any, train_inf
         "teacher_model": cfg.kd.teacher_model, "data": prepared.to_json(), "train": train_info,
     })
     with tempfile.TemporaryDirectory(prefix="explainer-export-") as tmp:
-        model.to(torch.bfloat16).save_pretrained(tmp)
+        model.to("cpu", torch.bfloat16).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         from lantern_batch.models import model_version
         from lantern_batch.prompts import EXPLAINER_PROMPT_VERSION
@@ -286,7 +293,7 @@ def run(cfg: ExplainerConfig) -> int:
     from lantern_batch.config import write_resolved_config
     from lantern_batch.distill.data import prepare_examples, train_dataset
     from lantern_batch.distill.decoder import pad_id
-    from lantern_batch.distill.trainer import fit, read_trainer_state, steps_plan
+    from lantern_batch.distill.trainer import fit, on_eval_worker, steps_plan
     from lantern_batch.runtime import init_ray
 
     init_ray(cfg.ray)
@@ -314,10 +321,7 @@ def run(cfg: ExplainerConfig) -> int:
                               "pad_id": pad_id(tok)},
                  train_dataset=train_dataset(prepared), train=cfg.train,
                  run_name=cfg.training_run_name("explainer", prepared.fingerprint))
-    with result.checkpoint.as_directory() as d:
-        state = read_trainer_state(d)
-        finalize(cfg, d, prepared, {**plan, **state, "workers": cfg.train.scaling.num_workers,
-                                    "deepspeed": cfg.deepspeed.enabled, "zero_stage": cfg.deepspeed.zero_stage})
+    on_eval_worker(finalize, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
     return 0
 
 

@@ -139,6 +139,27 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+def on_eval_worker(fn: Callable[..., Any], scaling: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` (final evaluation + export) as a Ray task with one training worker's
+    resources — a GPU on a GPU cluster — instead of in the driver, which on a cluster is a small
+    head-node process."""
+    import ray
+
+    task = ray.remote(num_cpus=scaling.cpus_per_worker, num_gpus=1 if scaling.use_gpu else 0, max_retries=0)(fn)
+    return ray.get(task.remote(*args))
+
+
+def eval_device(scaling: Any) -> Any:
+    """Device for evaluation inside :func:`on_eval_worker`: CUDA when present, else the CPU with
+    ``torch_threads`` (default: every core — evaluation runs alone after training)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    torch.set_num_threads(scaling.torch_threads or os.cpu_count() or 1)
+    return torch.device("cpu")
+
+
 def checkpoint_local_dir(checkpoint: Any) -> Iterator[str]:
     """Context manager yielding a local directory with the checkpoint's files."""
     return checkpoint.as_directory()
