@@ -616,19 +616,93 @@ def explainer_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def classifier_text(member: dict, job: dict, query: str | None = None, max_chars: int = 1500) -> str:
-    """The encoder classifier's input: query, member and job text with the same compression.
+CLASSIFIER_TEXT_VERSION: str = "c2"
+"""Version of :func:`classifier_text`'s layout (recorded in exported classifiers)."""
 
-    The member and the job each get about half of ``max_chars`` (the query up to 150 chars
-    first); the result never exceeds ``max_chars``.
+
+def _matching_skills(member: dict, job: dict) -> tuple[list[str], int]:
+    """The job's required skills (its wording, distinct after normalisation) that the member
+    lists, and the number of distinct required skills. Synonyms and case are folded by
+    :func:`lantern_batch.taxonomy.canonical_skill` ("JS" lists as "JavaScript")."""
+    from lantern_batch.taxonomy import canonical_skill  # pure Python tables, imported on use
+
+    have = {c for c in (canonical_skill(_clean(s)) for s in (member.get("skills") or [])) if c}
+    seen: set[str] = set()
+    matched: list[str] = []
+    for raw in job.get("required_skills") or []:
+        canon = canonical_skill(_clean(raw))
+        if not canon or canon in seen:
+            continue
+        seen.add(canon)
+        if canon in have:
+            matched.append(_clean(raw))
+    return matched, len(seen)
+
+
+def classifier_text(member: dict, job: dict, query: str | None = None, max_chars: int = 1500) -> str:
+    """The encoder classifier's input: the pair's evidence first, free text after.
+
+    A small encoder reads ~160 tokens, so the order decides what it sees. First come short
+    ``key: value`` lines with every field a fit judgement rests on, for both sides, most
+    decisive first: titles, seniority and years, both locations with the job's workplace type,
+    which required skills the member lists (synonyms folded; a fact about the inputs, not a
+    judgement), the required skills, every role title (the domain and experience evidence),
+    education, the member's skills. Then the compressed job description, the member's headline, recent role
+    descriptions and summary fill what is left of ``max_chars`` — a tokenizer limit only ever
+    cuts that tail. (The layout before version c2 put the member's long role descriptions
+    before the job, and 900 characters ended before either location: ~10% of policy labels
+    turn on location, invisible to the classifier.)
+
+    Args:
+        member: a members row.
+        job: a jobs row.
+        query: the search query of the pair (up to 150 characters are kept).
+        max_chars: hard cap on the returned text's length.
     """
     q = _clean(query)[:150]
-    head = f"Query: {q}\n" if q else ""
-    room = max(max_chars - len(head), 0)
-    per_side_tokens = max(room // 2 // 4 - 4, 1)
-    member_part = "Member:\n" + member_text(member, per_side_tokens)
-    job_part = "Job:\n" + job_text(job, per_side_tokens)
-    return (head + member_part + "\n" + job_part)[:max_chars]
+    years = member.get("years_experience")
+    level = _clean(member.get("seniority"))
+    if years is not None:
+        level = f"{level}, {float(years):g} years" if level else f"{float(years):g} years"
+    roles = _recent_experience(member.get("experience"), limit=8)
+    role_titles = "; ".join(_clean(e.get("title")) for e in roles if _clean(e.get("title")))
+    education = "; ".join(
+        " ".join(x for x in (_clean(d.get("degree")), _clean(d.get("field"))) if x)
+        for d in (member.get("education") or []) if isinstance(d, dict))
+    matched, required = _matching_skills(member, job)
+    job_place = ", ".join(x for x in (_clean(job.get("location")), _clean(job.get("workplace_type"))) if x)
+    evidence = [  # most decisive first: a tokenizer limit cuts from the end
+        ("Query", q),
+        ("Job title", _clean(job.get("title"))),
+        ("Job seniority", _clean(job.get("seniority"))),
+        ("Job location", job_place),
+        ("Member title", _clean(member.get("current_title"))),
+        ("Member seniority", level),
+        ("Member location", _clean(member.get("location"))),
+        ("Required skills listed", f"{len(matched)} of {required}" + (f" ({', '.join(matched)})" if matched else "")
+         if required else ""),
+        ("Required skills", ", ".join(_clean(s) for s in (job.get("required_skills") or []) if _clean(s))),
+        ("Roles", role_titles),
+        ("Education", education),
+        ("Member skills", ", ".join(_clean(s) for s in (member.get("skills") or []) if _clean(s))),
+    ]
+    lines = [f"{k}: {v}" for k, v in evidence if v]
+    filler = [
+        ("Job description", _clean(compress_job_description(job.get("description")))),
+        ("Headline", _clean(member.get("headline"))),
+        ("Experience", " | ".join(
+            _clean(e.get("description")) for e in roles[:2] if _clean(e.get("description")))),
+        ("Summary", _clean(member.get("summary"))),
+        ("Company", _clean(job.get("company"))),
+    ]
+    text = "\n".join(lines)
+    for k, v in filler:
+        room = max_chars - len(text) - len(k) - 3
+        if not v or room < 24:
+            continue
+        v = v if len(v) <= room else (v[: room - 2].rsplit(" ", 1)[0] + " …")
+        text += f"\n{k}: {v}"
+    return text[:max_chars]
 
 
 def prompt_hash(messages: list[dict]) -> str:

@@ -216,6 +216,14 @@ class GenerationEvalSettings(ConfigModel):
     """Prompts per generate call."""
 
 
+class ExplainerEvalSettings(GenerationEvalSettings):
+    """Held-out evaluation of the explainer: ROUGE of generations and teacher-forced loss."""
+
+    loss_pairs: int = Field(128, ge=0)
+    """Held-out pairs scored by teacher forcing (per-token NLL and top-1 accuracy of the
+    outputs, trained vs untrained student): one forward pass each, far cheaper than generation."""
+
+
 class ExplainerDataSettings(DataSettings):
     """Explainer examples: teacher-labelled pairs with explanations (D_seed optional)."""
 
@@ -396,8 +404,8 @@ class ExplainerConfig(_TableJob):
     """Optimisation and Ray Train settings."""
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
     """DeepSpeed ZeRO (off: DDP)."""
-    eval: GenerationEvalSettings = Field(default_factory=GenerationEvalSettings)
-    """ROUGE on held-out pairs against the untrained student."""
+    eval: ExplainerEvalSettings = Field(default_factory=ExplainerEvalSettings)
+    """ROUGE and teacher-forced loss on held-out pairs against the untrained student."""
 
     def plan(self) -> list[str]:
         prune = self.student.keep_layers or (f"every {self.student.keep_every} layer(s)" if self.student.keep_every else "all layers")

@@ -122,7 +122,7 @@ def train_loop(config: dict[str, Any]) -> None:
         teacher, teacher_tok, teacher_meta = load_classifier(resolve_model_dir(cfg.kd.teacher_model))
         teacher.to(ctx.device)
     engine = build_engine(model, cfg.train, plan["total_steps"], ctx)
-    state, checkpoint = restore()
+    state, checkpoint = restore(config.get("run_dir"))
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             engine.load(d)
@@ -196,6 +196,7 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
     from lantern_batch.distill.export import publish_dir
     from lantern_batch.distill.metrics import fit_temperature
     from lantern_batch.distill.trainer import MODEL_FILE, eval_device, read_trainer_state
+    from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
 
     device = eval_device(cfg.train.scaling)
     encoder_dir = resolve_model_dir(cfg.model.encoder)
@@ -225,6 +226,7 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
         meta = model.save(tmp, {
             "max_length": cfg.model.max_length,
             "text_max_chars": cfg.model.text_max_chars,
+            "text_version": CLASSIFIER_TEXT_VERSION,
             "calibration_temperature": temperature,
             "training_data_fingerprint": prepared.fingerprint,
             "encoder": cfg.model.encoder,
@@ -249,6 +251,7 @@ def run(cfg: ClassifierConfig) -> int:
     from lantern_batch.distill.data import prepare_examples, train_dataset
     from lantern_batch.distill.trainer import fit, on_eval_worker, steps_plan
     from lantern_batch.errors import QualityGateError
+    from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
     from lantern_batch.runtime import init_ray
 
     init_ray(cfg.ray)
@@ -259,7 +262,7 @@ def run(cfg: ClassifierConfig) -> int:
         builder=ClassifierExampleBuilder, builder_kwargs={"text_max_chars": cfg.model.text_max_chars},
         schema=EXAMPLE_SCHEMA,
         hash_fields=("member_id", "job_id", "label", "p_high", "p_medium", "p_low", "weight", "text"),
-        settings_for_fingerprint={"text_max_chars": cfg.model.text_max_chars},
+        settings_for_fingerprint={"text_max_chars": cfg.model.text_max_chars, "text_version": CLASSIFIER_TEXT_VERSION},
     )
     plan = steps_plan(prepared.num_train, cfg.train, cfg.train.scaling.num_workers)
     event(log, "classifier.plan", **plan)

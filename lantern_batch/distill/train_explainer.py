@@ -15,7 +15,8 @@ teacher model supplies the top-k online instead (chains).
 
 After training (driver): greedy generations on held-out pairs → ROUGE-1/2/L against the
 teacher's explanations, for the trained student, the untrained student (same architecture
-and initialisation) and the unpruned source model; export of the merged model (LoRA folded in)
+and initialisation) and the unpruned source model; teacher-forced per-token NLL and top-1
+accuracy of the held-out explanations for the trained and untrained student; export of the merged model (LoRA folded in)
 as an HF directory vLLM loads, with ``metrics.json`` and ``lantern_batch.json``.
 """
 
@@ -146,7 +147,7 @@ def decoder_train_loop(config: dict[str, Any]) -> None:
 
         teacher = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(kd.teacher_model)), dtype=torch.float32)
         teacher.to(ctx.device).eval()
-    state, checkpoint = restore()
+    state, checkpoint = restore(config.get("run_dir"))
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             engine.load(d)
@@ -221,6 +222,13 @@ def rouge_of(model: Any, tokenizer: Any, sample: pa.Table, cfg: Any) -> tuple[di
     return rouge_scores(preds, sample.column("explanation").to_pylist()), preds
 
 
+def teacher_forced(model: Any, tokenizer: Any, sample: pa.Table, cfg: Any) -> dict[str, float]:
+    from lantern_batch.distill.decoder import pad_id, teacher_forced_metrics
+
+    return teacher_forced_metrics(model, sample.column("prompt_ids").to_pylist(), sample.column("target_ids").to_pylist(),
+                                  pad_id(tokenizer), cfg.eval.batch_size, bf16=cfg.train.bf16)
+
+
 def finalize(cfg: ExplainerConfig, checkpoint: Any, prepared: Any, plan: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the trained and untrained students and the source model; export the student
     (runs in :func:`~lantern_batch.distill.trainer.on_eval_worker`)."""
@@ -249,6 +257,13 @@ def finalize(cfg: ExplainerConfig, checkpoint: Any, prepared: Any, plan: dict[st
         base, _, _ = load_student(source, cfg.student.keep_every, cfg.student.keep_layers)
         base_scores, _ = rouge_of(base.to(device).eval(), tokenizer, sample, cfg)
         metrics.update({f"base_{k}": v for k, v in base_scores.items()})
+        if cfg.eval.loss_pairs:
+            loss_sample = heldout_sample(prepared.examples, cfg.eval.loss_pairs)
+            for prefix, m in (("", model), ("base_", base.to(device))):
+                tf = teacher_forced(m, tokenizer, loss_sample, cfg)
+                metrics.update({f"{prefix}heldout_nll": tf["nll"], f"{prefix}heldout_token_accuracy": tf["token_accuracy"]})
+            metrics["heldout_loss_pairs"] = loss_sample.num_rows
+            metrics["heldout_loss_tokens"] = tf["tokens"]
         del base
         if len(keep) != n_layers:
             src = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device).eval()

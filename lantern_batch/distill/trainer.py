@@ -13,10 +13,20 @@ steps, progress lines, periodic checkpoints, skip-ahead after a resume) and
 
 Checkpoint layout (one directory per report)::
 
-    trainer_state.json    step, epoch, micro-batches into the epoch, samples seen
+    trainer_state.json    rank 0: step, epoch, micro-batches into the epoch, samples seen
     model.pt              rank 0: the unwrapped model's (trainable) state dict
     optimizer.pt          rank 0 (DDP): optimizer + scheduler state
     ds/                   DeepSpeed: every rank's ZeRO shards (engine.save_checkpoint)
+    files.rank<r>.json    every rank that wrote files: their relative paths and sizes
+
+Resume after a kill. Ray Train resumes from the checkpoints its controller has registered in
+the run's ``checkpoint_manager_snapshot.json``; a worker uploads a checkpoint first and the
+controller registers it only when it next polls the workers (every 2 s) — a process killed in
+between leaves a complete checkpoint on storage that Ray's snapshot does not list (before the
+first registration there is no snapshot at all, and the rerun would start from step 0).
+:func:`restore` therefore also scans the run directory and takes the newest *complete*
+checkpoint (every ``files.rank<r>.json`` present, every file it lists present with its size)
+when it is newer than the one Ray hands back.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ STATE_FILE = "trainer_state.json"
 MODEL_FILE = "model.pt"
 OPTIM_FILE = "optimizer.pt"
 DS_DIR = "ds"
+MANIFEST_PREFIX = "files.rank"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,7 +99,8 @@ def fit(
 
     Args:
         train_loop: the per-worker loop (a module-level function).
-        loop_config: passed to every worker (JSON-like).
+        loop_config: passed to every worker (JSON-like); ``run_dir`` (the run's checkpoint
+            directory, for :func:`restore`) is added.
         train_dataset: Ray Dataset of training examples (split per worker).
         train: :class:`lantern_batch.distill.config.TrainSettings`.
         run_name: run directory under ``train.storage_path``.
@@ -97,7 +109,9 @@ def fit(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     storage, fs = run_storage(train.storage_path)
-    existing = run_dir(train.storage_path, run_name)
+    # Absolute: the workers resolve it from their own working directories.
+    existing = run_dir(train.storage_path if io.is_s3(train.storage_path) else os.path.abspath(train.storage_path),
+                       run_name)
     if not train.resume:
         io.delete_dir(existing)
     elif io.exists(existing):
@@ -106,7 +120,7 @@ def fit(
     resources = {"CPU": scaling.cpus_per_worker}
     trainer = TorchTrainer(
         train_loop_per_worker=train_loop,
-        train_loop_config=loop_config,
+        train_loop_config={**loop_config, "run_dir": existing},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -212,16 +226,114 @@ def worker_setup(train: Any) -> WorkerContext:
     return WorkerContext(rank, world, device, bool(train.scaling.use_gpu))
 
 
-def restore() -> tuple[dict[str, Any] | None, Any]:
-    """The latest checkpoint's trainer state and the checkpoint (``(None, None)`` on a fresh run)."""
+def restore(run_dir: str | None = None) -> tuple[dict[str, Any] | None, Any]:
+    """The checkpoint to resume from and its trainer state (``(None, None)`` on a fresh run).
+
+    Ray Train's latest registered checkpoint, unless ``run_dir`` holds a newer complete one
+    that a killed run uploaded but Ray never registered (see the module docstring). With
+    several workers rank 0 chooses and the others follow, so all load the same checkpoint.
+    """
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None, None
-    with checkpoint.as_directory() as d:
-        state = read_trainer_state(d)
-    return state, checkpoint
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = read_trainer_state(d)
+    if not run_dir:
+        return state, checkpoint
+    ctx = ray.train.get_context()
+    choice: list[Any] = [None]
+    if ctx.get_world_rank() == 0:
+        found = latest_complete_checkpoint(run_dir)
+        if found is not None and found[1] > (int(state["step"]) if state else -1):
+            choice[0] = found[0]
+    if ctx.get_world_size() > 1:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast_object_list(choice, src=0)
+    if choice[0] is None:
+        return state, checkpoint
+    fs, path = io.filesystem(choice[0])
+    unregistered = ray.train.Checkpoint(path=path, filesystem=fs)
+    with unregistered.as_directory() as d:
+        new_state = read_trainer_state(d)
+    event(log, "train.restore_unregistered", checkpoint=io.basename(choice[0]), step=new_state["step"],
+          registered_step=state["step"] if state else None, rank=ctx.get_world_rank())
+    return new_state, unregistered
+
+
+def write_manifest(directory: str, rank: int, file_ranks: list[int], step: int) -> None:
+    """Record this rank's checkpoint files (relative path → size) as ``files.rank<rank>.json``;
+    rank 0's also names the ranks whose manifests a complete checkpoint has."""
+    files: dict[str, int] = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, directory).replace(os.sep, "/")
+            if not rel.startswith(MANIFEST_PREFIX):
+                files[rel] = os.path.getsize(full)
+    manifest = {"rank": rank, "step": step, "files": files}
+    if rank == 0:
+        manifest["file_ranks"] = sorted(file_ranks)
+    with open(os.path.join(directory, f"{MANIFEST_PREFIX}{rank}.json"), "w") as f:
+        json.dump(manifest, f)
+
+
+def checkpoint_step_if_complete(checkpoint_dir: str) -> int | None:
+    """The step of the checkpoint in ``checkpoint_dir`` (local or ``s3://``) when every file its
+    manifests list is present with the recorded size; None when incomplete or unreadable."""
+    import pyarrow.fs as pafs
+
+    fs, root = io.filesystem(checkpoint_dir)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError:
+        return None
+    sizes = {i.path[len(root):].lstrip("/"): i.size for i in infos if i.type == pafs.FileType.File}
+
+    def manifest(rank: int) -> dict[str, Any] | None:
+        name = f"{MANIFEST_PREFIX}{rank}.json"
+        if name not in sizes:
+            return None
+        try:
+            with fs.open_input_stream(f"{root}/{name}") as f:
+                return json.loads(f.read().decode())
+        except (OSError, ValueError):
+            return None
+
+    first = manifest(0)
+    if first is None:
+        return None
+    for rank in first.get("file_ranks", [0]):
+        m = first if rank == 0 else manifest(rank)
+        if m is None or m.get("step") != first["step"]:
+            return None
+        if any(sizes.get(rel) != size for rel, size in m["files"].items()):
+            return None
+    return int(first["step"])
+
+
+def latest_complete_checkpoint(run_dir: str) -> tuple[str, int] | None:
+    """``(path, step)`` of the complete checkpoint with the highest step under ``run_dir``."""
+    import pyarrow.fs as pafs
+
+    fs, root = io.filesystem(run_dir)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=False, allow_not_found=True))
+    except OSError:
+        return None
+    best: tuple[str, int] | None = None
+    for info in infos:
+        name = info.base_name
+        if info.type != pafs.FileType.Directory or not name.startswith("checkpoint_"):
+            continue
+        path = io.join(run_dir, name)
+        step = checkpoint_step_if_complete(path)
+        if step is not None and (best is None or step > best[1]):
+            best = (path, step)
+    return best
 
 
 def linear_warmup_decay(optimizer: Any, total_steps: int, warmup_ratio: float) -> Any:
@@ -527,9 +639,13 @@ class StepLoop:
         tmp = tempfile.mkdtemp(prefix=f"ckpt-{self.what}-")
         try:
             self.engine.save(tmp, self.ctx.rank)
-            with open(os.path.join(tmp, STATE_FILE), "w") as f:
-                json.dump(self.state(), f)
+            if self.ctx.rank == 0:  # one copy: ranks' differing throughputs would collide
+                with open(os.path.join(tmp, STATE_FILE), "w") as f:
+                    json.dump(self.state(), f)
             has_files = self.engine.deepspeed or self.ctx.rank == 0
+            if has_files:
+                file_ranks = list(range(self.ctx.world_size)) if self.engine.deepspeed else [0]
+                write_manifest(tmp, self.ctx.rank, file_ranks, self.step)
             checkpoint = ray.train.Checkpoint.from_directory(tmp) if has_files else None
             ray.train.report(metrics, checkpoint=checkpoint)
             if self.ctx.rank == 0:

@@ -97,9 +97,13 @@ def test_explainer_chain_deepspeed_zero2_then_lora(ray_local, world_inputs, teac
     assert m2["teacher_model"] == str(s1) and m2["source"] == str(s1) and m2["lora"]
     for m in (m1, m2):
         assert {"rouge1", "rouge2", "rougeL", "base_rougeL"} <= set(m) and m["n"] == 6
-    # It learned something: even a 2-layer random student writes the explanations' words
-    # after 4 epochs, where the untrained one writes none of them.
-    assert m1["rouge1"] > m1["base_rouge1"] + 0.05
+    # It learned: on every held-out explanation token (teacher forcing over ~18 pairs, ~1,000
+    # tokens; steadier than ROUGE of 16 greedy tokens on 6 pairs, which a 2-layer random student
+    # may or may not turn into the explanations' words) the trained student's loss is far below
+    # the untrained one's and it predicts many more next tokens right.
+    assert m1["heldout_loss_tokens"] >= 300 and m1["heldout_loss_pairs"] == m1["data"]["num_heldout"]
+    assert m1["heldout_nll"] < 0.6 * m1["base_heldout_nll"]
+    assert m1["heldout_token_accuracy"] > m1["base_heldout_token_accuracy"] + 0.2
     # The exports are plain merged HF models (no adapter files) that load and generate.
     assert not list(s2.glob("adapter_*"))
     model = AutoModelForCausalLM.from_pretrained(s2)

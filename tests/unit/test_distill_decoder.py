@@ -16,6 +16,7 @@ from lantern_batch.distill.decoder import (
     layer_pruned,
     merge_lora,
     online_topk,
+    teacher_forced_metrics,
     teacher_topk,
 )
 
@@ -112,3 +113,23 @@ def test_lora_trains_adapters_only_and_merges_into_plain_weights(llama):
     torch.testing.assert_close(before, after, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="LoRA target"):
         apply_lora(copy.deepcopy(llama), LoraSettings(target_modules=["nothing"]))
+
+
+def test_teacher_forced_metrics_match_the_full_models_cross_entropy(llama):
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    targets = [[11, 12, 13], [14, 15, 16, 17]]
+    got = teacher_forced_metrics(llama, prompts, targets, pad=0, batch_size=1, bf16=False)
+    nll, hits, n = 0.0, 0, 0
+    for p, t in zip(prompts, targets, strict=True):
+        with torch.no_grad():
+            logits = llama(torch.tensor([p + t])).logits[0].float()  # [seq, vocab]
+        pred = logits[len(p) - 1: len(p) + len(t) - 1]  # positions predicting the targets
+        nll += float(torch.nn.functional.cross_entropy(pred, torch.tensor(t), reduction="sum"))
+        hits += int((pred.argmax(-1) == torch.tensor(t)).sum())
+        n += len(t)
+    assert got["tokens"] == n == 7
+    assert got["nll"] == pytest.approx(nll / n, rel=1e-4)
+    assert got["token_accuracy"] == hits / n
+    # Batched with padding: the same numbers.
+    batched = teacher_forced_metrics(llama, prompts, targets, pad=0, batch_size=2, bf16=False)
+    assert batched["nll"] == pytest.approx(got["nll"], rel=1e-4)

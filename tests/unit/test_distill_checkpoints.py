@@ -1,0 +1,71 @@
+"""Checkpoint manifests: a checkpoint counts as complete only when every file its ranks wrote is
+on storage with its size, so a resume can use one that a killed run uploaded but Ray Train
+never registered (no Ray here: plain directories)."""
+
+import json
+import os
+import shutil
+
+from lantern_batch.distill.trainer import (
+    MANIFEST_PREFIX,
+    STATE_FILE,
+    checkpoint_step_if_complete,
+    latest_complete_checkpoint,
+    write_manifest,
+)
+
+
+def _rank_dir(tmp_path, name, rank, files, file_ranks, step):
+    d = tmp_path / "staging" / f"{name}-{rank}"
+    for rel, body in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(body)
+    write_manifest(str(d), rank, file_ranks, step)
+    return d
+
+
+def _upload(src, dst, skip=()):
+    """What Ray's upload does: every rank's files merged into one checkpoint directory."""
+    for root, _, names in os.walk(src):
+        for n in names:
+            rel = os.path.relpath(os.path.join(root, n), src)
+            if rel in skip:
+                continue
+            os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+            shutil.copy(os.path.join(root, n), os.path.join(dst, rel))
+
+
+def test_single_rank_checkpoint_complete_only_with_all_files(tmp_path):
+    state = json.dumps({"step": 6}).encode()
+    src = _rank_dir(tmp_path, "c", 0, {STATE_FILE: state, "model.pt": b"m" * 100, "optimizer.pt": b"o" * 50}, [0], 6)
+    run = tmp_path / "run"
+    _upload(src, run / "checkpoint_b", skip=("model.pt",))  # killed mid-upload
+    assert checkpoint_step_if_complete(str(run / "checkpoint_b")) is None
+    _upload(src, run / "checkpoint_b")
+    assert checkpoint_step_if_complete(str(run / "checkpoint_b")) == 6
+    (run / "checkpoint_b" / "model.pt").write_bytes(b"m" * 99)  # truncated file
+    assert checkpoint_step_if_complete(str(run / "checkpoint_b")) is None
+
+
+def test_deepspeed_checkpoint_needs_every_ranks_manifest(tmp_path):
+    run = tmp_path / "run" / "checkpoint_x"
+    r0 = _rank_dir(tmp_path, "x", 0, {STATE_FILE: b"{}", "ds/zero/rank0.pt": b"a" * 10}, [0, 1], 9)
+    r1 = _rank_dir(tmp_path, "x", 1, {"ds/zero/rank1.pt": b"b" * 10}, [0, 1], 9)
+    _upload(r0, run)
+    assert checkpoint_step_if_complete(str(run)) is None  # rank 1's shard never arrived
+    _upload(r1, run)
+    assert checkpoint_step_if_complete(str(run)) == 9
+    assert {p.name for p in run.iterdir()} >= {f"{MANIFEST_PREFIX}0.json", f"{MANIFEST_PREFIX}1.json"}
+
+
+def test_latest_complete_checkpoint_picks_highest_complete_step(tmp_path):
+    run = tmp_path / "run"
+    for name, step, complete in (("checkpoint_2026-01-01_00-00-03", 3, True),
+                                 ("checkpoint_2026-01-01_00-00-09", 9, False),
+                                 ("checkpoint_2026-01-01_00-00-06", 6, True)):
+        src = _rank_dir(tmp_path, name, 0, {STATE_FILE: b"{}", "model.pt": b"w" * step}, [0], step)
+        _upload(src, run / name, skip=() if complete else ("model.pt",))
+    (run / "checkpoint_manager_snapshot.json").write_text("{}")
+    path, step = latest_complete_checkpoint(str(run))
+    assert step == 6 and path.endswith("checkpoint_2026-01-01_00-00-06")
+    assert latest_complete_checkpoint(str(tmp_path / "absent")) is None
