@@ -175,7 +175,8 @@ def test_ray_workers_read_s3(s3_server, ray_s3):
         )
     ds = io.ray_read_parquet(base)
     # map_batches runs in Ray workers, so the read really happens outside the driver.
-    total = ds.map_batches(lambda b: {"n": [len(b["x"])]}, batch_format="numpy").sum("n")
+    counts = ds.map_batches(lambda b: {"n": [len(b["x"])]}, batch_format="numpy").take_all()
+    total = sum(r["n"] for r in counts)
     assert total == 150
 
     final_dir = s3_server.uri("ray", "scores", "ds=2026-11-24")
