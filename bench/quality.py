@@ -133,7 +133,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["classifier", "explainer"])
     parser.add_argument("--pairs", type=int, default=3600, help="world pairs = classifier examples")
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--text-max-chars", type=int, default=900)
     parser.add_argument("--explainer-examples", type=int, default=280)

@@ -8,7 +8,7 @@ optimizer steps and reads the steady-state samples/s the workers record in the f
 checkpoint (all workers together, the first step's warm-up excluded). Per-worker batch sizes
 stay fixed, so 2 workers process twice the samples per step (data-parallel, DDP over gloo):
 
-* classifier — MiniLM, batch 16 per worker, ~170-token texts, bf16 autocast;
+* classifier — MiniLM, batch 16 per worker, texts cut at 160 tokens, bf16 autocast;
 * explainer — every third layer of SmolLM2-135M (~63M parameters), batch 2 per worker,
   ~470-token prompts + ~70-token explanations, SFT + TVD against the stored top-k.
 
