@@ -616,7 +616,7 @@ def explainer_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-CLASSIFIER_TEXT_VERSION: str = "c2"
+CLASSIFIER_TEXT_VERSION: str = "c3"
 """Version of :func:`classifier_text`'s layout (recorded in exported classifiers)."""
 
 
@@ -639,15 +639,60 @@ def _matching_skills(member: dict, job: dict) -> tuple[list[str], int]:
     return matched, len(seen)
 
 
+def _pair_facts(member: dict, job: dict) -> str:
+    """Comparisons of the two profiles' structured fields, normalised by the taxonomy: the
+    seniority gap in levels, years against what the job's level usually asks, how the two
+    locations relate, the two role families and how many roles were in the job's family.
+
+    Facts about the inputs that a small encoder would otherwise have to learn from examples
+    (that Toronto and Austin are in different countries, that "Analytics Engineer" is data
+    work); never a score, weight, threshold or label of the fit policy."""
+    from lantern_batch.policy import member_family  # the policy module's own feature helper
+    from lantern_batch.taxonomy import (  # pure Python tables, imported on use
+        MIN_YEARS,
+        SENIORITY_RANK,
+        city_of,
+        families_related,
+        family_of_title,
+    )
+
+    facts: list[str] = []
+    m_level = _clean(member.get("seniority")).lower()
+    j_level = _clean(job.get("seniority")).lower()
+    if m_level in SENIORITY_RANK and j_level in SENIORITY_RANK:
+        gap = SENIORITY_RANK[m_level] - SENIORITY_RANK[j_level]
+        facts.append("level same as the job" if gap == 0 else
+                     f"level {abs(gap)} {'above' if gap > 0 else 'below'} the job")
+    years = member.get("years_experience")
+    if years is not None and j_level in MIN_YEARS:
+        facts.append(f"years {float(years):g} vs {MIN_YEARS[j_level]:g} usual for {j_level}")
+    mc, jc = city_of(member.get("location")), city_of(job.get("location"))
+    if mc is not None and jc is not None:
+        where = ("same city" if mc.name == jc.name else "same metro area" if mc.metro == jc.metro
+                 else "same country" if mc.country == jc.country else "different countries")
+        facts.append(f"locations {where}")
+    j_family = family_of_title(job.get("title"))
+    m_family = member_family(member)
+    if j_family and m_family:
+        relation = "same" if m_family == j_family else "related" if families_related(m_family, j_family) else "different"
+        facts.append(f"field {m_family.replace('_', ' ')} vs {j_family.replace('_', ' ')} ({relation})")
+    roles = [e for e in (member.get("experience") or []) if isinstance(e, dict)]
+    if j_family and roles:
+        n = sum(1 for e in roles if family_of_title(e.get("title")) == j_family)
+        facts.append(f"roles in the job's field {n} of {len(roles)}")
+    return "; ".join(facts)
+
+
 def classifier_text(member: dict, job: dict, query: str | None = None, max_chars: int = 1500) -> str:
     """The encoder classifier's input: the pair's evidence first, free text after.
 
     A small encoder reads ~160 tokens, so the order decides what it sees. First come short
     ``key: value`` lines with every field a fit judgement rests on, for both sides, most
     decisive first: titles, seniority and years, both locations with the job's workplace type,
-    which required skills the member lists (synonyms folded; a fact about the inputs, not a
-    judgement), the required skills, every role title (the domain and experience evidence),
-    education, the member's skills. Then the compressed job description, the member's headline, recent role
+    which required skills the member lists (synonyms folded), comparisons of the structured
+    fields (:func:`_pair_facts`: seniority gap, years, how the locations relate, role
+    families), the required skills, education, every role title, the member's skills. These
+    are facts about the inputs, never a score or label. Then the compressed job description, the member's headline, recent role
     descriptions and summary fill what is left of ``max_chars`` — a tokenizer limit only ever
     cuts that tail. (The layout before version c2 put the member's long role descriptions
     before the job, and 900 characters ended before either location: ~10% of policy labels
@@ -665,7 +710,8 @@ def classifier_text(member: dict, job: dict, query: str | None = None, max_chars
     if years is not None:
         level = f"{level}, {float(years):g} years" if level else f"{float(years):g} years"
     roles = _recent_experience(member.get("experience"), limit=8)
-    role_titles = "; ".join(_clean(e.get("title")) for e in roles if _clean(e.get("title")))
+    # Distinct titles, newest first (how many roles were in the job's family is a fact below).
+    role_titles = "; ".join(dict.fromkeys(_clean(e.get("title")) for e in roles if _clean(e.get("title"))))
     education = "; ".join(
         " ".join(x for x in (_clean(d.get("degree")), _clean(d.get("field"))) if x)
         for d in (member.get("education") or []) if isinstance(d, dict))
@@ -681,9 +727,10 @@ def classifier_text(member: dict, job: dict, query: str | None = None, max_chars
         ("Member location", _clean(member.get("location"))),
         ("Required skills listed", f"{len(matched)} of {required}" + (f" ({', '.join(matched)})" if matched else "")
          if required else ""),
+        ("Facts", _pair_facts(member, job)),
         ("Required skills", ", ".join(_clean(s) for s in (job.get("required_skills") or []) if _clean(s))),
-        ("Roles", role_titles),
         ("Education", education),
+        ("Roles", role_titles),
         ("Member skills", ", ".join(_clean(s) for s in (member.get("skills") or []) if _clean(s))),
     ]
     lines = [f"{k}: {v}" for k, v in evidence if v]

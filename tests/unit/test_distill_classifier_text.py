@@ -40,6 +40,12 @@ def test_evidence_comes_first_and_free_text_fills_the_rest():
         assert line in evidence
     # "JS" is "JavaScript"; "sql" repeats "SQL": 2 of 3 distinct required skills.
     assert "Required skills listed: 2 of 3 (JavaScript, SQL)" in evidence
+    facts = next(line for line in evidence.splitlines() if line.startswith("Facts: "))
+    for fact in ("level 1 above the job", "years 9 vs 2 usual for mid", "locations different countries",
+                 "roles in the job's field 1 of 3"):
+        assert fact in facts
+    remote_same_city = classifier_text(_member(location="Toronto, ON"), _job(workplace_type="remote"))
+    assert "locations same city" in remote_same_city and "Job location: Toronto, ON, remote" in remote_same_city
     assert "Job description:" in text  # the tail is filled up to the cap
     assert "Required skills listed" not in classifier_text(_member(), _job(required_skills=[]))
 
@@ -66,10 +72,11 @@ def test_policy_evidence_survives_minilms_160_tokens_and_no_label_leaks(world):
         m, j = members[p["member_id"]], jobs[p["job_id"]]
         text = classifier_text(m, j, p.get("query"), max_chars=900)
         seen = tok.decode(tok(text, truncation=True, max_length=160)["input_ids"], skip_special_tokens=True)
-        # What the policy reads: both locations, all role titles, seniority, the skills overlap.
-        for needle in ("job location", "member location", "member seniority", "roles"):
+        # What the policy reads: both locations, role titles, seniority, the skills overlap,
+        # education (the member's own skill list comes last: the overlap line carries it).
+        for needle in ("job location", "member location", "member seniority", "facts", "roles"):
             assert needle in seen, (needle, p)
         if j["required_skills"]:
             assert "required skills listed" in seen
-        assert "member skills" in seen or not m["skills"]
+        assert "education" in seen or not m["education"]
         assert not re.search(r"\b(high|medium|low) fit\b|\bfit label\b|\bscore", text, re.I)
