@@ -1,6 +1,7 @@
 """Benchmark: training throughput of the classifier and the explainer on Ray Train, 1 vs 2 workers.
 
     flock /tmp/lantern-heavy.lock python bench/train.py          # ~8 min on 2 cores
+    python bench/train.py --only explainer                        # one part
     python bench/train.py --gpu                                   # on a GPU machine: + tokens/s, MFU
 
 Each measurement runs the real job (Ray Data prep, Ray Train, export) for a fixed number of
@@ -84,7 +85,7 @@ def run_explainer(inputs: dict, tmp: Path, workers: int, steps: int) -> dict:
         "prompt.member_tokens=300", "prompt.job_tokens=300", "student.source=bundled:smollm2", "student.keep_every=3",
         f"train.max_steps={steps}", "train.batch_size=2", f"train.scaling.num_workers={workers}",
         f"train.storage_path={tmp / 'train'}", "train.checkpoint_every_steps=100000", "train.resume=false",
-        "eval.num_pairs=1", "eval.max_new_tokens=4",
+        "eval.num_pairs=1", "eval.max_new_tokens=8", "eval.loss_pairs=0",
     ], base={"inputs": inputs})
     assert run(cfg) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -149,6 +150,9 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for ax, key, title in ((axes[0], "classifier", "classifier (MiniLM)"), (axes[1], "explainer", "explainer (63M decoder)")):
+        if key not in results:
+            ax.set_axis_off()
+            continue
         runs = results[key]["runs"]
         ax.bar([f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}" for r in runs],
                [r["samples_per_s"] for r in runs], color=["#4c72b0", "#dd8452"])
@@ -163,10 +167,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classifier-steps", type=int, default=40)
     parser.add_argument("--explainer-steps", type=int, default=16)
+    parser.add_argument("--only", choices=["classifier", "explainer"], help="one part (merged into the JSON)")
     parser.add_argument("--gpu", action="store_true", help="also measure tokens/s and MFU on a CUDA GPU")
     args = parser.parse_args()
     results: dict = {"machine": "2-core x86-64 CPU VM, 24 GiB, no GPU", "python": platform.python_version(),
                      "date": time.strftime("%Y-%m-%d")}
+    path = RESULTS / "train.json"
+    if path.exists():
+        results = {**json.loads(path.read_text()), **results}
     if args.gpu:
         results["gpu_explainer"] = gpu_explainer()
         print(json.dumps(results["gpu_explainer"]))
@@ -179,6 +187,8 @@ def main() -> int:
             inputs, base = _world(Path(tmp))
             for key, fn, steps in (("classifier", run_classifier, args.classifier_steps),
                                    ("explainer", run_explainer, args.explainer_steps)):
+                if args.only and key != args.only:
+                    continue
                 runs = [fn(inputs, base, w, steps) for w in (1, 2)]
                 ratio = runs[1]["samples_per_s"] / runs[0]["samples_per_s"]
                 results[key] = {"runs": runs, "ratio_2_vs_1": round(ratio, 3)}
@@ -186,9 +196,6 @@ def main() -> int:
                       f"{runs[1]['samples_per_s']:.2f} samples/s, ratio {ratio:.2f}x")
         RESULTS.mkdir(parents=True, exist_ok=True)
         plot(results, RESULTS / "train.png")
-    path = RESULTS / "train.json"
-    if path.exists():
-        results = {**json.loads(path.read_text()), **results}
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
