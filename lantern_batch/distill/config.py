@@ -170,7 +170,9 @@ class ClassifierModelSettings(ConfigModel):
     dropout: float = Field(0.1, ge=0, lt=1)
     """Dropout before the head."""
     max_length: int = Field(160, ge=16)
-    """Token limit of the classifier input (MiniLM: ~117 tokens for a typical pair)."""
+    """Token limit of the classifier input (MiniLM: the evidence lines of
+    :func:`lantern_batch.prompts.classifier_text` take ~155 tokens for a typical pair, ~175 at
+    the 90th percentile, the own skill list last; free text fills the rest)."""
     text_max_chars: int = Field(900, ge=64)
     """Character budget of :func:`lantern_batch.prompts.classifier_text`."""
 
