@@ -118,7 +118,8 @@ def bench_explainer(args, tmp: Path) -> dict:
     seconds = time.perf_counter() - start
     m = json.loads((out / "metrics.json").read_text())
     keys = ("rouge1", "rouge2", "rougeL", "base_rouge1", "base_rouge2", "base_rougeL",
-            "source_rouge1", "source_rouge2", "source_rougeL")
+            "source_rouge1", "source_rouge2", "source_rougeL", "heldout_nll", "base_heldout_nll",
+            "heldout_token_accuracy", "base_heldout_token_accuracy", "heldout_loss_pairs")
     return {
         "train_examples": m["data"]["num_train"], "eval_pairs": m["n"], "parameters": m["parameters"],
         "student_layers": m["student_layers"], "epochs": args.explainer_epochs,
