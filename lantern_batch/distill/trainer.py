@@ -241,7 +241,7 @@ def restore(run_dir: str | None = None) -> tuple[dict[str, Any] | None, Any]:
         with checkpoint.as_directory() as d:
             state = read_trainer_state(d)
     if not run_dir:
-        return state, checkpoint
+        return ({**state, "restored_via": "ray"} if state else None), checkpoint
     ctx = ray.train.get_context()
     choice: list[Any] = [None]
     if ctx.get_world_rank() == 0:
@@ -254,14 +254,14 @@ def restore(run_dir: str | None = None) -> tuple[dict[str, Any] | None, Any]:
         if dist.is_available() and dist.is_initialized():
             dist.broadcast_object_list(choice, src=0)
     if choice[0] is None:
-        return state, checkpoint
+        return ({**state, "restored_via": "ray"} if state else None), checkpoint
     fs, path = io.filesystem(choice[0])
     unregistered = ray.train.Checkpoint(path=path, filesystem=fs)
     with unregistered.as_directory() as d:
         new_state = read_trainer_state(d)
     event(log, "train.restore_unregistered", checkpoint=io.basename(choice[0]), step=new_state["step"],
           registered_step=state["step"] if state else None, rank=ctx.get_world_rank())
-    return new_state, unregistered
+    return {**new_state, "restored_via": "storage_scan"}, unregistered
 
 
 def write_manifest(directory: str, rank: int, file_ranks: list[int], step: int) -> None:
@@ -529,6 +529,8 @@ class StepLoop:
         self.micro_in_epoch = int(state["micro_in_epoch"]) if state else 0
         self.samples = int(state["samples"]) if state else 0
         self.resumed_from = self.step if state else None
+        # "ray" (the controller's registered checkpoint) or "storage_scan" (see restore()).
+        self.restored_via = state.get("restored_via") if state else None
         self.loss_first = state.get("loss_first") if state else None
         self.loss_last = state.get("loss_last") if state else None
         self.extra_state = dict(extra_state or {})
@@ -613,7 +615,7 @@ class StepLoop:
     def state(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch,
                 "samples": self.samples, "total_steps": self.plan["total_steps"],
-                "resumed_from": self.resumed_from, "loss_first": self.loss_first,
+                "resumed_from": self.resumed_from, "restored_via": self.restored_via, "loss_first": self.loss_first,
                 "loss_last": self.loss_last, "samples_per_s": self.steady_throughput(),
                 **self.extra_state}
 
