@@ -31,6 +31,7 @@ when it is newer than the one Ray hands back.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -119,7 +120,7 @@ def fit(
     scaling = train.scaling
     resources = {"CPU": scaling.cpus_per_worker}
     trainer = TorchTrainer(
-        train_loop_per_worker=train_loop,
+        train_loop_per_worker=functools.partial(loop_in_driver_cwd, train_loop, os.getcwd()),
         train_loop_config={**loop_config, "run_dir": existing},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources),
@@ -140,6 +141,20 @@ def fit(
     event(log, "train.done", run=run_name, seconds=round(time.perf_counter() - start, 1),
           checkpoint=getattr(result.checkpoint, "path", None))
     return result
+
+
+def loop_in_driver_cwd(train_loop: Callable[[dict], None], cwd: str, config: dict) -> None:
+    """Run ``train_loop(config)`` from the driver's working directory.
+
+    Ray Train starts every worker in a working directory of its own, so a relative local path in
+    a config (``runs/demo/models/teacher``, as the demo configs write them) would name another
+    place on the workers than on the driver. Where the driver's directory exists on the worker's
+    node (one machine, or a shared file system) the loop runs from there; on other nodes paths
+    must be absolute or ``s3://``.
+    """
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
+    train_loop(config)
 
 
 def _worker_env() -> dict[str, str]:

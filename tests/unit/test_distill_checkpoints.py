@@ -69,3 +69,27 @@ def test_latest_complete_checkpoint_picks_highest_complete_step(tmp_path):
     path, step = latest_complete_checkpoint(str(run))
     assert step == 6 and path.endswith("checkpoint_2026-01-01_00-00-06")
     assert latest_complete_checkpoint(str(tmp_path / "absent")) is None
+
+
+def test_train_loop_runs_from_the_driver_working_directory(tmp_path, monkeypatch):
+    """Ray Train starts workers in a directory of its own: relative config paths must still
+    resolve as on the driver (the demo's configs name runs/demo/... relatively)."""
+    import functools
+    import inspect
+
+    from lantern_batch.distill.trainer import loop_in_driver_cwd
+
+    (tmp_path / "runs").mkdir()
+    elsewhere = tmp_path / "ray-train-working-dir"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    seen = {}
+
+    def loop(config):
+        seen["exists"] = os.path.isdir(config["path"])
+        seen["cwd"] = os.getcwd()
+
+    wrapped = functools.partial(loop_in_driver_cwd, loop, str(tmp_path))
+    assert list(inspect.signature(wrapped).parameters) == ["config"]  # how Ray Train calls it
+    wrapped({"path": "runs"})
+    assert seen == {"exists": True, "cwd": str(tmp_path)}
