@@ -334,9 +334,17 @@ def test_incremental_day_reuses_unchanged_pairs(first, world, tmp_path):
 
 
 def test_quality_gate_below_threshold_publishes_nothing(first, world, capsys):
+    # A canary whose labels are rotated (High->Medium->Low->High): a classifier that agrees with
+    # the policy disagrees with nearly all of it, however well it was trained.
+    seed = io.read_table(str(world / "seed"))
+    rotate = {"High": "Medium", "Medium": "Low", "Low": "High"}
+    flipped = seed.set_column(seed.schema.get_field_index("fit_label"), seed.schema.field("fit_label"),
+                              pa.array([rotate[v] for v in seed.column("fit_label").to_pylist()], pa.string()))
+    canary = first["out"] / "canary_rotated"
+    io.write_table(flipped, str(canary), basename="part-0.parquet")
     cfg = copy.deepcopy(first["cfg"])
     cfg["ds"] = DS4
-    cfg["quality_gate"] = {"canary": str(world / "seed"), "min_agreement": 0.99, "min_pairs": 20}
+    cfg["quality_gate"] = {"canary": str(canary), "min_agreement": 0.5, "min_pairs": 20}
     path = first["out"] / "gate.yaml"
     path.write_text(yaml.safe_dump(cfg))
     latest = (first["out"] / "scores" / "_LATEST").read_text()
