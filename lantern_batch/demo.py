@@ -19,10 +19,16 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from lantern_batch import io
-from lantern_batch.config import ConfigModel, RayConfig, deep_merge, read_yaml, write_resolved_config
-from lantern_batch.logs import event, get_logger
+from lantern_batch.config import (
+    ConfigModel,
+    RayConfig,
+    deep_merge,
+    read_yaml,
+    write_resolved_config,
+)
 from lantern_batch.distill.config import ClassifierConfig, ExplainerConfig, TeacherSFTConfig
 from lantern_batch.evaluate.config import EvaluateConfig
+from lantern_batch.logs import event, get_logger
 from lantern_batch.precompute.config import PrecomputeConfig
 from lantern_batch.teacher.config import SynthesizeConfig
 from lantern_batch.world import GenerateConfig
