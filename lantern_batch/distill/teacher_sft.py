@@ -122,6 +122,25 @@ def label_token_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
     return seqs[0][:common], firsts
 
 
+def label_token_rows(labels: Any, prefix_len: int) -> Any:
+    """Rows of :class:`~lantern_batch.distill.decoder.DecoderForKD`'s ``[n, vocab]`` logits (the
+    output positions, ``labels != -100`` in row-major order) that predict each sequence's
+    fit-label token: its ``prefix_len``-th output token, right after ``{"fit_label":"``.
+
+    Args:
+        labels: ``[batch, seq]`` with -100 on prompt and padding.
+        prefix_len: tokens of :data:`LABEL_PREFIX` (:func:`label_token_ids`).
+
+    Returns:
+        ``[m]`` long indices, one per sequence with more than ``prefix_len`` output tokens.
+    """
+    import torch
+
+    counts = (labels != -100).sum(dim=1)  # [batch]
+    starts = torch.cumsum(counts, 0) - counts  # [batch] first output row of each sequence
+    return (starts + prefix_len)[counts > prefix_len]
+
+
 def label_probabilities(model: Any, tokenizer: Any, prompts: list[list[int]], batch_size: int = 4,
                         bf16: bool = True) -> np.ndarray:
     """``[n, 3]`` label probabilities (FIT_LABELS order) read after the output's opening."""
@@ -214,14 +233,10 @@ def finalize(cfg: TeacherSFTConfig, checkpoint: Any, prepared: Any, plan: dict[s
 
 def run(cfg: TeacherSFTConfig) -> int:
     """The ``distill teacher-sft`` job: prepare → SFT (Ray Train) → agreement before/after → export."""
-    from transformers import AutoTokenizer
-
     from lantern_batch.classifier import resolve_model_dir
     from lantern_batch.config import write_resolved_config
-    from lantern_batch.distill.data import prepare_examples, train_dataset
-    from lantern_batch.distill.decoder import pad_id
-    from lantern_batch.distill.train_explainer import decoder_train_loop
-    from lantern_batch.distill.trainer import fit, on_eval_worker, steps_plan
+    from lantern_batch.distill.data import prepare_examples
+    from lantern_batch.distill.train_explainer import train_decoder
     from lantern_batch.runtime import init_ray
 
     init_ray(cfg.ray)
@@ -237,13 +252,5 @@ def run(cfg: TeacherSFTConfig) -> int:
         hash_fields=("member_id", "job_id", "target_text"),
         settings_for_fingerprint={"prompt": prompt, "version": cfg.prompt_version},
     )
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    plan = steps_plan(prepared.num_train, cfg.train, cfg.train.scaling.num_workers)
-    event(log, "teacher_sft.plan", **plan)
-    result = fit(train_loop=decoder_train_loop,
-                 loop_config={"kind": "teacher_sft", "cfg": cfg.model_dump(mode="json"), "plan": plan,
-                              "pad_id": pad_id(tokenizer)},
-                 train_dataset=train_dataset(prepared), train=cfg.train,
-                 run_name=cfg.training_run_name("teacher_sft", prepared.fingerprint))
-    on_eval_worker(finalize, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
+    train_decoder("teacher_sft", cfg, prepared, source, finalize)
     return 0

@@ -135,6 +135,13 @@ def decoder_train_loop(config: dict[str, Any]) -> None:
         wrapper = build_teacher(cfg)
         lora_on = cfg.lora.enabled
         kd = None
+    label_prefix_len = None  # teacher SFT: the fit-label token's extra cross-entropy
+    if kind == "teacher_sft" and cfg.train.label_loss_weight > 0:
+        from transformers import AutoTokenizer
+
+        from lantern_batch.distill.teacher_sft import label_token_ids
+
+        label_prefix_len = len(label_token_ids(AutoTokenizer.from_pretrained(str(resolve_model_dir(cfg.model))))[0])
     plan = config["plan"]
     pad = int(config["pad_id"])
     ctx = worker_setup(cfg.train)
@@ -176,6 +183,13 @@ def decoder_train_loop(config: dict[str, Any]) -> None:
         else:
             lam = kd.lambda_sft if kd is not None else 1.0
             loss, parts = explainer_loss(logits, labels, None, None, None, lambda_sft=lam, lambda_kd=0.0)
+        if label_prefix_len is not None:
+            from lantern_batch.distill.teacher_sft import label_token_rows
+
+            label_rows = label_token_rows(b["labels"], label_prefix_len)  # [m]
+            label_ce = torch.nn.functional.cross_entropy(logits[label_rows].float(), labels[label_rows])
+            loss = loss + cfg.train.label_loss_weight * label_ce
+            parts["label_ce"] = float(label_ce.detach())
         engine.backward(loss, cfg.train.grad_accum)
         loop.after_backward(int(b["input_ids"].shape[0]), {"total": float(loss.detach()), **parts})
     loop.finish(checkpoint)
@@ -302,13 +316,9 @@ def finalize(cfg: ExplainerConfig, checkpoint: Any, prepared: Any, plan: dict[st
 
 def run(cfg: ExplainerConfig) -> int:
     """The ``distill explainer`` job: prepare → train (Ray Train) → evaluate → export."""
-    from transformers import AutoTokenizer
-
     from lantern_batch.classifier import resolve_model_dir
     from lantern_batch.config import write_resolved_config
-    from lantern_batch.distill.data import prepare_examples, train_dataset
-    from lantern_batch.distill.decoder import pad_id
-    from lantern_batch.distill.trainer import fit, on_eval_worker, steps_plan
+    from lantern_batch.distill.data import prepare_examples
     from lantern_batch.runtime import init_ray
 
     init_ray(cfg.ray)
@@ -328,16 +338,29 @@ def run(cfg: ExplainerConfig) -> int:
     prepared.counts["kd_unaligned"] = prepared.num_train + prepared.num_heldout - aligned
     if cfg.kd.lambda_kd > 0 and not cfg.kd.teacher_model and aligned == 0:
         event(log, "explainer.kd_unavailable", reason="no rows with top-k aligned to the student tokenizer")
+    train_decoder("explainer", cfg, prepared, source, finalize)
+    return 0
+
+
+def train_decoder(kind: str, cfg: Any, prepared: Any, source: str, finalize_fn: Any) -> None:
+    """Ray Train :func:`decoder_train_loop` on ``prepared``'s training split, then
+    ``finalize_fn(cfg, checkpoint, prepared, plan)`` (evaluation and export) on an evaluation
+    worker. Shared by the explainer and teacher SFT (``kind``: ``explainer`` | ``teacher_sft``)."""
+    from transformers import AutoTokenizer
+
+    from lantern_batch.distill.data import train_dataset
+    from lantern_batch.distill.decoder import pad_id
+    from lantern_batch.distill.trainer import fit, on_eval_worker, steps_plan
+
     plan = steps_plan(prepared.num_train, cfg.train, cfg.train.scaling.num_workers)
-    event(log, "explainer.plan", **plan)
+    event(log, f"{kind}.plan", **plan)
     tok = AutoTokenizer.from_pretrained(source)
     result = fit(train_loop=decoder_train_loop,
-                 loop_config={"kind": "explainer", "cfg": cfg.model_dump(mode="json"), "plan": plan,
+                 loop_config={"kind": kind, "cfg": cfg.model_dump(mode="json"), "plan": plan,
                               "pad_id": pad_id(tok)},
                  train_dataset=train_dataset(prepared), train=cfg.train,
-                 run_name=cfg.training_run_name("explainer", prepared.fingerprint))
-    on_eval_worker(finalize, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
-    return 0
+                 run_name=cfg.training_run_name(kind, prepared.fingerprint))
+    on_eval_worker(finalize_fn, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
 
 
 def _count_aligned(examples_dir: str) -> int:
