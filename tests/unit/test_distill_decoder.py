@@ -133,3 +133,24 @@ def test_teacher_forced_metrics_match_the_full_models_cross_entropy(llama):
     # Batched with padding: the same numbers.
     batched = teacher_forced_metrics(llama, prompts, targets, pad=0, batch_size=2, bf16=False)
     assert batched["nll"] == pytest.approx(got["nll"], rel=1e-4)
+
+
+def test_label_token_rows_pick_each_sequences_fit_label_token():
+    from transformers import AutoTokenizer
+
+    from lantern_batch.distill.teacher_sft import label_token_ids, label_token_rows, structured_output
+    from lantern_batch.models import resolve
+
+    tok = AutoTokenizer.from_pretrained(str(resolve("bundled:smollm2")))
+    prefix, firsts = label_token_ids(tok)
+    labels_in = ["Medium", "High", "Low"]
+    targets = [tok(structured_output(lab, None, "Because."), add_special_tokens=False)["input_ids"]
+               for lab in labels_in]
+    prompts = [[5, 6, 7], [8] * 11, [9, 10]]  # different prompt lengths: rows are offset
+    rows = {"prompt_ids": prompts + [[4]], "target_ids": targets + [prefix[:1]]}  # the last: too short
+    b = collate_lm(rows, 0)
+    flat = b["labels"][b["labels"] != IGNORE_INDEX]  # what DecoderForKD's logits rows predict
+    picked = label_token_rows(b["labels"], len(prefix))
+    assert picked.tolist() == [len(prefix), len(targets[0]) + len(prefix),
+                               len(targets[0]) + len(targets[1]) + len(prefix)]
+    assert flat[picked].tolist() == [firsts[["High", "Medium", "Low"].index(x)] for x in labels_in]
