@@ -271,10 +271,10 @@ class TeacherSFTTrainSettings(TrainSettings):
     """Examples per worker per micro-batch."""
     lr: float = Field(1e-4, gt=0)
     """Peak learning rate (AdamW)."""
-    label_loss_weight: float = Field(1.0, ge=0)
+    label_loss_weight: float = Field(0.0, ge=0)
     """Weight of an extra cross-entropy on the fit-label token (the output's first decision,
     the one synthesis reads), added to the mean over all ~100 output tokens, where the label
-    alone counts ~1%. 0 turns it off."""
+    alone counts ~1%. 0 (default): plain SFT on the whole output."""
     checkpoint_every_steps: int = Field(50, ge=1)
     """Checkpoint every N optimizer steps (and always at the end)."""
 
