@@ -1,6 +1,6 @@
 """Benchmark: what the students learn from a perfect teacher on the synthetic world.
 
-    flock /tmp/lantern-heavy.lock python bench/quality.py        # ~10 min on 2 cores
+    flock /tmp/lantern-heavy.lock python bench/quality.py        # ~1 h on 2 cores (all parts)
     python bench/quality.py --only classifier --pairs 4000         # one part, another size
     python bench/quality.py --only teacher_sft --teacher-epochs 3  # teacher SFT, longer
 

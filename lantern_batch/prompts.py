@@ -561,9 +561,9 @@ def _teacher_v2(member: dict, job: dict, query: str | None, *, member_tokens: in
     The user message is :func:`classifier_text` (key: value evidence lines for both sides and
     the comparisons of :func:`_pair_facts`, then compressed free text) inside one
     ``<pair_evidence>`` tag, within ``4 * (member_tokens + job_tokens)`` characters; the system
-    message is task, short reasoning guidelines and output format (~230 tokens, no policy text).
-    A pair is ~450 tokens at 150/150 budgets against v1's ~1.8k at 380/380, so fine-tuning a
-    teacher on it costs about a quarter as much.
+    message is task, short reasoning guidelines and output format (no policy text). With
+    SmolLM2's tokenizer on the demo world a prompt is ~560 tokens at 100/100 budgets and ~630 at
+    150/150, against v1's ~1,740 at 380/380, so fine-tuning a teacher on it costs about a third.
     """
     del count  # the budget is in characters: classifier_text cuts its free-text tail
     system = "\n\n".join([

@@ -136,7 +136,9 @@ def label_token_rows(labels: Any, prefix_len: int) -> Any:
     """
     import torch
 
-    counts = (labels != -100).sum(dim=1)  # [batch]
+    from lantern_batch.distill.decoder import IGNORE_INDEX
+
+    counts = (labels != IGNORE_INDEX).sum(dim=1)  # [batch]
     starts = torch.cumsum(counts, 0) - counts  # [batch] first output row of each sequence
     return (starts + prefix_len)[counts > prefix_len]
 

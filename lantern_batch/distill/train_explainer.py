@@ -135,13 +135,8 @@ def decoder_train_loop(config: dict[str, Any]) -> None:
         wrapper = build_teacher(cfg)
         lora_on = cfg.lora.enabled
         kd = None
-    label_prefix_len = None  # teacher SFT: the fit-label token's extra cross-entropy
-    if kind == "teacher_sft" and cfg.train.label_loss_weight > 0:
-        from transformers import AutoTokenizer
-
-        from lantern_batch.distill.teacher_sft import label_token_ids
-
-        label_prefix_len = len(label_token_ids(AutoTokenizer.from_pretrained(str(resolve_model_dir(cfg.model))))[0])
+    # Teacher SFT with train.label_loss_weight > 0: the fit-label token's offset in the output.
+    label_prefix_len = config.get("label_prefix_len")
     plan = config["plan"]
     pad = int(config["pad_id"])
     ctx = worker_setup(cfg.train)
@@ -355,9 +350,12 @@ def train_decoder(kind: str, cfg: Any, prepared: Any, source: str, finalize_fn: 
     plan = steps_plan(prepared.num_train, cfg.train, cfg.train.scaling.num_workers)
     event(log, f"{kind}.plan", **plan)
     tok = AutoTokenizer.from_pretrained(source)
-    result = fit(train_loop=decoder_train_loop,
-                 loop_config={"kind": kind, "cfg": cfg.model_dump(mode="json"), "plan": plan,
-                              "pad_id": pad_id(tok)},
+    loop_config = {"kind": kind, "cfg": cfg.model_dump(mode="json"), "plan": plan, "pad_id": pad_id(tok)}
+    if kind == "teacher_sft" and cfg.train.label_loss_weight > 0:
+        from lantern_batch.distill.teacher_sft import label_token_ids
+
+        loop_config["label_prefix_len"] = len(label_token_ids(tok)[0])
+    result = fit(train_loop=decoder_train_loop, loop_config=loop_config,
                  train_dataset=train_dataset(prepared), train=cfg.train,
                  run_name=cfg.training_run_name(kind, prepared.fingerprint))
     on_eval_worker(finalize_fn, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)

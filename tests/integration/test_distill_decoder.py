@@ -121,7 +121,7 @@ def test_teacher_sft_zero3_two_workers(ray_local, world_inputs, tiny_world, tiny
         "prompt.max_length=512", "prompt.max_target_tokens=128",
         "train.epochs=2", "train.batch_size=8", "train.lr=3e-3", "train.log_every_steps=1", f"train.storage_path={tmp_path / 'train'}",
         "train.scaling.num_workers=2", "deepspeed.enabled=true", "deepspeed.zero_stage=3",
-        "eval.num_pairs=16",
+        "train.label_loss_weight=1.0", "eval.num_pairs=16",
     ], base={"inputs": {k: str(tiny_world / k) for k in ("members", "jobs", "pairs")}})
     assert run_teacher_sft(cfg) == 0
     metrics = json.loads((tmp_path / "teacher" / "metrics.json").read_text())

@@ -74,7 +74,7 @@ def test_precompute_published_with_conservation(demo_run):
     scores = io.read_published(str(part))
     assert scores.num_rows == counts["rows_scored"] + counts["rows_reused"]
     assert scores.schema.names == SCORES_SCHEMA.names
-    keys = list(zip(scores.column("member_id").to_pylist(), scores.column("job_id").to_pylist()))
+    keys = list(zip(scores.column("member_id").to_pylist(), scores.column("job_id").to_pylist(), strict=True))
     assert len(keys) == len(set(keys))
     assert scores.column("explanation").drop_null().to_pylist(), "no explanation was generated"
     errors = io.read_table(str(root / "errors" / "ds=2026-11-24"))

@@ -138,7 +138,11 @@ def test_teacher_forced_metrics_match_the_full_models_cross_entropy(llama):
 def test_label_token_rows_pick_each_sequences_fit_label_token():
     from transformers import AutoTokenizer
 
-    from lantern_batch.distill.teacher_sft import label_token_ids, label_token_rows, structured_output
+    from lantern_batch.distill.teacher_sft import (
+        label_token_ids,
+        label_token_rows,
+        structured_output,
+    )
     from lantern_batch.models import resolve
 
     tok = AutoTokenizer.from_pretrained(str(resolve("bundled:smollm2")))

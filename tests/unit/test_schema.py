@@ -89,7 +89,7 @@ def test_row_errors_by_reason_never_echo_values():
         "text_too_long:summary": 2,  # first problem wins: m6 also has a null skill
     }
     # the first m1 has an over-long hostile summary (limit 40); its later copy is a duplicate
-    reasons = dict(zip(r.errors.column("reason").to_pylist(), r.errors.column("member_id").to_pylist()))
+    reasons = dict(zip(r.errors.column("reason").to_pylist(), r.errors.column("member_id").to_pylist(), strict=True))
     assert reasons["duplicate_id"] == "m1"
     text = str(r.errors.to_pylist())
     assert secret not in text and "wizard" not in text
