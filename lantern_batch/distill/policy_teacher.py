@@ -18,7 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lantern_batch.logs import Progress, get_logger
 from lantern_batch.schema import DIMENSIONS, FIT_LABELS, TEACHER_LABELS_SCHEMA
+
+log = get_logger(__name__)
 
 #: Centre of each label on the policy's total score (thresholds 0.75 / 0.50).
 _CENTRES = np.array([0.875, 0.625, 0.3])
@@ -82,6 +85,7 @@ def add_topk(table: pa.Table, members: pa.Table, jobs: pa.Table, model_dir: str,
     by_member = {m["member_id"]: m for m in members.to_pylist()}
     by_job = {j["job_id"]: j for j in jobs.to_pylist()}
     rows = table.to_pylist()
+    progress = Progress(log, "policy_teacher.topk", total=len(rows), every_s=10.0)
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         prompts, targets = [], []
@@ -95,4 +99,5 @@ def add_topk(table: pa.Table, members: pa.Table, jobs: pa.Table, model_dir: str,
             r["explanation_token_ids"] = t
             r["topk_ids"] = i
             r["topk_logprobs"] = lp
+        progress.update(len(chunk))
     return pa.Table.from_pylist(rows, schema=TEACHER_LABELS_SCHEMA)
