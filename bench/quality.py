@@ -1,8 +1,8 @@
 """Benchmark: what the students learn from a perfect teacher on the synthetic world.
 
-    flock /tmp/lantern-heavy.lock python bench/quality.py        # ~1 h on 2 cores (all parts)
+    flock /tmp/lantern-heavy.lock python bench/quality.py        # ~1.5 h on 2 cores (all parts)
     python bench/quality.py --only classifier --pairs 4000         # one part, another size
-    python bench/quality.py --only teacher_sft --teacher-epochs 3  # teacher SFT, longer
+    python bench/quality.py --only teacher_sft --teacher-epochs 2  # teacher SFT, longer
 
 The teacher is the written policy (docs/POLICY.md) itself
 (:mod:`lantern_batch.distill.policy_teacher`): policy-consistent labels, soft probabilities and
@@ -21,9 +21,10 @@ Ray Train, evaluation, export):
   world's policy-labelled D_seed with the compact v2 prompt, through the real ``distill
   teacher-sft`` job; label agreement (accuracy, macro-F1, confusion) with the held-out seed
   labels before and after, read the way synthesis reads a label. Claim checked: agreement rises
-  by >= 0.25. ~27 min on 2 cores (400 examples at ~0.28 samples/s).
+  by >= 0.25. ~57 min on 2 cores (1,000 examples at ~0.3 samples/s).
 
-Writes ``bench/results/quality.json``.
+Writes ``bench/results/quality.json`` and ``bench/results/quality.png`` (each ``--only`` run merges
+into them).
 """
 
 from __future__ import annotations
@@ -175,6 +176,50 @@ def bench_teacher_sft(args, tmp: Path) -> dict:
     }
 
 
+def plot(results: dict, path: Path) -> None:
+    """One panel per part: what the student reaches against its baseline and the claim."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    c, e, t = results.get("classifier"), results.get("explainer"), results.get("teacher_sft")
+    ax = axes[0]
+    if c:
+        ax.bar(["accuracy", "macro-F1", "AUC High/Low"], [c["accuracy"], c["macro_f1"], c["ranking_auc_high_vs_low"]],
+               color="#4c72b0")
+        ax.axhline(MIN_ACCURACY, color="k", ls="--", lw=1, label=f"claim {MIN_ACCURACY}")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"classifier (MiniLM), {c['heldout']} held-out pairs", fontsize=9)
+    ax = axes[1]
+    if e:
+        names = ["untrained\nstudent", "SmolLM2-135M\n(unpruned)", "trained\nstudent"]
+        ax.bar(names, [e["base_rougeL"], e["source_rougeL"], e["rougeL"]], color=["#999999", "#dd8452", "#4c72b0"])
+        ax.set_ylabel("ROUGE-L vs teacher")
+        ax.set_title(f"explainer ({len(e['student_layers'])} layers, {e['parameters'] / 1e6:.0f}M), "
+                     f"{e['eval_pairs']} held-out pairs", fontsize=9)
+    ax = axes[2]
+    if t:
+        x = range(2)
+        for i, (when, color) in enumerate((("before", "#999999"), ("after", "#4c72b0"))):
+            ax.bar([j + (i - 0.5) * 0.38 for j in x], [t[when]["accuracy"], t[when]["macro_f1"]], width=0.38,
+                   color=color, label=f"{when} SFT")
+        ax.set_xticks(list(x), ["agreement (accuracy)", "macro-F1"])
+        ax.set_ylim(0, 1.05)
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_title(f"teacher SFT, {t['train_examples']} train / {t['heldout']} held-out pairs",
+                     fontsize=9)
+    for ax, part in zip(axes, (c, e, t), strict=True):
+        if not part:
+            ax.set_axis_off()
+    fig.suptitle(f"bench/quality.py on the synthetic world ({results.get('machine', '')}, {results.get('date', '')})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["classifier", "explainer", "teacher_sft"])
@@ -184,15 +229,15 @@ def main() -> int:
     parser.add_argument("--text-max-chars", type=int, default=900)
     parser.add_argument("--explainer-examples", type=int, default=280)
     parser.add_argument("--explainer-epochs", type=float, default=1.0)
-    parser.add_argument("--explainer-tokens", type=int, default=150, help="member/job prompt budgets")
+    parser.add_argument("--explainer-tokens", type=int, default=100, help="member/job prompt budgets")
     parser.add_argument("--eval-pairs", type=int, default=32)
-    parser.add_argument("--teacher-examples", type=int, default=400, help="D_seed pairs teacher SFT trains on")
-    parser.add_argument("--teacher-heldout", type=int, default=100, help="held-out seed pairs (agreement)")
+    parser.add_argument("--teacher-examples", type=int, default=1000, help="D_seed pairs teacher SFT trains on")
+    parser.add_argument("--teacher-heldout", type=int, default=150, help="held-out seed pairs (agreement)")
     parser.add_argument("--teacher-epochs", type=float, default=1.0)
-    parser.add_argument("--teacher-lr", type=float, default=5e-4)
+    parser.add_argument("--teacher-lr", type=float, default=8e-4)
     parser.add_argument("--teacher-prompt", default="v2", help="teacher prompt version")
     parser.add_argument("--teacher-label-weight", type=float, default=1.0, help="train.label_loss_weight")
-    parser.add_argument("--teacher-tokens", type=int, default=100, help="member/job prompt budgets")
+    parser.add_argument("--teacher-tokens", type=int, default=60, help="member/job prompt budgets")
     args = parser.parse_args()
 
     from lantern_batch.config import RayConfig
@@ -226,7 +271,8 @@ def main() -> int:
                   f"{'pass' if t['pass'] else 'FAIL'}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {path}")
+    plot(results, RESULTS / "quality.png")
+    print(f"wrote {path} and quality.png")
     return 0 if all(results.get(k, {}).get("pass", True) for k in ("classifier", "explainer", "teacher_sft")) else 1
 
 
