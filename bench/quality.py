@@ -45,12 +45,12 @@ MIN_ROUGE_L_GAIN = 0.15
 MIN_AGREEMENT_GAIN = 0.25
 
 
-def make_world(out: Path, pairs: int) -> dict[str, str]:
+def make_world(out: Path, pairs: int, **overrides) -> dict[str, str]:
+    """Generate a world of ``pairs`` pairs (``overrides``: other GenerateConfig fields); its input paths."""
     from lantern_batch.world import GenerateConfig, generate
 
-    cfg = GenerateConfig(out=str(out), num_members=max(200, pairs // 8), num_jobs=max(60, pairs // 25),
-                         num_pairs=pairs, num_seed=200, seed=11)
-    generate(cfg)
+    fields = {"num_members": max(200, pairs // 8), "num_jobs": max(60, pairs // 25), "num_seed": 200, "seed": 11}
+    generate(GenerateConfig(out=str(out), num_pairs=pairs, **{**fields, **overrides}))
     return {t: str(out / t) for t in ("members", "jobs", "pairs")}
 
 
@@ -142,13 +142,11 @@ def bench_teacher_sft(args, tmp: Path) -> dict:
     from lantern_batch.config import load_config
     from lantern_batch.distill.config import TeacherSFTConfig
     from lantern_batch.distill.job import run_teacher_sft
-    from lantern_batch.world import GenerateConfig, generate
 
     # D_seed is the world's policy-labelled seed table (what `generate` writes for the demo).
     world = tmp / "world_t"
     seed_rows = args.teacher_examples + args.teacher_heldout
-    generate(GenerateConfig(out=str(world), num_members=400, num_jobs=120, num_pairs=max(3000, 3 * seed_rows),
-                            num_seed=seed_rows, seed=13))
+    inputs = make_world(world, max(3000, 3 * seed_rows), num_members=400, num_jobs=120, num_seed=seed_rows, seed=13)
     out = tmp / "teacher"
     cfg = load_config(TeacherSFTConfig, None, [
         f"out={out}", f"data.seed={world / 'seed'}",
@@ -160,7 +158,7 @@ def bench_teacher_sft(args, tmp: Path) -> dict:
         f"train.label_loss_weight={args.teacher_label_weight}",
         f"train.storage_path={tmp / 'train_t'}", "train.log_every_steps=10", "train.checkpoint_every_steps=1000",
         f"eval.num_pairs={args.teacher_heldout}", "eval.batch_size=8",
-    ], base={"inputs": {t: str(world / t) for t in ("members", "jobs", "pairs")}})
+    ], base={"inputs": inputs})
     start = time.perf_counter()
     assert run_teacher_sft(cfg) == 0
     seconds = time.perf_counter() - start
