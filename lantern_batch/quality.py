@@ -1,0 +1,403 @@
+"""The one explanation validator: is this text something a job seeker may read?
+
+A pure function over the text, the row's fit label and the member and job rows (as
+``pyarrow.Table.to_pylist()`` yields them). Synthesis runs it on every teacher output, distill on
+every training row, precompute on every generated explanation before it is published, and
+evaluate on every held-out explanation, so "valid" means the same thing everywhere.
+
+    check = check_explanation(text, "High", member, job)
+    check.ok, check.reasons          # False, ("too_short", "multiple_labels")
+
+Reason codes (a text can have several; :data:`REASONS` lists them in this order):
+
+* ``empty`` — nothing but whitespace.
+* ``too_short`` / ``too_long`` — outside ``[min_words, max_words]`` words or over ``max_chars``.
+* ``not_prose`` — a list of fragments, not sentences: under ``min_alpha_share`` of the tokens
+  are words, or the comma/sentence fragments average under ``min_fragment_words`` words.
+* ``truncated`` — does not end a sentence (``.``, ``!``, ``?``): the generation was cut off.
+* ``no_label`` / ``multiple_labels`` / ``wrong_label`` — the text must state exactly one fit
+  label ("High fit", "rate it Medium", "fit: Low", "weak match", ...; negated statements such as
+  "not a High fit" do not count) and it must be the row's label.
+* ``repetition`` — a token or 2–4-gram repeated three or more times in a row ("fit fit fit"),
+  or under ``min_distinct_bigrams`` of the bigrams distinct (looping text).
+* ``ungrounded_skill`` — names a skill of the vocabulary that is neither among the job's
+  required skills nor among the member's skills (synonyms folded: "K8s" is Kubernetes).
+* ``wrong_years`` — states "N years" where N is neither the member's years of experience, a
+  role's duration on the profile, the years the job's level expects, nor a number of years the
+  posting states (within ``years_tolerance``).
+* ``wrong_seniority`` — names a level ("senior level", "a mid profile") that is neither the
+  member's nor the job's.
+* ``wrong_location`` — names a known city that is neither the member's nor the job's.
+* ``copied_text`` — copies ``copy_span_words`` or more consecutive words of the member's free
+  text (headline, summary, role descriptions).
+* ``contact_info`` — contains an e-mail address, a phone number or a URL.
+
+:func:`check_dimension_scores` is the teacher-output companion: dimension scores that
+contradict the label (all zero with a non-Low label, or the label the policy would give those
+scores two classes away) are ``scores_contradict_label``.
+
+Pure Python (standard library and :mod:`lantern_batch.taxonomy` only): cheap to call per row in
+any Ray worker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from lantern_batch.schema import DIMENSIONS, FIT_LABELS, SENIORITY_LEVELS
+from lantern_batch.taxonomy import (
+    ALL_SKILLS,
+    CITIES,
+    MIN_YEARS,
+    SKILL_SYNONYMS,
+    canonical_skill,
+    city_of,
+)
+
+REASONS: tuple[str, ...] = (
+    "empty", "too_short", "too_long", "not_prose", "truncated", "no_label", "multiple_labels",
+    "wrong_label", "repetition", "ungrounded_skill", "wrong_years", "wrong_seniority",
+    "wrong_location", "copied_text", "contact_info",
+)
+"""Every reason :func:`check_explanation` can give, in the order it reports them."""
+
+SCORE_REASON = "scores_contradict_label"
+
+
+@dataclass(frozen=True)
+class ExplanationRules:
+    """Thresholds of :func:`check_explanation` (defaults fit the policy's 2–4 sentence texts)."""
+
+    min_words: int = 8
+    max_words: int = 120
+    max_chars: int = 800
+    min_alpha_share: float = 0.6
+    min_fragment_words: float = 3.0
+    min_distinct_bigrams: float = 0.7
+    years_tolerance: float = 1.0
+    copy_span_words: int = 8
+
+
+DEFAULT_RULES = ExplanationRules()
+
+
+@dataclass(frozen=True)
+class ExplanationCheck:
+    """The verdict on one explanation: ``ok`` when ``reasons`` is empty."""
+
+    reasons: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    @property
+    def reason(self) -> str | None:
+        """The reasons joined with ``+`` (one string for an error row), None when valid."""
+        return "+".join(self.reasons) if self.reasons else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Label statements
+
+_LABEL_WORDS = {
+    "high": "High", "medium": "Medium", "low": "Low",
+    "strong": "High", "excellent": "High",
+    "partial": "Medium", "moderate": "Medium", "mixed": "Medium",
+    "weak": "Low", "poor": "Low",
+}
+_SYNONYMS = "strong|excellent|partial|moderate|mixed|weak|poor"
+_STATEMENT = re.compile(
+    # "High fit", "a medium match", "Strong candidate", "weak match"
+    rf"\b(?P<a>high|medium|low|{_SYNONYMS})[\s-]+(?:fit|match|candidate)\b"
+    # "rate it Medium", "rated this as a Low"
+    r"|\b(?:rate|rated|rating|label|labelled|labeled|classify|classified)\s+(?:it|this|them|you)?\s*"
+    r"(?:as\s+)?(?:an?\s+)?(?P<b>high|medium|low)\b"
+    # "fit: High", "fit label is Low", "fit = Medium"
+    r"|\bfit(?:\s+label)?\s*(?:is|:|=|-)\s*(?:an?\s+)?(?P<c>high|medium|low)\b"
+    # a bare capitalised label word ("High, Medium, Low", "so I rate it High")
+    r"|(?-i:\b(?P<d>High|Medium|Low)\b)",
+    re.IGNORECASE,
+)
+_NEGATED = re.compile(r"\b(?:not|isn't|is\s+not|no|never|hardly|rather\s+than)\s+(?:an?\s+|the\s+|really\s+)?$",
+                      re.IGNORECASE)
+
+
+def stated_labels(text: str | None) -> list[str]:
+    """Fit labels the text states, in order of first statement, negated ones left out.
+
+    >>> stated_labels("This is a High fit: they list every required skill.")
+    ['High']
+    >>> stated_labels("High, Medium, Low")
+    ['High', 'Medium', 'Low']
+    >>> stated_labels("Not a High fit; a partial match, so Medium.")
+    ['Medium']
+    """
+    if not text:
+        return []
+    found: dict[str, None] = {}
+    for m in _STATEMENT.finditer(text):
+        if _NEGATED.search(text[max(0, m.start() - 24): m.start()]):
+            continue
+        word = next(g for g in m.group("a", "b", "c", "d") if g)
+        found.setdefault(_LABEL_WORDS[word.lower()], None)
+    return list(found)
+
+
+def stated_label(text: str | None) -> str | None:
+    """The one label the text states, or None when it states none or several."""
+    labels = stated_labels(text)
+    return labels[0] if len(labels) == 1 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Skills
+
+
+def normalise_skill(skill: str) -> str:
+    """Case- and space-insensitive form of a skill name."""
+    return " ".join(skill.lower().split())
+
+
+class SkillMatcher:
+    """Finds vocabulary skills in text, longest names first, on word boundaries.
+
+    One-word skills match in their own case ("Excel" the skill, not "excel" the verb; "Go" the
+    language, not "go"), or in capitals ("PYTHON"); several-word skills match in any case.
+    ``+``, ``#`` and ``.`` count as word characters at the edges, so "C" does not match inside
+    "C++" or "C#".
+    """
+
+    def __init__(self, vocabulary: Iterable[str]):
+        names = sorted({s.strip() for s in vocabulary if s and s.strip()}, key=len, reverse=True)
+        self.canonical = {normalise_skill(s): s for s in names}
+        single = [s for s in names if len(s.split()) == 1]
+        multi = [s for s in names if len(s.split()) > 1]
+        edge_l, edge_r = r"(?<![\w+#.])", r"(?![\w+#]|\.\w)"
+
+        def alternation(items: list[str]) -> str:
+            return "|".join(r"\s+".join(re.escape(part) for part in s.split()) for s in items)
+
+        single += [s.upper() for s in single if len(s) > 2 and s.upper() != s]
+        self._multi = re.compile(rf"{edge_l}(?:{alternation(multi)}){edge_r}", re.IGNORECASE) if multi else None
+        self._single = re.compile(rf"{edge_l}(?:{alternation(single)}){edge_r}") if single else None
+
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        """``(start, end, normalised skill)`` of every mention, in text order."""
+        found: list[tuple[int, int, str]] = []
+        for pattern in (self._multi, self._single):
+            if pattern is None:
+                continue
+            for m in pattern.finditer(text):
+                if any(a < m.end() and m.start() < b for a, b, _ in found):
+                    continue  # inside a longer skill already found ("Go" in "Google Ads")
+                found.append((m.start(), m.end(), normalise_skill(m.group(0))))
+        return sorted(found)
+
+    def find(self, text: str) -> list[str]:
+        """Vocabulary skills mentioned in ``text``, normalised, in order of first mention."""
+        seen: dict[str, None] = {}
+        for _, _, name in self.spans(text):
+            seen.setdefault(name, None)
+        return list(seen)
+
+
+@lru_cache(maxsize=1)
+def taxonomy_skill_matcher() -> SkillMatcher:
+    """A matcher over every skill the taxonomy knows, synonyms included (built once)."""
+    forms = list(ALL_SKILLS) + [f for canon, fs in SKILL_SYNONYMS.items() for f in (canon, *fs)]
+    return SkillMatcher(forms)
+
+
+def _canon(skills: Iterable[str | None] | None) -> set[str]:
+    return {c for c in (canonical_skill(s) for s in (skills or ())) if c}
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts: years, levels, places
+
+_YEARS = re.compile(r"(?<![\w.])(\d{1,2}(?:\.\d+)?)\s*\+?\s*(?:-\s*)?(?:years?|yrs?)\b", re.IGNORECASE)
+_LEVELS = "|".join(SENIORITY_LEVELS)
+_LEVEL_STATEMENT = re.compile(
+    rf"\b(?P<a>{_LEVELS})[\s-]+level\b"
+    rf"|\b(?:an?|their|the|your)\s+(?P<b>{_LEVELS})\s+(?:profile|role|position|opening|candidate|background)\b"
+    rf"|\blevel\s+(?:is|of)\s+(?P<c>{_LEVELS})\b",
+    re.IGNORECASE,
+)
+_CITY_BASE = {c.name.split(",")[0]: c for c in CITIES}
+_CITY_MENTION = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in sorted(_CITY_BASE, key=len, reverse=True)) + r")\b")
+
+
+def _allowed_years(member: Mapping[str, Any], job: Mapping[str, Any]) -> list[float]:
+    allowed: list[float] = []
+    years = member.get("years_experience")
+    if years is not None:
+        allowed.append(float(years))
+    level = (job.get("seniority") or "").strip().lower()
+    if level in MIN_YEARS:
+        allowed.append(float(MIN_YEARS[level]))
+    for role in member.get("experience") or ():
+        start, end = (role or {}).get("start_year"), (role or {}).get("end_year")
+        if start is not None and end is not None:
+            allowed.append(float(end - start))
+    allowed += [float(y) for y in _YEARS.findall(job.get("description") or "")]
+    return allowed
+
+
+def _blank_names(text: str, names: Iterable[str | None]) -> str:
+    """``text`` with every occurrence of each name replaced by spaces (offsets kept)."""
+    for name in sorted({n.strip() for n in names if n and n.strip()}, key=len, reverse=True):
+        text = re.sub(re.escape(name), lambda m: " " * len(m.group(0)), text, flags=re.IGNORECASE)
+    return text
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:['’.+#-][a-z0-9]+)*", text.lower())
+
+
+def _member_free_text(member: Mapping[str, Any]) -> list[str]:
+    parts = [member.get("headline"), member.get("summary")]
+    parts += [(role or {}).get("description") for role in member.get("experience") or ()]
+    return [p for p in parts if p]
+
+
+def _copied(text_words: Sequence[str], member: Mapping[str, Any], span: int) -> bool:
+    if len(text_words) < span:
+        return False
+    shingles = {tuple(text_words[i:i + span]) for i in range(len(text_words) - span + 1)}
+    for part in _member_free_text(member):
+        w = _words(part)
+        if any(tuple(w[i:i + span]) in shingles for i in range(len(w) - span + 1)):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Form
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+_URL = re.compile(r"\bhttps?://|\bwww\.|\b[\w-]+\.(?:com|org|net|io|co|dev|ai)(?:/|\b)", re.IGNORECASE)
+_PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{6,}\d(?!\w)")
+_TOKEN = re.compile(r"\w+(?:['’.+#/-]\w+)*|[^\w\s]")
+
+
+def _looping(tokens: Sequence[str]) -> bool:
+    """A token or n-gram (n <= 4) repeated three or more times in a row."""
+    for n in (1, 2, 3, 4):
+        for i in range(len(tokens) - 3 * n + 1):
+            gram = tokens[i:i + n]
+            if tokens[i + n:i + 2 * n] == gram and tokens[i + 2 * n:i + 3 * n] == gram:
+                return True
+    return False
+
+
+def _phone_like(text: str) -> bool:
+    for m in _PHONE.finditer(text):
+        digits = re.sub(r"\D", "", m.group(0))
+        if len(digits) >= 7 and not re.fullmatch(r"\d{1,2}(?:\.\d+)?", m.group(0).strip()):
+            return True
+    return False
+
+
+def check_explanation(text: str | None, label: str | None, member: Mapping[str, Any] | None,
+                      job: Mapping[str, Any] | None, rules: ExplanationRules = DEFAULT_RULES) -> ExplanationCheck:
+    """Check one explanation of a pair labelled ``label`` (see the module doc for the reasons).
+
+    ``member`` / ``job`` may be None (content unknown): the grounding checks that need them are
+    then skipped; everything about form and label still applies.
+    """
+    if text is None or not text.strip():
+        return ExplanationCheck(("empty",))
+    text = " ".join(text.split())
+    reasons: list[str] = []
+    words = _words(text)
+    if len(words) < rules.min_words:
+        reasons.append("too_short")
+    if len(words) > rules.max_words or len(text) > rules.max_chars:
+        reasons.append("too_long")
+    tokens = [t.lower() for t in _TOKEN.findall(text)]
+    word_tokens = [t for t in tokens if re.match(r"\w", t)]
+    alpha = sum(1 for t in word_tokens if re.fullmatch(r"[^\W\d_]+(?:['’-][^\W\d_]+)*", t))
+    fragments = [f for f in re.split(r"[,;:.!?]+", text) if f.strip()]
+    mean_fragment = len(words) / max(len(fragments), 1)
+    if not word_tokens or alpha / len(word_tokens) < rules.min_alpha_share or mean_fragment < rules.min_fragment_words:
+        reasons.append("not_prose")
+    if not re.search(r"[.!?][\"')\]]*$", text):
+        reasons.append("truncated")
+    labels = stated_labels(text)
+    if not labels:
+        reasons.append("no_label")
+    elif len(labels) > 1:
+        reasons.append("multiple_labels")
+    elif label is not None and labels[0] != label:
+        reasons.append("wrong_label")
+    bigrams = list(zip(word_tokens, word_tokens[1:], strict=False))
+    if _looping(word_tokens) or (len(bigrams) >= 10 and len(set(bigrams)) / len(bigrams) < rules.min_distinct_bigrams):
+        reasons.append("repetition")
+    if member is not None and job is not None:
+        # Names of the job, the company and the member's roles are not claims ("Logistics" in
+        # "Senior Logistics Coordinator"): they are blanked before skills and places are read.
+        facts = _blank_names(text, [job.get("title"), job.get("company"), member.get("current_title")]
+                             + [(r or {}).get("title") for r in member.get("experience") or ()])
+        allowed = _canon(job.get("required_skills")) | _canon(member.get("skills"))
+        skill_spans = taxonomy_skill_matcher().spans(facts)
+        if _canon(name for _, _, name in skill_spans) - allowed:
+            reasons.append("ungrounded_skill")
+        for a, b, _ in skill_spans:  # "Reading" in "Blueprint Reading" is no city
+            facts = facts[:a] + " " * (b - a) + facts[b:]
+        allowed_years = _allowed_years(member, job)
+        for y in _YEARS.findall(text):
+            if not any(abs(float(y) - a) <= rules.years_tolerance for a in allowed_years):
+                reasons.append("wrong_years")
+                break
+        levels = {(member.get("seniority") or "").strip().lower(), (job.get("seniority") or "").strip().lower()}
+        for m in _LEVEL_STATEMENT.finditer(text):
+            if next(g for g in m.group("a", "b", "c") if g).lower() not in levels:
+                reasons.append("wrong_seniority")
+                break
+        places = " ".join(filter(None, (member.get("location"), job.get("location"))))
+        own = {c.name.split(",")[0] for c in (city_of(member.get("location")), city_of(job.get("location"))) if c}
+        for m in _CITY_MENTION.finditer(facts):
+            if m.group(0) not in own and m.group(0) not in places:
+                reasons.append("wrong_location")
+                break
+        if _copied(words, member, rules.copy_span_words):
+            reasons.append("copied_text")
+    if _EMAIL.search(text) or _URL.search(text) or _phone_like(text):
+        reasons.append("contact_info")
+    return ExplanationCheck(tuple(r for r in REASONS if r in reasons))
+
+
+def check_dimension_scores(label: str, scores: Mapping[str, float] | None) -> str | None:
+    """``scores_contradict_label`` when a teacher's dimension scores contradict its label: every
+    score zero with a label other than Low, or the label the policy gives those scores
+    (:func:`lantern_batch.policy.label_for`) two classes away (High vs Low); else None."""
+    if not scores:
+        return None
+    from lantern_batch.policy import MAX_SCORE, WEIGHTS, label_for
+
+    values = {d: float(scores.get(d) or 0.0) for d in DIMENSIONS}
+    if all(v == 0 for v in values.values()) and label != "Low":
+        return SCORE_REASON
+    total = sum(WEIGHTS[d] * values[d] / MAX_SCORE for d in DIMENSIONS)
+    implied = label_for(values, total)
+    if abs(FIT_LABELS.index(implied) - FIT_LABELS.index(label)) >= 2:
+        return SCORE_REASON
+    return None
+
+
+def summarise(checks: Iterable[ExplanationCheck]) -> dict[str, Any]:
+    """Counts over many checks: ``checked``, ``valid``, ``valid_rate`` and ``by_reason``."""
+    checked = valid = 0
+    by_reason = {r: 0 for r in REASONS}
+    for c in checks:
+        checked += 1
+        valid += int(c.ok)
+        for r in c.reasons:
+            by_reason[r] += 1
+    return {"checked": checked, "valid": valid, "valid_rate": valid / checked if checked else None,
+            "by_reason": {r: n for r, n in by_reason.items() if n}}

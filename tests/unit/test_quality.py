@@ -1,0 +1,142 @@
+"""The explanation validator: the degenerate outputs seen in a demo run are rejected with the
+right reasons; the seed set's explanations (the policy's reviewer-style text) all pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from lantern_batch.io import read_table
+from lantern_batch.quality import (
+    REASONS,
+    check_dimension_scores,
+    check_explanation,
+    stated_label,
+    stated_labels,
+    summarise,
+)
+
+MEMBER = {
+    "member_id": "m1", "headline": "Backend engineer who loves distributed systems and clean code",
+    "summary": "I have spent six years building payment APIs in Python and Go for fintech startups.",
+    "current_title": "Software Engineer", "seniority": "mid", "years_experience": 6.0,
+    "skills": ["Python", "Go", "SQL", "Docker"],
+    "experience": [{"title": "Software Engineer", "company": "Lumen Apps", "start_year": 2019,
+                    "end_year": None, "description": "Built the ledger service."},
+                   {"title": "Junior Developer", "company": "Quillstack", "start_year": 2016,
+                    "end_year": 2019, "description": None}],
+    "education": [], "location": "Seattle, WA",
+}
+JOB = {
+    "job_id": "j1", "title": "Senior Software Engineer", "company": "Northwind Labs",
+    "description": "We need 5+ years of backend work.", "seniority": "senior",
+    "required_skills": ["Python", "Kubernetes", "SQL"], "location": "Bellevue, WA", "workplace_type": "hybrid",
+}
+GOOD = ("Medium fit: they bring Python and SQL but do not list Kubernetes. At mid level they are one "
+        "level below the senior level asked for. Bellevue is within commuting distance of Seattle.")
+
+# What a demo run published or trained on (issue 11), verbatim.
+DEGENERATE = [
+    ("High, Low", {"too_short", "not_prose", "multiple_labels"}),
+    ("High, Medium, Low", {"too_short", "not_prose", "multiple_labels"}),
+    ("Medium", {"too_short", "not_prose"}),
+    ("Medium, Low", {"too_short", "multiple_labels"}),
+    ("This is a high fit " + "fit " * 40, {"repetition", "truncated"}),
+    ("Medium, 2.5 years, 3.5 years, 2.5 years, 3.5 years, 2.5 years, 3.5 years, 2.5 years, 3.5 years",
+     {"not_prose", "repetition"}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), DEGENERATE)
+def test_degenerate_outputs_are_invalid(text, expected):
+    check = check_explanation(text, "High", MEMBER, JOB)
+    assert not check.ok
+    assert expected <= set(check.reasons), check.reasons
+    assert check.reason == "+".join(check.reasons)
+
+
+def test_a_grounded_explanation_is_valid():
+    check = check_explanation(GOOD, "Medium", MEMBER, JOB)
+    assert check.ok, check.reasons
+    assert check.reason is None
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("", "empty"),
+    ("   ", "empty"),
+    (GOOD.replace("Medium fit", "High fit"), "wrong_label"),
+    (GOOD.replace("Medium fit:", "The profile:"), "no_label"),
+    (GOOD + " Overall a Low fit.", "multiple_labels"),
+    (GOOD.replace("do not list Kubernetes", "do not list Kubernetes or Terraform"), "ungrounded_skill"),
+    (GOOD.replace("they bring Python", "they bring Java"), "ungrounded_skill"),
+    (GOOD + " They have 12 years of experience.", "wrong_years"),
+    (GOOD.replace("mid level they", "lead level they"), "wrong_seniority"),
+    (GOOD.replace("Bellevue is within commuting distance of Seattle", "They live in Denver"), "wrong_location"),
+    (GOOD + " I have spent six years building payment APIs in Python and Go.", "copied_text"),
+    (GOOD + " Write to jo@example.com today.", "contact_info"),
+    (GOOD + " Call +1 (206) 555-0142 today.", "contact_info"),
+    (GOOD + " See https://example.org/jo for more.", "contact_info"),
+    (GOOD[:-1] + " and they", "truncated"),
+    (" ".join([GOOD] * 6), "too_long"),
+])
+def test_each_reason(text, reason):
+    check = check_explanation(text, "Medium", MEMBER, JOB)
+    assert reason in check.reasons, check.reasons
+
+
+def test_facts_that_match_the_profiles_are_not_flagged():
+    ok = [
+        GOOD + " They have 6 years of experience against the 5 years the posting asks for.",
+        GOOD + " They spent 3 years as a Junior Developer.",  # a role's duration on the profile
+        GOOD + " Their K8s experience is not listed.",  # a synonym of a required skill
+        GOOD.replace("Medium fit:", "Not a High fit; a partial match:"),  # negated label statements
+    ]
+    for text in ok:
+        assert check_explanation(text, "Medium", MEMBER, JOB).ok, (text, check_explanation(text, "Medium", MEMBER, JOB))
+
+
+def test_without_content_only_form_and_label_are_checked():
+    text = GOOD.replace("Python", "Java")
+    assert check_explanation(text, "Medium", None, None).ok
+    assert check_explanation(text, "Medium", MEMBER, JOB).reasons == ("ungrounded_skill",)
+
+
+def test_label_statements():
+    assert stated_labels("I would rate this a Low fit for the role.") == ["Low"]
+    assert stated_labels("Strong candidate for the position, so a High fit.") == ["High"]
+    assert stated_labels("A partial match, so I rate it Medium fit.") == ["Medium"]
+    assert stated_labels("This is not a High fit. It is a weak match.") == ["Low"]
+    assert stated_label("High, Medium, Low") is None
+    assert stated_label("The skills are in high demand.") is None  # lowercase adjective: no label
+
+
+def test_seed_explanations_all_pass(tiny_world):
+    members = {r["member_id"]: r for r in read_table(str(tiny_world / "members")).to_pylist()}
+    jobs = {r["job_id"]: r for r in read_table(str(tiny_world / "jobs")).to_pylist()}
+    seed = read_table(str(tiny_world / "seed")).to_pylist()
+    checks = [check_explanation(r["explanation"], r["fit_label"], members[r["member_id"]], jobs[r["job_id"]])
+              for r in seed]
+    bad = [(c.reasons, r["explanation"]) for c, r in zip(checks, seed, strict=True) if not c.ok]
+    assert not bad, bad[:5]
+    # A seed explanation under another pair's label or profiles is caught.
+    wrong = [check_explanation(r["explanation"], {"High": "Low", "Medium": "High", "Low": "Medium"}[r["fit_label"]],
+                               members[r["member_id"]], jobs[r["job_id"]]) for r in seed]
+    assert all("wrong_label" in c.reasons for c in wrong)
+
+
+def test_dimension_scores_that_contradict_the_label():
+    zeros = dict.fromkeys(("skills", "seniority", "experience", "domain", "location", "education"), 0.0)
+    fours = dict.fromkeys(zeros, 4.0)
+    assert check_dimension_scores("High", zeros) == "scores_contradict_label"
+    assert check_dimension_scores("Medium", zeros) == "scores_contradict_label"
+    assert check_dimension_scores("Low", zeros) is None
+    assert check_dimension_scores("Low", fours) == "scores_contradict_label"
+    assert check_dimension_scores("Medium", fours) is None  # one class away: the teacher's call
+    assert check_dimension_scores("High", fours) is None
+
+
+def test_summarise_counts_by_reason():
+    checks = [check_explanation(t, "High", None, None) for t, _ in DEGENERATE] + [check_explanation(GOOD, "Medium", None, None)]
+    s = summarise(checks)
+    assert s["checked"] == len(DEGENERATE) + 1 and s["valid"] == 1
+    assert s["by_reason"]["multiple_labels"] == 3
+    assert set(s["by_reason"]) <= set(REASONS)
