@@ -136,6 +136,12 @@ def wire(cfg: DemoConfig) -> DemoConfig:
     cfg.classifier.data.seed = io.join(data, "seed")
     cfg.classifier.data.teacher_labels = labels
     cfg.explainer.data.teacher_labels = labels
+    # The fused table has no text: the explainer reads the LLM teacher's own labels (only the
+    # explanations synthesis validated) and D_seed's explanations.
+    llm_teachers = [t.name for t in cfg.synthesize.teachers if t.kind != "engagement"]
+    if len(cfg.synthesize.teachers) > 1 and llm_teachers:
+        cfg.explainer.data.teacher = llm_teachers[0]
+    cfg.explainer.data.seed = io.join(data, "seed")
     cfg.explainer.student.source = teacher_ref
 
     cfg.synthesize.out = labels
@@ -173,6 +179,24 @@ def _validate(cfg: DemoConfig) -> dict[str, dict[str, int]]:
     return counts
 
 
+def _explainer_inputs(cfg: Any) -> Any:
+    """The explainer's config as wired, or, when the teacher kept no valid explanation (every
+    output failed the validator), the same on D_seed alone, said in one line."""
+    from lantern_batch.distill.data import resolve_teacher_labels
+    from lantern_batch.errors import InputError
+
+    if cfg.data.teacher_labels is None or cfg.data.seed is None:
+        return cfg
+    try:
+        resolve_teacher_labels(cfg.data.teacher_labels, cfg.data.teacher)
+    except InputError:
+        print(f"demo: teacher '{cfg.data.teacher or 'T2'}' kept no valid explanation; "
+              "the explainer learns from D_seed's explanations only")
+        cfg = cfg.model_copy(deep=True)
+        cfg.data.teacher_labels = None
+    return cfg
+
+
 def run(cfg: DemoConfig) -> int:
     """Run the configured stages in order; print where to look at the end."""
     from lantern_batch.world import run_generate
@@ -194,7 +218,7 @@ def run(cfg: DemoConfig) -> int:
         "teacher-sft": lambda: run_teacher_sft(cfg.teacher_sft),
         "synthesize": lambda: run_synthesize(cfg.synthesize),
         "classifier": lambda: run_classifier(cfg.classifier),
-        "explainer": lambda: run_explainer(cfg.explainer),
+        "explainer": lambda: run_explainer(_explainer_inputs(cfg.explainer)),
         "precompute": lambda: run_precompute(cfg.precompute),
         "evaluate": lambda: run_evaluate(cfg.evaluate),
     }

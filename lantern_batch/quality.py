@@ -67,6 +67,10 @@ REASONS: tuple[str, ...] = (
 
 SCORE_REASON = "scores_contradict_label"
 
+QUALITY_VERSION = "q1"
+"""Version of these rules: part of precompute's reuse fingerprint, so a rule change re-checks
+(regenerates) published explanations instead of carrying them over."""
+
 
 @dataclass(frozen=True)
 class ExplanationRules:

@@ -120,6 +120,13 @@ class ExplainerStageConfig(ConfigModel):
         default_factory=lambda: {"max_tokens": 96, "temperature": 0.0}
     )
     """Passed to ``vllm.SamplingParams`` as is (greedy by default, so reruns agree)."""
+    regenerate_invalid: bool = True
+    """An explanation the validator rejects (:mod:`lantern_batch.quality`) is generated once
+    more with ``retry_sampling_params``; still invalid, it is left null and counted by reason in
+    the manifest (``explanations_invalid``). Invalid text is never published either way."""
+    retry_sampling_params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.7, "seed": 17})
+    """Overrides of ``sampling_params`` for that one regeneration (greedy decoding would repeat
+    the same text)."""
 
 
 class JoinConfig(ConfigModel):
@@ -157,6 +164,13 @@ class QualityGateConfig(ConfigModel):
     """Fewer usable canary pairs than this fails the gate (too few to judge)."""
     max_pairs: int = Field(2000, gt=0)
     """At most this many canary pairs are scored (the first by pair order)."""
+    explanation_pairs: int = Field(32, ge=0)
+    """Canary pairs the explainer explains, given the canary's label (the first usable ones;
+    0 skips the explanation checks). Ignored when the explainer is off."""
+    min_explanation_valid_rate: float = Field(0.9, ge=0.0, le=1.0)
+    """Least share of those explanations that pass the validator (:mod:`lantern_batch.quality`)."""
+    min_explanation_consistency: float = Field(0.95, ge=0.0, le=1.0)
+    """Least share of those explanations that state exactly one fit label, the one given."""
 
 
 class LockConfig(ConfigModel):

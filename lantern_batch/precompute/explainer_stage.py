@@ -9,6 +9,13 @@ is empty — keeps
 (``explanations_failed``), never turned into an error row. A pair's other columns are never
 touched, so no model output can change the row's schema or its label.
 
+Every generated explanation is checked before it can be published
+(:func:`lantern_batch.quality.check_explanation`, against the pair's label and the member and
+job facts the join put in ``__facts``). An invalid one is generated once more with
+``retry_sampling_params`` (when ``regenerate_invalid``); still invalid, it is left null and its
+reasons go to ``__explain_invalid`` (counted by reason in the manifest's
+``explanations_invalid``). A published explanation is therefore always a valid one.
+
 One actor owns one ``vllm.LLM`` (engine settings and sampling parameters come from the config
 as is); prompts are tokenised once with the chat template and generated from token ids. This is
 a small sibling of :class:`lantern_batch.teacher.vllm_stage.VLLMTeacher` (which adds structured
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,16 +53,46 @@ class ExplainerSettings:
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     sampling_params: dict[str, Any] = field(default_factory=dict)
     max_explanation_chars: int = 600
+    regenerate_invalid: bool = True
+    retry_sampling_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.7, "seed": 17})
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 
 
 def clean_explanation(text: str | None, max_chars: int) -> str | None:
-    """Whitespace-normalised explanation cut to ``max_chars``; None when nothing is left."""
+    """Whitespace-normalised explanation cut to ``max_chars``; a text cut off mid-sentence (by
+    ``max_tokens`` or the cut) keeps its complete sentences only. None when nothing is left."""
     if text is None:
         return None
-    text = " ".join(text.split())
+    text = " ".join(text.split())[:max_chars]
     if not text:
         return None
-    return text[:max_chars]
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if ends and ends[-1] < len(text):
+        text = text[:ends[-1]]
+    return text
+
+
+def explanation_facts(member: dict | None, job: dict | None) -> str | None:
+    """The member and job fields the validator grounds an explanation in, as JSON (``__facts``)."""
+    if member is None or job is None:
+        return None
+    m = {k: member.get(k) for k in ("member_id", "headline", "summary", "current_title", "seniority",
+                                    "years_experience", "skills", "location")}
+    m["experience"] = [{k: (r or {}).get(k) for k in ("title", "start_year", "end_year", "description")}
+                       for r in member.get("experience") or ()]
+    j = {k: job.get(k) for k in ("job_id", "title", "company", "description", "seniority", "required_skills",
+                                 "location", "workplace_type")}
+    return json.dumps({"member": m, "job": j}, ensure_ascii=False)
+
+
+def check_generated(text: str | None, label: str | None, facts: str | None) -> str | None:
+    """The validator's reasons for one generated explanation (``+``-joined), None when valid."""
+    from lantern_batch.quality import check_explanation
+
+    f = json.loads(facts) if facts else {}
+    return check_explanation(text, label, f.get("member"), f.get("job")).reason
 
 
 def chat_prompt_ids(tokenizer: Any, messages: list[dict]) -> list[int]:
@@ -108,7 +146,7 @@ class PromptBuilder:
 
 def drop_prompt_ids(rows: pa.Table) -> pa.Table:
     """Rows that will not reach vLLM, back in the work layout."""
-    return rows.drop_columns(["__prompt_ids"])
+    return rows.drop_columns(["__prompt_ids", "__facts"])
 
 
 class ExplainerActor:
@@ -122,17 +160,19 @@ class ExplainerActor:
         self.meter = meter
         self.llm = LLM(model=settings.model_dir, **settings.engine_kwargs)
         self.params = SamplingParams(**settings.sampling_params)
+        self.retry_params = SamplingParams(**{**settings.sampling_params, **settings.retry_sampling_params})
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.max_tokens = int(self.params.max_tokens or 16)
 
-    def _generate(self, prompts: list[list[int]]) -> list[tuple[str | None, int]]:
+    def _generate(self, prompts: list[list[int]], params: Any = None) -> list[tuple[str | None, int]]:
         """(text, output tokens) per prompt; a failing batch is retried prompt by prompt.
 
         A dead engine is not a per-prompt failure: the actor exits so that Ray restarts it and
         Ray Data retries the batch (``max_restarts`` / ``max_task_retries``).
         """
         try:
-            outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], self.params, use_tqdm=False)
+            outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params or self.params,
+                                     use_tqdm=False)
             return [(o.outputs[0].text if o.outputs else None,
                      len(o.outputs[0].token_ids) if o.outputs else 0) for o in outs]
         except Exception as exc:  # noqa: BLE001 - one bad prompt must not fail the batch
@@ -142,7 +182,7 @@ class ExplainerActor:
             if len(prompts) == 1:
                 log.warning("explain.prompt_failed error=%s", type(exc).__name__)
                 return [(None, 0)]
-            return [r for p in prompts for r in self._generate([p])]
+            return [r for p in prompts for r in self._generate([p], params)]
 
     def __call__(self, rows: pa.Table) -> pa.Table:
         start = time.perf_counter()
@@ -154,14 +194,106 @@ class ExplainerActor:
             if ids is not None and len(ids) + self.max_tokens <= self.max_model_len:
                 todo.append(i)
                 prompts.append(ids)
+        labels = rows.column("fit_label").to_pylist()
+        facts = rows.column("__facts").to_pylist()
+        invalid: list[str | None] = [None] * len(raw)
         tokens = 0
-        if prompts:
-            for i, (text, n_tok) in zip(todo, self._generate(prompts), strict=True):
-                texts[i] = clean_explanation(text, self.settings.max_explanation_chars)
+        for attempt in range(2 if self.settings.regenerate_invalid else 1):
+            if not prompts:
+                break
+            params = self.params if attempt == 0 else self.retry_params
+            again, again_prompts = [], []
+            for i, (text, n_tok) in zip(todo, self._generate(prompts, params), strict=True):
                 tokens += n_tok
+                text = clean_explanation(text, self.settings.max_explanation_chars)
+                reason = check_generated(text, labels[i], facts[i]) if text is not None else None
+                texts[i], invalid[i] = (None, reason) if reason else (text, None)
+                if reason:
+                    again.append(i)
+                    again_prompts.append(raw[i])
+            todo, prompts = again, again_prompts
         out = drop_prompt_ids(rows)
         out = _set(out, "explanation", pa.array(texts, pa.string()))
-        out = _set(out, "__explain_failed", pa.array([t is None for t in texts], pa.bool_()))
+        out = _set(out, "__explain_failed", pa.array([t is None and r is None for t, r in zip(texts, invalid, strict=True)],
+                                                     pa.bool_()))
+        out = _set(out, "__explain_invalid", pa.array(invalid, pa.string()))
         if self.meter is not None:
             self.meter.add.remote("explain", rows.num_rows, time.perf_counter() - start, tokens)
         return out
+
+
+def shutdown_engine(llm: Any) -> None:
+    """Stop a ``vllm.LLM``'s engine process now (instead of at interpreter exit)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+
+
+def canary_explanations(gate: dict[str, Any], settings: ExplainerSettings, limits: Any) -> dict[str, Any]:
+    """The explainer half of the quality gate: explain the first ``gate['pairs']`` usable canary
+    pairs, each given the canary's own label, through the same :class:`PromptBuilder` and
+    :class:`ExplainerActor` as the run, and judge what comes out.
+
+    ``valid_rate`` = explanations that pass the validator / pairs asked (a prompt that does not
+    fit or an empty output counts as not valid); ``consistency`` = explanations that state
+    exactly one label, the given one / explanations generated. Runs in one Ray task.
+
+    Args:
+        gate: the canary paths (``canary``, ``members``, ``jobs``, ``max_pairs``), ``pairs``,
+            ``min_valid_rate``, ``min_consistency``, ``member_tokens``, ``job_tokens``.
+        settings: the run's explainer.
+        limits: :class:`lantern_batch.schema.RowLimits` for validating the canary's members/jobs.
+    """
+    from collections import Counter
+
+    from lantern_batch import prompts
+    from lantern_batch.precompute.manifest import canary_pairs
+
+    usable, _ = canary_pairs(gate, limits)
+    usable = usable[: gate["pairs"]]
+    n = len(usable)
+    report: dict[str, Any] = {"pairs": n, "min_valid_rate": gate["min_valid_rate"],
+                              "min_consistency": gate["min_consistency"]}
+    if n == 0:
+        return {**report, "status": "failed", "reason": "no usable canary pairs to explain"}
+    messages = [json.dumps(prompts.explainer_messages(m, j, q, lab, member_tokens=gate["member_tokens"],
+                                                      job_tokens=gate["job_tokens"]), ensure_ascii=False)
+                for m, j, q, lab in usable]
+    rows = pa.table({
+        "fit_label": pa.array([lab for *_, lab in usable], pa.string()),
+        "explanation": pa.nulls(n, pa.string()),
+        "__explain": pa.array([True] * n), "__explain_failed": pa.array([False] * n),
+        "__explain_invalid": pa.nulls(n, pa.string()),
+        "__messages": pa.array(messages, pa.string()),
+        "__facts": pa.array([explanation_facts(m, j) for m, j, _, _ in usable], pa.string()),
+    })
+    prepared = PromptBuilder(settings)(rows)
+    actor = ExplainerActor(settings)
+    try:
+        out = actor(prepared)
+    finally:
+        shutdown_engine(actor.llm)
+    texts = out.column("explanation").to_pylist()
+    invalid = out.column("__explain_invalid").to_pylist()
+    reasons: Counter[str] = Counter(r for inv in invalid if inv for r in inv.split("+"))
+    generated = sum(t is not None or r is not None for t, r in zip(texts, invalid, strict=True))
+    label_reasons = {"no_label", "multiple_labels", "wrong_label"}
+    consistent = sum(t is not None or (r is not None and not label_reasons & set(r.split("+")))
+                     for t, r in zip(texts, invalid, strict=True))
+    valid = sum(t is not None for t in texts)
+    valid_rate = valid / n
+    consistency = consistent / generated if generated else 0.0
+    report.update(valid=valid, generated=generated, valid_rate=round(valid_rate, 4),
+                  consistency=round(consistency, 4), invalid_by_reason=dict(reasons.most_common()),
+                  examples=[t for t in texts if t][:3])
+    failed = []
+    if valid_rate < gate["min_valid_rate"]:
+        failed.append(f"{valid_rate:.1%} of {n} canary explanations are valid, below the threshold "
+                      f"{gate['min_valid_rate']:.1%}")
+    if consistency < gate["min_consistency"]:
+        failed.append(f"{consistency:.1%} of {generated} canary explanations state the given label, below "
+                      f"the threshold {gate['min_consistency']:.1%}")
+    report["status"] = "failed" if failed else "passed"
+    if failed:
+        report["reason"] = "; ".join(failed)
+    return report

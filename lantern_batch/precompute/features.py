@@ -310,9 +310,11 @@ def stage_inputs(rows: pa.Table, mode: str, options: dict) -> pa.Table:
     ``classifier``: ``__text`` = :func:`lantern_batch.prompts.classifier_text`; a row whose
     member or job content is missing becomes an error row (stage ``join``).
     ``explainer``: ``__messages`` = JSON of :func:`lantern_batch.prompts.explainer_messages`
-    with the row's ``fit_label``; null when content is missing (the explainer then fails the row).
+    with the row's ``fit_label``; null when content is missing (the explainer then fails the row);
+    ``__facts`` = what the explanation validator checks the text against.
     """
     from lantern_batch import prompts
+    from lantern_batch.precompute.explainer_stage import explanation_facts
 
     members = rows.column("member").to_pylist()
     jobs = rows.column("job").to_pylist()
@@ -338,7 +340,9 @@ def stage_inputs(rows: pa.Table, mode: str, options: dict) -> pa.Table:
                 ensure_ascii=False)
             for m, j, q, lab, miss in zip(members, jobs, queries, labels, missing, strict=True)
         ]
-        return out.append_column("__messages", pa.array(blobs, pa.string()))
+        out = out.append_column("__messages", pa.array(blobs, pa.string()))
+        facts = [explanation_facts(m, j) for m, j in zip(members, jobs, strict=True)]
+        return out.append_column("__facts", pa.array(facts, pa.string()))
     raise ValueError(f"unknown stage input mode {mode!r}")
 
 

@@ -196,6 +196,8 @@ def _resolve_models(cfg: PrecomputeConfig) -> dict[str, Any]:
             engine_kwargs=dict(cfg.explainer.engine_kwargs),
             sampling_params=dict(cfg.explainer.sampling_params),
             max_explanation_chars=cfg.explainer.max_explanation_chars,
+            regenerate_invalid=cfg.explainer.regenerate_invalid,
+            retry_sampling_params=dict(cfg.explainer.retry_sampling_params),
         )
     return {"classifier": classifier, "explainer": explainer}
 
@@ -204,6 +206,7 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
     from lantern_batch import prompts
     from lantern_batch.precompute.fingerprints import run_fingerprint
     from lantern_batch.precompute.route import Policy
+    from lantern_batch.quality import QUALITY_VERSION
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -234,6 +237,7 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
         "explainer_prompt_budget": [cfg.explainer.member_tokens, cfg.explainer.job_tokens] if explainer else None,
         "sampling_params": cfg.explainer.sampling_params if explainer else None,
         "max_explanation_chars": cfg.explainer.max_explanation_chars if explainer else None,
+        "explanation_validator": QUALITY_VERSION if explainer else None,
     }
     versions = {"classifier": classifier.version, "explainer": explainer.version if explainer else None}
     run_fp = run_fingerprint(versions, fp_settings)
@@ -329,12 +333,23 @@ def _pipeline(cfg, run_id, ds, files, rows_in, prev_files, scores_dir, errors_di
         gate = {"canary": qg.canary, "members": qg.members or cfg.inputs.members,
                 "jobs": qg.jobs or cfg.inputs.jobs, "min_agreement": qg.min_agreement,
                 "min_pairs": qg.min_pairs, "max_pairs": qg.max_pairs}
-        gate_ref = ray.remote(mf.canary_agreement).options(
-            num_cpus=cfg.classifier.num_cpus, num_gpus=cfg.classifier.num_gpus).remote(gate, classifier, limits)
+        refs = [ray.remote(mf.canary_agreement).options(
+            num_cpus=cfg.classifier.num_cpus, num_gpus=cfg.classifier.num_gpus).remote(gate, classifier, limits)]
+        if explainer is not None and qg.explanation_pairs:
+            from lantern_batch.precompute.explainer_stage import canary_explanations
+
+            explain_gate = {**gate, "pairs": qg.explanation_pairs, "min_valid_rate": qg.min_explanation_valid_rate,
+                            "min_consistency": qg.min_explanation_consistency,
+                            "member_tokens": cfg.explainer.member_tokens, "job_tokens": cfg.explainer.job_tokens}
+            refs.append(ray.remote(canary_explanations).options(
+                num_cpus=cfg.explainer.num_cpus, num_gpus=cfg.explainer.num_gpus).remote(explain_gate, explainer, limits))
+        gate_ref = ray.remote(mf.combine_gate_reports).options(num_cpus=0).remote(*refs)
 
         def gate_check(report: dict) -> None:
             event(log, "precompute.quality_gate", status=report["status"], agreement=report.get("agreement"),
-                  pairs=report.get("pairs"), threshold=report.get("min_agreement"))
+                  pairs=report.get("pairs"), threshold=report.get("min_agreement"),
+                  explanation_valid_rate=(report.get("explanations") or {}).get("valid_rate"),
+                  explanation_consistency=(report.get("explanations") or {}).get("consistency"))
             if report["status"] != "passed":
                 io.write_text(io.join(run_dir, "quality_gate.json"), mf.dumps(report))
                 raise QualityGateError(f"quality gate failed for ds={ds}: {report['reason']}; "

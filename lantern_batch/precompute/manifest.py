@@ -13,7 +13,9 @@ Manifest keys (all counts are rows)::
     counts {rows_in, rows_scored, rows_reused, rows_error, conservation
             ("rows_in = rows_scored + rows_reused + rows_error"), conservation_ok,
             explanations_selected, explanations_generated, explanations_reused,
-            explanations_failed, errors_by_reason, members_rejected, jobs_rejected}
+            explanations_failed, explanations_rejected (generated but invalid: left null),
+            explanations_invalid (the validator's reasons: count each), errors_by_reason,
+            members_rejected, jobs_rejected}
     models {classifier {ref, version}, explainer {ref, version} | null}
     fingerprints {run, prompt_version, explainer_prompt_version, settings}
     timings {phase: seconds}, stages {stage: {rows, busy_s, rows_per_s[, tokens, tokens_per_s]}}
@@ -46,6 +48,12 @@ def batch_counts(rows: pa.Table) -> dict[str, Any]:
     ver = rows.column("explainer_version").is_valid().to_pylist()
     asked = [bool(x) for x in pc.fill_null(rows.column("__explain"), False).to_pylist()]
     failed = [bool(x) for x in pc.fill_null(rows.column("__explain_failed"), False).to_pylist()]
+    invalid: Counter[str] = Counter()
+    n_invalid = 0
+    for reason, g in zip(rows.column("__explain_invalid").to_pylist(), good, strict=True):
+        if reason and g:
+            n_invalid += 1
+            invalid.update(reason.split("+"))
     errors: Counter[str] = Counter()
     for t, s, r, g in zip(rows.column("__err_table").to_pylist(), rows.column("__err_stage").to_pylist(),
                           rows.column("__err_reason").to_pylist(), good, strict=True):
@@ -60,6 +68,8 @@ def batch_counts(rows: pa.Table) -> dict[str, Any]:
         "explanations_generated": sum(e and a for e, a in zip(expl, asked, strict=True)),
         "explanations_reused": sum(e and not a and g for e, a, g in zip(expl, asked, good, strict=True)),
         "explanations_failed": sum(f and g for f, g in zip(failed, good, strict=True)),
+        "explanations_rejected": n_invalid,
+        "explanations_invalid": dict(invalid),
         "errors_by_reason": dict(errors),
     }
 
@@ -76,9 +86,10 @@ def aggregate_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
             else:
                 total[k] = total.get(k, 0) + v
     for k in ("rows_scored", "rows_reused", "rows_error", "explanations_selected",
-              "explanations_generated", "explanations_reused", "explanations_failed"):
+              "explanations_generated", "explanations_reused", "explanations_failed", "explanations_rejected"):
         total.setdefault(k, 0)
     total.setdefault("labels", {})
+    total.setdefault("explanations_invalid", {})
     total.setdefault("errors_by_reason", {})
     return total
 
@@ -154,6 +165,8 @@ def build_manifest(
             "explanations_generated": counts["explanations_generated"],
             "explanations_reused": counts["explanations_reused"],
             "explanations_failed": counts["explanations_failed"],
+            "explanations_rejected": counts["explanations_rejected"],
+            "explanations_invalid": counts["explanations_invalid"],
             "errors_by_reason": dict(sorted(counts.get("errors_by_reason", {}).items())),
             "members_rejected": dict(sorted(members_rejected.items())),
             "jobs_rejected": dict(sorted(jobs_rejected.items())),
@@ -248,21 +261,10 @@ def agreement_report(teacher: list[str], student: list[str], min_agreement: floa
     return report
 
 
-def canary_agreement(gate: dict[str, Any], classifier: Any, limits: Any) -> dict[str, Any]:
-    """Score the canary pairs with the classifier and compare with the teacher's labels.
-
-    Runs in one Ray task (the canary is small). Canary pairs whose member or job is missing,
-    invalid or duplicated, or whose teacher label is not High/Medium/Low, are counted as
-    unusable.
-
-    Args:
-        gate: ``canary``, ``members``, ``jobs`` paths and ``min_agreement``, ``min_pairs``,
-            ``max_pairs``.
-        classifier: :class:`~lantern_batch.precompute.classifier_stage.ClassifierSettings`.
-        limits: :class:`lantern_batch.schema.RowLimits` for validating the canary's members/jobs.
-    """
-    from lantern_batch import io, prompts
-    from lantern_batch.precompute import classifier_stage
+def canary_pairs(gate: dict[str, Any], limits: Any) -> tuple[list[tuple[dict, dict, str | None, str]], int]:
+    """The usable canary pairs as ``(member, job, query, label)`` and the count of unusable ones
+    (member or job missing, invalid or duplicated, or a label that is not High/Medium/Low)."""
+    from lantern_batch import io
     from lantern_batch.schema import validate_table
 
     labels = io.read_table(gate["canary"], table="canary")
@@ -288,14 +290,47 @@ def canary_agreement(gate: dict[str, Any], classifier: Any, limits: Any) -> dict
     j_ids = labels.column("job_id").to_pylist()
     members = rows_of(gate["members"], "members", "member_id", [m for m in m_ids if m])
     jobs = rows_of(gate["jobs"], "jobs", "job_id", [j for j in j_ids if j])
-    texts, teacher = [], []
-    unusable = 0
+    usable, unusable = [], 0
     for m, j, q, lab in zip(m_ids, j_ids, query.to_pylist(), labels.column("fit_label").to_pylist(), strict=True):
         if m not in members or j not in jobs or lab not in FIT_LABELS:
             unusable += 1
             continue
-        texts.append(prompts.classifier_text(members[m], jobs[j], q, max_chars=classifier.max_chars))
-        teacher.append(lab)
+        usable.append((members[m], jobs[j], q, lab))
+    return usable, unusable
+
+
+def combine_gate_reports(agreement: dict[str, Any], explanations: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One gate verdict: the classifier's agreement report, with the explainer's canary report
+    under ``explanations``; failed when either failed (the reasons joined)."""
+    if explanations is None:
+        return agreement
+    report = {**agreement, "explanations": explanations}
+    failed = [r["reason"] for r in (agreement, explanations) if r["status"] != "passed"]
+    report["status"] = "failed" if failed else "passed"
+    if failed:
+        report["reason"] = "; ".join(failed)
+    return report
+
+
+def canary_agreement(gate: dict[str, Any], classifier: Any, limits: Any) -> dict[str, Any]:
+    """Score the canary pairs with the classifier and compare with the teacher's labels.
+
+    Runs in one Ray task (the canary is small). Canary pairs whose member or job is missing,
+    invalid or duplicated, or whose teacher label is not High/Medium/Low, are counted as
+    unusable.
+
+    Args:
+        gate: ``canary``, ``members``, ``jobs`` paths and ``min_agreement``, ``min_pairs``,
+            ``max_pairs``.
+        classifier: :class:`~lantern_batch.precompute.classifier_stage.ClassifierSettings`.
+        limits: :class:`lantern_batch.schema.RowLimits` for validating the canary's members/jobs.
+    """
+    from lantern_batch import prompts
+    from lantern_batch.precompute import classifier_stage
+
+    usable, unusable = canary_pairs(gate, limits)
+    texts = [prompts.classifier_text(m, j, q, max_chars=classifier.max_chars) for m, j, q, _ in usable]
+    teacher = [lab for _, _, _, lab in usable]
     student: list[str] = []
     if texts:
         model, tokenizer, _, bf16 = classifier_stage.load(classifier)

@@ -43,7 +43,13 @@ from lantern_batch import io
 from lantern_batch.errors import InputError
 from lantern_batch.logs import event, get_logger
 from lantern_batch.prompts import output_json_schema, teacher_messages
-from lantern_batch.teacher.parsing import ParseError, parse_output, string_value_span
+from lantern_batch.teacher.parsing import (
+    ParseError,
+    check_label,
+    error_reason,
+    parse_output,
+    string_value_span,
+)
 from lantern_batch.teacher.records import LabeledRows
 from lantern_batch.teacher.soft_labels import label_probs, one_hot
 
@@ -209,6 +215,7 @@ class BlackBoxTeacher:
         self.cache = ResponseCache(cache_dir if openai_cfg["cache"] else None)
         self.pool = ThreadPoolExecutor(max_workers=openai_cfg["max_concurrency"])
         self.max_chars = int(prompt["max_explanation_chars"])
+        self.check_outputs = bool(prompt.get("check_outputs", True))
         self.schema = output_json_schema(self.max_chars)
 
     def request_body(self, row: dict[str, Any], retry: bool = False) -> dict[str, Any]:
@@ -260,6 +267,8 @@ class BlackBoxTeacher:
             try:
                 parsed = parse_output(text, finish_reason=choice.get("finish_reason"),
                                       max_explanation_chars=self.max_chars)
+                if self.check_outputs:
+                    check_label(parsed, row.get("member"), row.get("job"))
             except ParseError as exc:
                 first_reason = first_reason or exc.reason
                 result["retried"] = True
@@ -273,7 +282,7 @@ class BlackBoxTeacher:
                     probs, found = label_probs(texts, positions, span[0])
             result.update(parsed=parsed, probs=probs if found else one_hot(parsed.fit_label), found=found)
             return result
-        result["error"] = f"unparseable:{first_reason}"
+        result["error"] = error_reason(first_reason)
         return result
 
     def __call__(self, batch: pa.Table) -> pa.Table:

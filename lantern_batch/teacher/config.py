@@ -30,6 +30,11 @@ class PromptConfig(ConfigModel):
     max_explanation_chars: int = Field(240, gt=0)
     """``maxLength`` of the explanation in the output JSON schema. With ``max_tokens`` it bounds
     the output so a complete, parseable JSON object is the norm."""
+    check_outputs: bool = True
+    """Check every parsed output with :func:`lantern_batch.quality.check_explanation` (against
+    the pair's member and job) and :func:`~lantern_batch.quality.check_dimension_scores`; an
+    invalid output is generated once more, then becomes an ``invalid_output:<reasons>`` error
+    row, never a label. Off only to test the stage's mechanics with an untrained model."""
 
 
 class VLLMStageConfig(ConfigModel):

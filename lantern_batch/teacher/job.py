@@ -30,6 +30,7 @@ from lantern_batch.logs import Progress, event, get_logger
 from lantern_batch.schema import RowLimits
 from lantern_batch.teacher import store
 from lantern_batch.teacher.config import SynthesizeConfig, TeacherSpec
+from lantern_batch.teacher.parsing import INVALID_PREFIX
 from lantern_batch.teacher.records import split_labeled
 
 log = get_logger(__name__)
@@ -200,6 +201,14 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
         "prefix_cache_hit_rate": (round(totals["cached_tokens"] / totals["prompt_tokens"], 4)
                                   if totals["prompt_tokens"] else None),
     }
+    # What share of the teacher's outputs could be trained on, and why the rest could not.
+    judged = counts["labelled"] + counts["teacher_errors"]
+    counts["valid_rate"] = round(counts["labelled"] / judged, 4) if judged else None
+    invalid: Counter[str] = Counter()
+    for reason, n in reasons.items():
+        if reason.startswith(INVALID_PREFIX):
+            invalid.update({r: n for r in reason[len(INVALID_PREFIX):].split("+")})
+    counts["invalid_by_reason"] = dict(invalid.most_common())
     # Every row this pass read is accounted for exactly once.
     counts["conserved"] = counts["rows_in"] == (counts["processed"] + counts["not_sampled"] + counts["skipped_done"])
     event(log, "teacher.pass_done", teacher=teacher.name, **{k: v for k, v in counts.items() if not isinstance(v, dict)})
@@ -272,5 +281,6 @@ def run(cfg: SynthesizeConfig) -> int:
     io.write_text(io.join(cfg.out, "run_summary.json"), json.dumps(summary, indent=2, default=str) + "\n")
     event(log, "synthesize.done", out=cfg.out, seconds=summary["seconds"],
           **{f"labelled_{k}": v["labelled"] for k, v in totals["teachers"].items()},
+          **{f"valid_rate_{k}": p["valid_rate"] for k, p in passes.items()},
           input_errors=totals["input_errors"])
     return 0

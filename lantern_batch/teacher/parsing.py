@@ -14,7 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lantern_batch.quality import check_dimension_scores, check_explanation
 from lantern_batch.schema import DIMENSIONS, FIT_LABELS
+
+INVALID_PREFIX = "invalid_output:"
 
 
 class ParseError(ValueError):
@@ -92,6 +95,24 @@ def parse_output(text: str, *, finish_reason: str | None = None,
     if max_explanation_chars is not None and len(explanation) > max_explanation_chars:
         raise ParseError("explanation_too_long")
     return ParsedLabel(label, scores, explanation.strip())
+
+
+def check_label(parsed: ParsedLabel, member: dict[str, Any] | None, job: dict[str, Any] | None) -> None:
+    """Raise :class:`ParseError` (``invalid_output:<reasons>``) when a parsed output is not fit
+    to train on: its explanation fails :func:`lantern_batch.quality.check_explanation` for this
+    pair, or its dimension scores contradict its label."""
+    reasons = list(check_explanation(parsed.explanation, parsed.fit_label, member, job).reasons)
+    score_reason = check_dimension_scores(parsed.fit_label, parsed.dimension_scores)
+    if score_reason:
+        reasons.append(score_reason)
+    if reasons:
+        raise ParseError(INVALID_PREFIX + "+".join(reasons))
+
+
+def error_reason(reason: str) -> str:
+    """The error-row reason of an output that failed twice: ``invalid_output:...`` as is, any
+    parse failure as ``unparseable:<reason>``."""
+    return reason if reason.startswith(INVALID_PREFIX) else f"unparseable:{reason}"
 
 
 def string_value_span(text: str, key: str) -> tuple[int, int] | None:

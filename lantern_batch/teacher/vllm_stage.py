@@ -14,8 +14,11 @@ Per batch:
    engine's ``max_model_len`` becomes an ``over_context`` error row (it could not finish).
 2. ``LLM.generate`` over token ids with JSON-schema structured decoding (``fit_label`` first)
    and ``logprobs = max(topk, 8)``.
-3. Parse each output (:mod:`~lantern_batch.teacher.parsing`); rows that fail are generated
-   once more with ``retry_sampling_params``; still failing -> ``unparseable:<reason>`` errors.
+3. Parse each output (:mod:`~lantern_batch.teacher.parsing`) and check it
+   (:func:`~lantern_batch.teacher.parsing.check_label`: the explanation validator and the
+   dimension scores against the label); rows that fail are generated once more with
+   ``retry_sampling_params``; still failing -> ``unparseable:<reason>`` or
+   ``invalid_output:<reasons>`` errors, never labels.
 4. p_high/p_medium/p_low from the logprobs at the fit-label position
    (:mod:`~lantern_batch.teacher.soft_labels`) and the sparse top-k of the explanation tokens
    (:mod:`~lantern_batch.teacher.topk`).
@@ -46,7 +49,13 @@ import pyarrow as pa
 
 from lantern_batch.logs import event, get_logger
 from lantern_batch.prompts import output_json_schema, teacher_messages
-from lantern_batch.teacher.parsing import ParseError, parse_output, string_value_span
+from lantern_batch.teacher.parsing import (
+    ParseError,
+    check_label,
+    error_reason,
+    parse_output,
+    string_value_span,
+)
 from lantern_batch.teacher.records import LabeledRows
 from lantern_batch.teacher.soft_labels import Candidate, label_probs, one_hot
 from lantern_batch.teacher.topk import explanation_topk
@@ -104,6 +113,7 @@ class VLLMTeacher:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.max_chars = int(prompt["max_explanation_chars"])
+        self.check_outputs = bool(prompt.get("check_outputs", True))
         schema = output_json_schema(self.max_chars)
         sampling = {**vllm_cfg["sampling_params"], **teacher.get("sampling_params", {})}
         retry = {**sampling, **vllm_cfg.get("retry_sampling_params", {})}
@@ -157,6 +167,8 @@ class VLLMTeacher:
         o = result.outputs[0]
         try:
             parsed = parse_output(o.text, finish_reason=o.finish_reason, max_explanation_chars=self.max_chars)
+            if self.check_outputs:
+                check_label(parsed, row.get("member"), row.get("job"))
         except ParseError as exc:
             return exc.reason
         ids, texts, positions = output_tokens(o, self.tokenizer)
@@ -205,7 +217,7 @@ class VLLMTeacher:
             reason = self._label(out, row, res, len(ids), retried=True)
             if reason is not None:
                 n_out = n_first + (len(res.outputs[0].token_ids) if res is not None else 0)
-                out.add_error(row, stage="teacher", reason=f"unparseable:{reason}", prompt_tokens=len(ids),
+                out.add_error(row, stage="teacher", reason=error_reason(reason), prompt_tokens=len(ids),
                               output_tokens=n_out, retried=True,
                               detail=f"teacher={self.name} first={first_reason}")
         return out.to_table()

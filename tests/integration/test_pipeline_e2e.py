@@ -31,6 +31,11 @@ TINY = [
     # A classifier trained for a few steps agrees with D_seed about as well as chance: keep the
     # gate in the path (it scores the canary) but let it pass; its blocking is tested in precompute.
     "precompute.quality_gate.min_agreement=0.0",
+    # Likewise the explainer half: 4 canary pairs are explained and judged, the thresholds let a
+    # two-step explainer through (the blocking is tested in precompute).
+    "precompute.quality_gate.explanation_pairs=4",
+    "precompute.quality_gate.min_explanation_valid_rate=0.0",
+    "precompute.quality_gate.min_explanation_consistency=0.0",
 ]
 
 
@@ -57,7 +62,11 @@ def test_demo_exits_0_and_writes_every_stage(demo_run):
 
 def test_teacher_labels_conserve_rows(demo_run):
     root, _ = demo_run
-    labels = io.read_table(str(root / "labels" / "labels"))
+    summary = json.loads((root / "labels" / "run_summary.json").read_text())
+    assert set(summary["passes"]) == {"smollm2", "engagement"}
+    assert summary["passes"]["smollm2"]["valid_rate"] is not None
+    assert all(t["conserved"] for t in summary["output"]["teachers"].values())
+    labels = io.read_table(str(root / "labels" / "fused"))
     assert labels.num_rows > 0
     assert set(labels.column("fit_label").to_pylist()) <= set(FIT_LABELS)
     sums = pc.add(pc.add(labels.column("p_high"), labels.column("p_medium")), labels.column("p_low"))
@@ -76,7 +85,19 @@ def test_precompute_published_with_conservation(demo_run):
     assert scores.schema.names == SCORES_SCHEMA.names
     keys = list(zip(scores.column("member_id").to_pylist(), scores.column("job_id").to_pylist(), strict=True))
     assert len(keys) == len(set(keys))
-    assert scores.column("explanation").drop_null().to_pylist(), "no explanation was generated"
+    # Selected pairs end as a published explanation, a rejected one (invalid: null, counted by
+    # reason) or a failed one; whatever is published passes the validator.
+    assert counts["explanations_selected"] > 0
+    assert counts["explanations_selected"] == (counts["explanations_generated"] + counts["explanations_rejected"]
+                                               + counts["explanations_failed"])
+    from lantern_batch.quality import check_explanation
+
+    members = {r["member_id"]: r for r in io.read_table(str(root / "data" / "members")).to_pylist()}
+    jobs = {r["job_id"]: r for r in io.read_table(str(root / "data" / "jobs")).to_pylist()}
+    for r in scores.to_pylist():
+        if r["explanation"] is not None:
+            assert check_explanation(r["explanation"], r["fit_label"], members[r["member_id"]], jobs[r["job_id"]]).ok
+    assert "explanations" in manifest["quality_gate"]
     errors = io.read_table(str(root / "errors" / "ds=2026-11-24"))
     assert errors.num_rows == counts["rows_error"]
     assert (root / "scores" / "_LATEST").read_text().strip().endswith("2026-11-24")

@@ -72,6 +72,9 @@ def _config(world: pathlib.Path, out: pathlib.Path, model_dir: pathlib.Path) -> 
         f"inputs.pairs={world / 'pairs'}", f"out={out}", f"sample_fraction={FRACTION}",
         # A large member budget lets the long summary through to the over-context check.
         "prompt.member_tokens=4000",
+        # The untrained 135M model writes no explanation the validator accepts: this run tests
+        # the stage's mechanics; test_invalid_outputs_never_become_labels runs with the check on.
+        "prompt.check_outputs=false",
         f"teachers=[{{name: smollm2, kind: vllm, model: '{model_dir}'}}, "
         "{name: engagement, kind: engagement, prompt_version: engagement-v1, weight: 0.5}]",
         f"engagement.apply_log={world / 'apply_log'}", f"engagement.seed={world / 'seed'}",
@@ -128,6 +131,43 @@ def test_labels_follow_the_contract(synth_run, smollm2_dir):
         assert all(lp == sorted(lp, reverse=True) for lp in top_lps)
         # The stored tokens are the explanation's tokens.
         assert row["explanation"][:20] in tok.decode(ids)
+
+
+def test_invalid_outputs_never_become_labels(ray_local, synth_world, smollm2_dir, tmp_path):
+    """With the check on (the default), each output is validated against its own pair: the
+    untrained model's outputs are retried once, then become ``invalid_output`` error rows with
+    the validator's reasons; none becomes a label, and the summary's valid rate says so."""
+    from lantern_batch.quality import (
+        REASONS,
+        SCORE_REASON,
+        check_dimension_scores,
+        check_explanation,
+    )
+    from lantern_batch.teacher.job import run
+
+    cfg = _config(synth_world, tmp_path, smollm2_dir).model_copy(update={"sample_fraction": 0.02})
+    cfg = cfg.model_copy(update={"teachers": cfg.teachers[:1], "prompt": cfg.prompt.model_copy(
+        update={"check_outputs": True, "member_tokens": 380})})
+    assert run(cfg) == 0
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    members = {r["member_id"]: r for r in read_table(cfg.inputs.members).to_pylist()}
+    jobs = {r["job_id"]: r for r in read_table(cfg.inputs.jobs).to_pylist()}
+    labels = glob.glob(str(tmp_path / "labels" / "teacher=smollm2" / "part-*.parquet"))
+    for row in (_labels(tmp_path, "smollm2").to_pylist() if labels else []):
+        check = check_explanation(row["explanation"], row["fit_label"], members[row["member_id"]], jobs[row["job_id"]])
+        assert check.ok, (check.reasons, row["explanation"])
+        assert check_dimension_scores(row["fit_label"], row["dimension_scores"]) is None
+    teacher_errors = [e for e in _errors(tmp_path).to_pylist() if e["stage"] == "teacher"]
+    invalid = [e for e in teacher_errors if e["reason"].startswith("invalid_output:")]
+    assert invalid, [e["reason"] for e in teacher_errors]
+    for e in invalid:
+        assert set(e["reason"].split(":", 1)[1].split("+")) <= {*REASONS, SCORE_REASON}, e["reason"]
+    smollm2 = summary["passes"]["smollm2"]
+    judged = smollm2["labelled"] + smollm2["teacher_errors"]
+    assert judged > 0 and smollm2["valid_rate"] == pytest.approx(smollm2["labelled"] / judged, abs=1e-4)
+    assert smollm2["valid_rate"] < 0.5  # an untrained teacher
+    assert sum(smollm2["invalid_by_reason"].values()) >= len(invalid)
+    assert smollm2["conserved"] and summary["output"]["teachers"]["smollm2"]["conserved"]
 
 
 def test_counts_conserve_and_errors_have_reasons(synth_run):

@@ -126,3 +126,10 @@ def test_content_join_and_stage_inputs(tiny_world):
     messages = json.loads(exp_in.column("__messages").to_pylist()[0])
     assert "High fit" in messages[-1]["content"]
     assert exp_in.column("__messages").to_pylist()[1] is None
+    # What the explanation validator grounds the text in travels with the prompt.
+    facts = exp_in.column("__facts").to_pylist()
+    member = joined.column("member").to_pylist()[0]
+    first_facts = json.loads(facts[0])
+    assert first_facts["member"]["skills"] == member["skills"]
+    assert first_facts["job"]["required_skills"] == joined.column("job").to_pylist()[0]["required_skills"]
+    assert facts[1] is None

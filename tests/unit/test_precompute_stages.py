@@ -82,3 +82,7 @@ def test_clean_explanation():
     assert clean_explanation("  You are a\n\nHigh fit  because ", 100) == "You are a High fit because"
     assert clean_explanation("\n\n\n", 100) is None and clean_explanation(None, 10) is None
     assert clean_explanation("x" * 50, 10) == "x" * 10
+    # Cut off mid-sentence (max_tokens, or the character cut): the complete sentences remain.
+    assert clean_explanation("High fit: they match. The role is rem", 100) == "High fit: they match."
+    assert clean_explanation("High fit. They list Python and SQL.", 20) == "High fit."
+    assert clean_explanation("Low fit! Wrong city.", 100) == "Low fit! Wrong city."

@@ -1,0 +1,31 @@
+"""The demo's wiring: one root, T2 + the engagement teacher fused, the explainer on T2's valid
+explanations plus D_seed's (D_seed alone when T2 kept none)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lantern_batch.config import load_config
+from lantern_batch.demo import DemoConfig, _explainer_inputs, wire
+from lantern_batch.io import write_table
+from lantern_batch.schema import TEACHER_LABELS_SCHEMA
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo_pipeline.yaml"
+
+
+def test_demo_wires_two_teachers_and_the_explainer_data(tmp_path):
+    cfg = wire(load_config(DemoConfig, str(CONFIG), [f"out={tmp_path}"]))
+    assert [t.kind for t in cfg.synthesize.teachers] == ["vllm", "engagement"]
+    assert cfg.synthesize.teachers[0].model == str(tmp_path / "models" / "teacher")
+    assert cfg.explainer.data.teacher == "smollm2"
+    assert cfg.explainer.data.seed == str(tmp_path / "data" / "seed")
+    assert cfg.classifier.data.seed == str(tmp_path / "data" / "seed")
+
+
+def test_explainer_falls_back_to_seed_when_the_teacher_kept_nothing(tmp_path, capsys):
+    cfg = wire(load_config(DemoConfig, str(CONFIG), [f"out={tmp_path}"]))
+    assert _explainer_inputs(cfg.explainer).data.teacher_labels is None
+    assert "kept no valid explanation" in capsys.readouterr().out
+    write_table(TEACHER_LABELS_SCHEMA.empty_table(), str(tmp_path / "labels" / "labels" / "teacher=smollm2"),
+                basename="part-0.parquet")
+    assert _explainer_inputs(cfg.explainer).data.teacher_labels == str(tmp_path / "labels")
