@@ -32,6 +32,17 @@ S3_ENV_VARS = (
 )
 
 
+def shutdown_engine(llm: object | None) -> None:
+    """Stop a ``vllm.LLM``'s engine process now, quietly (idempotent; None is a no-op)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is None or not hasattr(core, "shutdown"):
+        return
+    try:
+        core.shutdown()
+    except Exception as exc:  # noqa: BLE001 - shutting down must not turn a finished run into a failure
+        log.debug("vllm.shutdown_failed error=%s", type(exc).__name__)
+
+
 def s3_runtime_env() -> dict[str, object]:
     """``runtime_env`` carrying the set S3 variables to workers (empty when none is set)."""
     env_vars = {k: os.environ[k] for k in S3_ENV_VARS if os.environ.get(k)}

@@ -40,6 +40,7 @@ from typing import Any
 import pyarrow as pa
 
 from lantern_batch.logs import get_logger
+from lantern_batch.runtime import shutdown_engine
 
 log = get_logger(__name__)
 
@@ -164,6 +165,11 @@ class ExplainerActor:
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.max_tokens = int(self.params.max_tokens or 16)
 
+    def __del__(self):
+        # Ray Data drops the UDF when the actor exits gracefully: stop the engine process here,
+        # not in interpreter teardown, where its exit races the resource tracker's.
+        shutdown_engine(getattr(self, "llm", None))
+
     def _generate(self, prompts: list[list[int]], params: Any = None) -> list[tuple[str | None, int]]:
         """(text, output tokens) per prompt; a failing batch is retried prompt by prompt.
 
@@ -220,13 +226,6 @@ class ExplainerActor:
         if self.meter is not None:
             self.meter.add.remote("explain", rows.num_rows, time.perf_counter() - start, tokens)
         return out
-
-
-def shutdown_engine(llm: Any) -> None:
-    """Stop a ``vllm.LLM``'s engine process now (instead of at interpreter exit)."""
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()
 
 
 def canary_explanations(gate: dict[str, Any], settings: ExplainerSettings, limits: Any) -> dict[str, Any]:

@@ -127,6 +127,13 @@ class VLLMTeacher:
         self.max_tokens = max(int(self.params.max_tokens or 16), int(self.retry_params.max_tokens or 16))
         event(log, "teacher.engine_ready", teacher=self.name, max_model_len=self.max_model_len)
 
+    def __del__(self):
+        # Ray Data drops the UDF when the actor exits gracefully: stop the engine process here,
+        # not in interpreter teardown, where its exit races the resource tracker's.
+        from lantern_batch.runtime import shutdown_engine
+
+        shutdown_engine(getattr(self, "llm", None))
+
     # -- prompts ---------------------------------------------------------------------------
 
     def prompt_ids(self, row: dict[str, Any]) -> list[int]:
