@@ -15,7 +15,12 @@ unknown fit label, missing / negative / NaN probabilities or probabilities that 
 match, or a member / job that is not in the input tables become error rows
 (:data:`~lantern_batch.schema.ERRORS_SCHEMA`, table ``teacher_labels`` or ``seed``, stage
 ``distill``) under ``<work_dir>/errors/`` and are counted in the job's metrics — never silently
-dropped.
+dropped. The tasks that train on text (``explainer``, ``teacher_sft``) also reject, after the
+join, every row whose explanation fails :func:`lantern_batch.quality.check_explanation` against
+its label and its member and job rows (reason ``invalid_explanation:<reasons>``, e.g.
+``invalid_explanation:too_short+not_prose+multiple_labels``); ``teacher_sft`` also rejects rows
+whose dimension scores contradict the label (``scores_contradict_label``). The classifier trains
+on labels only and gets neither check.
 
 The pipeline is Ray Data end to end (:func:`prepare_examples`): read → check rows (per batch)
 → left-join members and jobs (packed as one struct column each, so their columns cannot clash)
@@ -64,6 +69,11 @@ REQUIRED_SEED_COLUMNS: dict[str, tuple[str, ...]] = {
     "teacher_sft": ("member_id", "job_id", "fit_label", "dimension_scores", "explanation"),
     "explainer": ("member_id", "job_id", "fit_label", "explanation"),
 }
+
+#: Tasks whose examples train on the explanation text: it must pass the explanation validator.
+TEXT_TASKS = ("explainer", "teacher_sft")
+#: Tasks whose examples train on the dimension scores: they must not contradict the label.
+SCORE_TASKS = ("teacher_sft",)
 
 #: The common row layout after reading and checking, before the join.
 LABEL_ROW_SCHEMA = pa.schema([
@@ -324,6 +334,50 @@ def mark_unjoined(table: pa.Table) -> pa.Table:
     return table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reasons.tolist(), pa.string()))
 
 
+def text_reasons(table: pa.Table, task: str | None) -> np.ndarray:
+    """Reason code of each joined row whose training text is invalid for ``task``, else None.
+
+    Rows that already carry a reason are left as they are (None here). For :data:`TEXT_TASKS`
+    the explanation is checked with :func:`lantern_batch.quality.check_explanation` against the
+    row's ``fit_label`` and its ``member`` / ``job`` structs (the contract's columns):
+    ``invalid_explanation:<check.reason>``. For :data:`SCORE_TASKS` the dimension scores the
+    example trains on (:func:`dimension_scores_json`) are then checked with
+    :func:`lantern_batch.quality.check_dimension_scores`: ``scores_contradict_label`` (missing
+    scores are :func:`seed_rows`' concern).
+    """
+    from lantern_batch.quality import check_dimension_scores, check_explanation
+
+    out = np.full(table.num_rows, None, dtype=object)
+    if task not in TEXT_TASKS and task not in SCORE_TASKS:
+        return out
+    names = ("reason", "fit_label", "explanation", "dimension_scores", "member", "job")
+    cols = {c: table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows for c in names}
+    for i, reason in enumerate(cols["reason"]):
+        if reason is not None:
+            continue
+        label = cols["fit_label"][i]
+        if task in TEXT_TASKS:
+            check = check_explanation(cols["explanation"][i], label, cols["member"][i], cols["job"][i])
+            if not check.ok:
+                out[i] = f"invalid_explanation:{check.reason}"
+                continue
+        if task in SCORE_TASKS:
+            scores = cols["dimension_scores"][i]
+            out[i] = check_dimension_scores(label, dimension_scores_json(scores) if scores else None)
+    return out
+
+
+def mark_invalid_text(table: pa.Table, task: str | None) -> pa.Table:
+    """After the join: rows whose training text is invalid for ``task`` get a reason
+    (:func:`text_reasons`)."""
+    found = text_reasons(table, task)
+    if not (found != None).any():  # noqa: E711
+        return table
+    reasons = np.asarray(table.column("reason").to_pylist(), dtype=object)
+    reasons[found != None] = found[found != None]  # noqa: E711
+    return table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reasons.tolist(), pa.string()))
+
+
 def row_hash_columns(table: pa.Table, fields: tuple[str, ...]) -> dict[str, pa.Array]:
     """Two 31-bit halves of a per-row content hash; their sums over all rows form an
     order-independent fingerprint of a dataset (summed by Ray without collecting rows)."""
@@ -367,31 +421,46 @@ class PreparedData:
     num_train: int
     num_heldout: int
     counts: dict[str, int] = field(default_factory=dict)
-    """Input rows by source and outcome, e.g. ``rows:teacher``, ``excluded:teacher:bad_probabilities``."""
+    """Input rows by source and outcome, e.g. ``rows:teacher``, ``excluded:teacher:bad_probabilities``.
+    Conservation: the ``rows:*`` counts sum to ``num_train + num_heldout + counts["excluded"]``."""
     fingerprint: str = ""
     """Order-independent content hash of the training examples (+ the builder's settings)."""
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Rejected rows by reason over all sources, most frequent first, e.g.
+    ``{"invalid_explanation:too_short+not_prose+multiple_labels": 2, "unknown_member": 1}``."""
+
+    def rejected_summary(self) -> str:
+        """One line for people: ``3 rows rejected: invalid_explanation:too_short=2, unknown_member=1``."""
+        total = sum(self.rejected.values())
+        if not total:
+            return "0 rows rejected"
+        return f"{total} rows rejected: " + ", ".join(f"{r}={n}" for r, n in self.rejected.items())
 
     def to_json(self) -> dict[str, Any]:
         return {"num_train": self.num_train, "num_heldout": self.num_heldout,
-                "counts": self.counts, "fingerprint": self.fingerprint}
+                "counts": self.counts, "rejected": self.rejected, "rejected_summary": self.rejected_summary(),
+                "fingerprint": self.fingerprint}
 
 
 class ExampleStage:
     """``map_batches`` callable class: label rows → examples, in one pass.
 
     Joins each row to its member, job and query (from lookups broadcast to the actor, or from
-    columns a shuffle join already added), marks rows whose member or job is missing, runs the
-    task's builder on the usable rows and passes rejected rows through with their reason, so
-    every input row leaves as exactly one output row.
+    columns a shuffle join already added), marks rows whose member or job is missing, then rows
+    whose training text is invalid for ``task`` (:func:`mark_invalid_text`: explanations for
+    :data:`TEXT_TASKS`, dimension scores for :data:`SCORE_TASKS`), runs the task's builder on
+    the usable rows and passes rejected rows through with their reason, so every input row
+    leaves as exactly one output row.
     """
 
     def __init__(self, builder: type, builder_kwargs: dict[str, Any], schema: pa.Schema,
-                 hash_fields: tuple[str, ...], lookups: dict[str, Any] | None = None):
+                 hash_fields: tuple[str, ...], lookups: dict[str, Any] | None = None, task: str | None = None):
         import ray
 
         self.builder = builder(**builder_kwargs)
         self.schema = schema
         self.hash_fields = hash_fields
+        self.task = task
         self.members = self.jobs = self.queries = None
         if lookups:
             # Broadcast join: the packed tables are in the object store; index them once.
@@ -420,12 +489,14 @@ class ExampleStage:
         return table.append_column("query", pa.array(query, pa.string()))
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        table = mark_unjoined(self._attach(table))
+        table = mark_invalid_text(mark_unjoined(self._attach(table)), self.task)
         ok = table.column("reason").is_null()
         good, bad = table.filter(ok), table.filter(pc.invert(ok))
         parts = []
         if good.num_rows:
             built = self.builder(good)
+            if built.num_rows != good.num_rows:
+                raise RuntimeError(f"example builder returned {built.num_rows} rows for {good.num_rows}")
             parts.append(_conform_examples(built, self.schema, None))
         if bad.num_rows:
             parts.append(_conform_examples(bad, self.schema, bad.column("reason")))
@@ -543,7 +614,7 @@ def prepare_examples(
     entity_rows = _count_rows(inputs.members) + _count_rows(inputs.jobs)
     pair_rows = _count_rows(inputs.pairs)
     stage_kwargs: dict[str, Any] = {"builder": builder, "builder_kwargs": builder_kwargs, "schema": schema,
-                                    "hash_fields": hash_fields}
+                                    "hash_fields": hash_fields, "task": task}
     if entity_rows + pair_rows <= data.broadcast_join_max_rows:
         stage_kwargs["lookups"] = {
             "members": ray.put(_packed_table(inputs.members, "members", "member_id", "member")),
@@ -608,17 +679,25 @@ def _summarise(task: str, examples_dir: str, errors_dir: str, settings: dict[str
             if batch.num_rows:
                 io.write_table(error_table(pa.Table.from_batches([batch])), errors_dir, basename=f"part-{i:05d}.parquet")
     counts["excluded"] = excluded
+    rows = sum(v for k, v in counts.items() if k.startswith("rows:"))  # = train + heldout + excluded
+    by_reason: Counter[str] = Counter()
+    for key, value in counts.items():
+        if key.startswith("excluded:"):
+            by_reason[key.split(":", 2)[2]] += value
+    rejected = dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
     fingerprint = hashlib.sha256(json.dumps(
         {"n": num_train, "lo": lo, "hi": hi, "task": task, **settings}, sort_keys=True, default=str).encode()
     ).hexdigest()[:16]
-    prepared = PreparedData(examples_dir, errors_dir, num_train, num_heldout, dict(counts), fingerprint)
-    event(log, "distill.examples", task=task, train=num_train, heldout=num_heldout, excluded=excluded,
+    prepared = PreparedData(examples_dir, errors_dir, num_train, num_heldout, dict(counts), fingerprint, rejected)
+    event(log, "distill.examples", task=task, rows=rows, train=num_train, heldout=num_heldout, excluded=excluded,
           fingerprint=fingerprint)
     for key, value in sorted(counts.items()):
         if key.startswith("excluded:"):
             event(log, "distill.excluded", what=key.split(":", 1)[1], rows=value)
+    if rejected:
+        event(log, "distill.rejected", rows=excluded, summary=prepared.rejected_summary())
     if num_train == 0:
-        raise InputError(f"{task}: no usable training rows ({excluded} excluded; see {errors_dir})")
+        raise InputError(f"{task}: no usable training rows ({prepared.rejected_summary()}; see {errors_dir})")
     return prepared
 
 

@@ -1,5 +1,6 @@
 """Training-example preparation without Ray: column checks, row checks with reasons, the split,
-seed rows, the broadcast-join stage and the fingerprint hashes."""
+seed rows, the broadcast-join stage, the explanation and score checks of the text tasks, the
+rejected-row summary and the fingerprint hashes."""
 
 import math
 
@@ -23,7 +24,7 @@ from lantern_batch.distill.data import (
     seed_rows,
     teacher_label_rows,
 )
-from lantern_batch.schema import ERRORS_SCHEMA, TEACHER_LABELS_SCHEMA
+from lantern_batch.schema import ERRORS_SCHEMA, MEMBERS_SCHEMA, TEACHER_LABELS_SCHEMA
 
 
 def _labels(rows: list[dict]) -> pa.Table:
@@ -173,3 +174,139 @@ def test_row_hashes_are_content_hashes():
     assert lo[0] == lo[2] and hi[0] == hi[2] and (lo[0], hi[0]) != (lo[1], hi[1])
     assert all(0 <= v < 2**31 for v in lo + hi)
     assert not math.isnan(sum(lo))
+
+
+MEMBER = {
+    "member_id": "m1", "headline": "Backend engineer who loves distributed systems and clean code",
+    "summary": "I have spent six years building payment APIs in Python and Go for fintech startups.",
+    "current_title": "Software Engineer", "seniority": "mid", "years_experience": 6.0,
+    "skills": ["Python", "Go", "SQL", "Docker"],
+    "experience": [{"title": "Software Engineer", "company": "Lumen Apps", "start_year": 2019,
+                    "end_year": None, "description": "Built the ledger service."}],
+    "location": "Seattle, WA",
+}
+JOB = {
+    "job_id": "j1", "title": "Senior Software Engineer", "company": "Northwind Labs",
+    "description": "We need 5+ years of backend work.", "seniority": "senior",
+    "required_skills": ["Python", "Kubernetes", "SQL"], "location": "Bellevue, WA", "workplace_type": "hybrid",
+}
+GOOD = ("Medium fit: they bring Python and SQL but do not list Kubernetes. At mid level they are one "
+        "level below the senior level asked for. Bellevue is within commuting distance of Seattle.")
+#: Degenerate teacher outputs (labelled High) and the validator's reasons for them.
+DEGENERATE = [
+    ("High, Medium, Low", "too_short+not_prose+truncated+multiple_labels"),
+    ("Medium", "too_short+not_prose+truncated+wrong_label"),
+    ("This is a high fit fit fit fit fit fit fit fit", "truncated+repetition"),
+]
+
+
+class _TextBuilder:
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return pa.table({"member_id": table.column("member_id"), "job_id": table.column("job_id"),
+                         "text": table.column("explanation"), "source": table.column("source"),
+                         "heldout": table.column("heldout")})
+
+
+_TEXT_SCHEMA = pa.schema([("member_id", pa.string()), ("job_id", pa.string()), ("text", pa.string()),
+                          ("source", pa.string()), ("heldout", pa.bool_())])
+
+
+@pytest.fixture
+def content_lookups(monkeypatch):
+    """Lookups with a full member row and six copies of a full job row (j0..j5), without Ray."""
+    import ray
+
+    from lantern_batch.distill.data import pack_entities, pair_queries
+
+    monkeypatch.setattr(ray, "get", lambda x: x)
+    members = pa.Table.from_pylist([MEMBER], schema=pa.schema([f for f in MEMBERS_SCHEMA if f.name in MEMBER]))
+    jobs = pa.Table.from_pylist([{**JOB, "job_id": f"j{i}"} for i in range(6)])
+    pairs = pa.table({"member_id": ["m1"], "job_id": ["j0"], "query": [None]}, schema=pa.schema(
+        [("member_id", pa.string()), ("job_id", pa.string()), ("query", pa.string())]))
+    return {"members": pack_entities(members, "member_id", "member", "members"),
+            "jobs": pack_entities(jobs, "job_id", "job", "jobs"), "pairs": pair_queries(pairs)}
+
+
+def _text_stage(task, lookups):
+    return ExampleStage(_TextBuilder, {}, _TEXT_SCHEMA, ("member_id", "text"), lookups=lookups, task=task)
+
+
+def _by_job(table: pa.Table) -> pa.Table:
+    """Stage output in input order (built rows come before rejected ones; row i has job j<i>)."""
+    return table.sort_by("job_id")
+
+
+def _degenerate_and_good_labels() -> pa.Table:
+    texts = [(t, "High") for t, _ in DEGENERATE] + [
+        (GOOD, "Medium"), (GOOD.replace("Python and SQL", "Python and Java"), "Medium")]
+    return _labels([_row(label=label, explanation=t, job=f"j{i}") for i, (t, label) in enumerate(texts)])
+
+
+@pytest.mark.parametrize("task", ["explainer", "teacher_sft"])
+def test_invalid_explanations_become_error_rows_for_text_tasks(task, content_lookups):
+    rows = teacher_label_rows(_degenerate_and_good_labels(), "explainer", 0.0, "s")
+    out = _by_job(_text_stage(task, content_lookups)(rows))
+    assert out.num_rows == rows.num_rows  # every input row leaves as one output row
+    reasons = out.column("reason").to_pylist()
+    assert reasons[:3] == [f"invalid_explanation:{r}" for _, r in DEGENERATE]
+    assert reasons[3] is None and out.column("text")[3].as_py() == GOOD  # the good one is an example
+    # Grounding uses the joined member and job rows: Java is on neither.
+    assert reasons[4] == "invalid_explanation:ungrounded_skill"
+    assert out.column("text").to_pylist()[:3] == [None, None, None]
+    errs = error_table(out.filter(out.column("reason").is_valid()))
+    assert errs.schema == ERRORS_SCHEMA and errs.num_rows == 4
+    assert errs.column("table").to_pylist() == ["teacher_labels"] * 4
+    assert errs.column("stage").to_pylist() == ["distill"] * 4
+    assert errs.column("reason").to_pylist() == reasons[:3] + reasons[4:]
+
+
+def test_the_classifier_trains_on_labels_and_skips_the_text_checks(content_lookups):
+    rows = teacher_label_rows(_degenerate_and_good_labels(), "classifier", 0.0, "s")
+    out = _by_job(_text_stage("classifier", content_lookups)(rows))
+    assert out.column("reason").to_pylist() == [None] * rows.num_rows
+
+
+def test_teacher_sft_seed_rows_with_bad_text_or_contradicting_scores_are_rejected(content_lookups):
+    fours = dict.fromkeys(("skills", "seniority", "experience", "domain", "location", "education"), 4.0)
+    twos = dict.fromkeys(fours, 2.0)
+    zeros = dict.fromkeys(fours, 0.0)
+    seed = pa.Table.from_pylist([
+        {"member_id": "m1", "job_id": "j0", "fit_label": "Medium", "dimension_scores": twos, "explanation": GOOD},
+        {"member_id": "m1", "job_id": "j1", "fit_label": "Medium", "dimension_scores": zeros, "explanation": GOOD},
+        {"member_id": "m1", "job_id": "j2", "fit_label": "Low", "dimension_scores": fours,
+         "explanation": GOOD.replace("Medium fit", "Low fit")},
+        {"member_id": "m1", "job_id": "j3", "fit_label": "High", "dimension_scores": fours, "explanation": "Medium"},
+    ])
+    rows = seed_rows(seed, "teacher_sft", 1.0, 0.0, "s")
+    out = _by_job(_text_stage("teacher_sft", content_lookups)(rows))
+    assert out.column("reason").to_pylist() == [
+        None, "scores_contradict_label", "scores_contradict_label",
+        "invalid_explanation:too_short+not_prose+truncated+wrong_label"]
+    errs = error_table(out.filter(out.column("reason").is_valid()))
+    assert errs.column("table").to_pylist() == ["seed"] * 3
+    # The explainer trains on the text only: the scores are not its concern.
+    explainer = _by_job(_text_stage("explainer", content_lookups)(seed_rows(seed, "explainer", 1.0, 0.0, "s")))
+    assert explainer.column("reason").to_pylist() == [None, None, None, out.column("reason")[3].as_py()]
+
+
+def test_summary_counts_rejected_rows_by_reason(content_lookups, tmp_path):
+    from lantern_batch.distill.data import _summarise
+
+    rows = teacher_label_rows(_degenerate_and_good_labels(), "explainer", 0.0, "s")
+    rows = pa.concat_tables([rows, teacher_label_rows(_labels([_row(member="m-nobody", explanation=GOOD)]),
+                                                      "explainer", 0.0, "s")])
+    out = _text_stage("explainer", content_lookups)(rows)
+    io.write_table(out, str(tmp_path / "examples"))
+    prepared = _summarise("explainer", str(tmp_path / "examples"), str(tmp_path / "errors"), {})
+    assert prepared.num_train == 1 and prepared.counts["excluded"] == 5
+    assert prepared.counts["rows:teacher"] == 6 == prepared.num_train + prepared.num_heldout + prepared.counts["excluded"]
+    assert prepared.counts["excluded:teacher:invalid_explanation:truncated+repetition"] == 1
+    assert prepared.rejected == {"invalid_explanation:too_short+not_prose+truncated+multiple_labels": 1,
+                                 "invalid_explanation:too_short+not_prose+truncated+wrong_label": 1,
+                                 "invalid_explanation:truncated+repetition": 1,
+                                 "invalid_explanation:ungrounded_skill": 1, "unknown_member": 1}
+    summary = prepared.to_json()
+    assert summary["rejected"] == prepared.rejected
+    assert summary["rejected_summary"].startswith("5 rows rejected: invalid_explanation:too_short+")
+    errors = io.read_table(str(tmp_path / "errors"))
+    assert sorted(errors.column("reason").to_pylist()) == sorted(prepared.rejected)
