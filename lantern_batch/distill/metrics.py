@@ -4,12 +4,13 @@ temperature calibration, and ROUGE-1/2/L of generated explanations. numpy only (
 
     m = classification_metrics(probs, labels)       # probs [n, 3], labels [n] (FIT_LABELS idx)
     t = fit_temperature(logits, labels)              # minimum-NLL softmax temperature
-    r = rouge_scores(predictions, references)        # {"rouge1": .., "rouge2": .., "rougeL": ..}
+    r = rouge_scores(predictions, references)        # {"rouge1": .., "rouge2": .., "rougeL": .., "n": ..}
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -112,16 +113,41 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, low: float = 0.05, h
     return float(np.exp((a + b) / 2))
 
 
-def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F-measures (stemmed) of predictions against references."""
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_scores(predictions: Sequence[str | None], references: Sequence[str | None]) -> dict[str, Any]:
+    """Mean ROUGE-1/2/L F-measure of predictions against aligned references.
+
+    The project's one ROUGE: the explainer's held-out ``metrics.json`` (distill) and the
+    evaluation report (evaluate) both call it, so the same predictions and references give the
+    same numbers in both. Google's ``rouge-score`` with Porter stemming (the LANTERN paper's
+    setup). A missing or blank prediction is a failed explanation and scores 0 on every
+    measure (counted in ``blank``); a pair whose reference is missing or blank has nothing to be
+    compared with and is left out (counted in ``skipped``).
+
+    Returns:
+        ``rouge1``, ``rouge2``, ``rougeL`` means over the ``n`` scored pairs (None when none is
+        scored), ``n``, ``blank`` (scored pairs with a blank prediction) and ``skipped``.
+    """
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    n = 0
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    n = blank = skipped = 0
     for pred, ref in zip(predictions, references, strict=True):
-        scores = scorer.score(ref or "", pred or "")
+        if not ref or not ref.strip():
+            skipped += 1
+            continue
+        n += 1
+        if not pred or not pred.strip():
+            blank += 1
+            continue
+        scores = scorer.score(ref, pred)  # score(target, prediction)
         for key in totals:
             totals[key] += scores[key].fmeasure
-        n += 1
-    return {k: (v / n if n else 0.0) for k, v in totals.items()}
+    out: dict[str, Any] = {k: (v / n if n else None) for k, v in totals.items()}
+    out.update(n=n, blank=blank, skipped=skipped)
+    return out

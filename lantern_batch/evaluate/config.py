@@ -31,8 +31,8 @@ class EvaluateConfig(ConfigModel):
     }
 
     inputs: InputTables = InputTables()
-    """Members (their ``skills`` back the skill-claim check) and jobs (their
-    ``required_skills`` join the skill vocabulary). ``pairs`` is not read."""
+    """Members and jobs: the rows of the judged pairs, against which an explanation's skills,
+    years, levels and places are checked. ``pairs`` is not read."""
     seed: str | None = "runs/demo/data/seed"
     """D_seed (the seed labels), for the label distribution per stage; None: skip."""
     labels: str = "runs/demo/labels"
@@ -49,7 +49,10 @@ class EvaluateConfig(ConfigModel):
     classifier: str | None = "runs/demo/models/classifier"
     """Exported classifier directory; its ``metrics.json`` (held-out metrics) is shown."""
     explainer: str | None = "runs/demo/models/explainer"
-    """Exported explainer directory; its ``metrics.json`` (ROUGE vs the base model) is shown."""
+    """Exported explainer directory; its ``metrics.json`` (ROUGE vs the base model) is shown.
+    The classifier's and the explainer's ``resolved_config.yaml`` give the held-out split
+    (``data.holdout_fraction``, ``data.split_salt``): explanations are judged on held-out pairs
+    only."""
     teacher_model: str | None = "runs/demo/models/teacher"
     """Exported teacher-SFT directory; its ``metrics.json`` (agreement with D_seed before and
     after SFT) is shown."""
@@ -60,9 +63,15 @@ class EvaluateConfig(ConfigModel):
     max_pairs: int = Field(2_000_000, gt=0)
     """Most (teacher, student) pairs compared; above it a deterministic sample (by pair key hash)
     is taken so memory stays bounded. Label columns only: ~100 bytes a pair."""
+    holdout_fraction: float | None = Field(None, ge=0, lt=1)
+    """Held-out share of the distill split, for a student export whose resolved_config.yaml
+    records none (set it to that run's ``data.holdout_fraction``). None: such an export makes
+    the explanation checks unavailable rather than guessed."""
+    split_salt: str = "lantern"
+    """Salt of the distill split, used with ``holdout_fraction``."""
     max_explanations: int = Field(20_000, gt=0)
-    """Most explanations read for ROUGE, consistency and skill claims (a deterministic sample
-    of the compared pairs); ROUGE costs ~1 ms a pair."""
+    """Most explanations judged (ROUGE and the explanation validator): a deterministic sample
+    of the held-out compared pairs that carry a student explanation; ROUGE costs ~1 ms a pair."""
     num_examples: int = Field(8, ge=0, le=200)
     """Explanation examples shown side by side with the teacher's."""
     title: str = "lantern_batch evaluation"
@@ -80,7 +89,8 @@ class EvaluateConfig(ConfigModel):
         return [
             f"read teacher labels from {self.labels}/labels/ ({teacher})",
             f"read precompute scores from {self.scores}/scores/ (ds {self.ds or '_LATEST'})",
-            f"read members {self.inputs.members} and jobs {self.inputs.jobs} (skill vocabulary)",
+            f"read members {self.inputs.members} and jobs {self.inputs.jobs} (grounding of explanations)",
+            "judge explanations of held-out pairs only (split from the classifier/explainer resolved_config.yaml)",
             "read metrics.json of: " + (", ".join(
                 p for p in (self.teacher_model, self.classifier, self.explainer) if p) or "none"),
             f"write {self.out}/index.html and {self.out}/metrics.json",

@@ -8,9 +8,13 @@ Reads (every input optional; a missing one makes its report section "not availab
 * teacher labels ``LABELS/labels/teacher=NAME/`` or ``LABELS/fused/`` (synthesize output),
 * the published precompute partition ``SCORES/scores/ds=…/`` (the files its ``_manifest.json``
   lists, only once ``_SUCCESS`` exists; ``scores/_LATEST`` names the ds by default),
-* D_seed, the members' skills and the jobs' required skills (the skill vocabulary),
-* ``metrics.json`` next to the exported teacher, classifier and explainer, and the run
-  summaries and manifests (throughput per stage).
+* D_seed, and the member and job rows of the judged pairs (grounding of the explanations),
+* ``metrics.json`` next to the exported teacher, classifier and explainer, the
+  ``resolved_config.yaml`` next to the classifier and explainer (their held-out split), and the
+  run summaries and manifests (throughput per stage).
+
+Explanations are judged on held-out pairs only (:class:`HeldoutSplit`): pairs a student trained
+on would flatter it.
 
 Writes ``OUT/index.html`` (self-contained: plots are embedded PNG), ``OUT/metrics.json`` and the
 resolved config. Tables are streamed in record batches with only the needed columns; label
@@ -32,9 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+import yaml
 
 from lantern_batch import io
 from lantern_batch.config import config_hash, write_resolved_config
+from lantern_batch.distill.data import heldout_mask
 from lantern_batch.errors import NotPublishedError
 from lantern_batch.evaluate import metrics as m
 from lantern_batch.evaluate.config import EvaluateConfig
@@ -48,6 +54,12 @@ KEY_SEP = "\x1f"
 BATCH_ROWS = 65_536
 #: Run summaries a stage may leave next to its output (first found wins).
 SUMMARY_NAMES = ("summary.json", "_summary.json", "run_summary.json", "_manifest.json", "manifest.json")
+#: Member and job columns the explanation validator reads (those the tables have are read).
+MEMBER_COLUMNS = ("member_id", "headline", "summary", "current_title", "seniority", "years_experience",
+                  "skills", "experience", "location")
+JOB_COLUMNS = ("job_id", "title", "company", "description", "seniority", "required_skills", "location")
+#: Result fields that hold explanation text: kept out of ``metrics.json``.
+TEXT_FIELDS = ("teacher_explanation", "student_explanation")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +181,113 @@ def read_explanations(ds: pads.Dataset, keys: set[str]) -> dict[str, str | None]
     return out
 
 
+def explained_keys(ds: pads.Dataset, keys: set[str]) -> set[str]:
+    """The keys (of those asked for) that precompute selected for an explanation.
+
+    ``explainer_version`` non-null marks a selected row (its explanation is null only when the
+    explainer failed on it); scores without that column count the rows whose explanation is
+    non-null. Streamed over the key columns only.
+    """
+    out: set[str] = set()
+    names = ds.schema.names
+    if not keys or "explanation" not in names:
+        return out
+    marker = "explainer_version" if "explainer_version" in names else "explanation"
+    value_set = pa.array(sorted(keys), pa.string())
+    for batch in _batches(ds, ["member_id", "job_id", marker]):
+        key = _key_column(batch)
+        mask = pc.and_(pc.is_in(key, value_set=value_set), pc.is_valid(batch.column(2)))
+        out.update(key.filter(mask).to_pylist())
+    return out
+
+
+def read_rows(ds: pads.Dataset | None, id_column: str, ids: set[str], columns: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``to_pylist()`` rows of ``ds`` whose ``id_column`` is in ``ids``, with those of ``columns``
+    the table has (streamed; first occurrence wins)."""
+    out: dict[str, dict[str, Any]] = {}
+    if ds is None or not ids or id_column not in ds.schema.names:
+        return out
+    cols = [c for c in columns if c in ds.schema.names]
+    value_set = pa.array(sorted(ids), pa.string())
+    for batch in _batches(ds, cols):
+        mask = pc.is_in(pc.cast(batch.column(cols.index(id_column)), pa.string()), value_set=value_set)
+        if not pc.any(mask).as_py():
+            continue
+        for row in batch.filter(mask).to_pylist():
+            out.setdefault(str(row[id_column]), row)
+    return out
+
+
+@dataclass
+class HeldoutSplit:
+    """The pairs no student trained on, by the rule the distill runs applied.
+
+    Distill holds a pair out when :func:`lantern_batch.distill.data.heldout_mask` says so with
+    the job's ``data.holdout_fraction`` and ``data.split_salt``. Evaluate reads those two values
+    from the ``resolved_config.yaml`` each distill job writes into its export (classifier and
+    explainer), and applies the same function: the export is what precompute ran, it carries the
+    values that run actually used (not today's defaults), and it outlives the run's work
+    directory, which holds the examples table with its ``heldout`` column but is scratch space.
+    A pair counts as held out only when every student held it out. A student export that records
+    no split uses ``holdout_fraction`` / ``split_salt`` of the evaluate config when set; without
+    either, the split is unknown and the explanation checks are not available.
+    """
+
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    """One ``{"student", "holdout_fraction", "split_salt", "from"}`` per student export."""
+    reason: str | None = None
+    """Why the split is unknown (None: it is known)."""
+
+    @property
+    def known(self) -> bool:
+        return self.reason is None and bool(self.rules)
+
+    def mask(self, member_ids: list[str | None], job_ids: list[str | None]) -> np.ndarray:
+        """True for the pairs every student held out."""
+        out = np.ones(len(member_ids), dtype=bool)
+        for fraction, salt in {(r["holdout_fraction"], r["split_salt"]) for r in self.rules}:
+            out &= heldout_mask(member_ids, job_ids, fraction, salt)
+        return out
+
+
+def _is_dir(path: str) -> bool:
+    fs, p = io.filesystem(path)
+    return fs.get_file_info(p).type == pafs.FileType.Directory
+
+
+def read_heldout_split(cfg: EvaluateConfig) -> HeldoutSplit:
+    """The held-out rule of the classifier and explainer exports (see :class:`HeldoutSplit`)."""
+    split = HeldoutSplit()
+    configured = ({"holdout_fraction": cfg.holdout_fraction, "split_salt": cfg.split_salt}
+                  if cfg.holdout_fraction is not None else None)
+    for student, directory in (("classifier", cfg.classifier), ("explainer", cfg.explainer)):
+        if not directory or not _is_dir(directory):
+            continue
+        path = io.join(directory, "resolved_config.yaml")
+        data: Any = None
+        if io.exists(path):
+            try:
+                data = (yaml.safe_load(io.read_text(path)) or {}).get("data")
+            except (yaml.YAMLError, AttributeError):
+                event(log, "evaluate.unreadable_config", path=path)
+        if isinstance(data, dict) and data.get("holdout_fraction") is not None:
+            split.rules.append({"student": student, "holdout_fraction": float(data["holdout_fraction"]),
+                                "split_salt": str(data.get("split_salt", "lantern")), "from": path})
+        elif configured is not None:
+            split.rules.append({"student": student, **configured, "from": "evaluate config"})
+        else:
+            split.reason = (f"the {student} export at {directory} records no held-out split (no data.holdout_fraction "
+                            "in its resolved_config.yaml); set holdout_fraction and split_salt to the distill run's")
+            return split
+    if not split.rules:
+        if configured is None:
+            split.reason = ("no classifier or explainer export found to read the held-out split from; "
+                            "set holdout_fraction and split_salt to the distill runs'")
+        else:
+            split.rules.append({"student": "all", **configured, "from": "evaluate config"})
+    return split
+
+
 @dataclass
 class EvalInputs:
     """Everything the report is computed from; None means not available (see ``notes``)."""
@@ -181,7 +300,8 @@ class EvalInputs:
     manifest: dict[str, Any] | None = None
     seed_distribution: dict[str, Any] | None = None
     member_ds: pads.Dataset | None = None
-    vocabulary: set[str] | None = None
+    job_ds: pads.Dataset | None = None
+    heldout: HeldoutSplit = field(default_factory=HeldoutSplit)
     training: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     synthesis_summary: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -225,19 +345,13 @@ def _published_partition(cfg: EvaluateConfig, inputs: EvalInputs) -> tuple[str |
     return ds, files
 
 
-def _read_vocabulary(inputs: EvalInputs, cfg: EvaluateConfig) -> None:
-    vocab: set[str] = set()
-    for path, column, what in ((cfg.inputs.members, "skills", "members"), (cfg.inputs.jobs, "required_skills", "jobs")):
+def _read_entities(inputs: EvalInputs, cfg: EvaluateConfig) -> None:
+    for path, key, what in ((cfg.inputs.members, "member_id", "members"), (cfg.inputs.jobs, "job_id", "jobs")):
         ds = _dataset_at(path)
-        if ds is None or column not in ds.schema.names:
-            inputs.notes.append(f"{what}: not found at {path} (skill vocabulary without it)")
+        if ds is None or key not in ds.schema.names:
+            inputs.notes.append(f"{what}: not found at {path} (explanations are judged without grounding checks)")
             continue
-        if what == "members":
-            inputs.member_ds = ds
-        for batch in _batches(ds, [column]):
-            flat = pc.list_flatten(batch.column(0))
-            vocab.update(s for s in pc.unique(flat).to_pylist() if s and s.strip())
-    inputs.vocabulary = vocab or None
+        setattr(inputs, "member_ds" if what == "members" else "job_ds", ds)
 
 
 def load_inputs(cfg: EvaluateConfig) -> EvalInputs:
@@ -283,7 +397,8 @@ def load_inputs(cfg: EvaluateConfig) -> EvalInputs:
         else:
             inputs.notes.append(f"no seed labels at {cfg.seed}")
 
-    _read_vocabulary(inputs, cfg)
+    _read_entities(inputs, cfg)
+    inputs.heldout = read_heldout_split(cfg)
 
     for key, directory in (("teacher_sft", cfg.teacher_model), ("classifier", cfg.classifier),
                            ("explainer", cfg.explainer)):
@@ -418,100 +533,115 @@ def _manifest_summary(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in manifest.items() if k not in ("files",) and not isinstance(v, list)}
 
 
+EXPLANATION_SECTIONS = ("rouge", "explanations")
+
+
+def _explanations_unavailable(reason: str, heldout: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {key: _unavailable(reason) for key in EXPLANATION_SECTIONS}
+    if heldout is not None:
+        out["explanations"]["heldout"] = heldout
+    out["examples"] = []
+    out["worst_explanations"] = []
+    return out
+
+
 def _explanation_results(inputs: EvalInputs, cfg: EvaluateConfig, shared: pa.Table | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    student_has = inputs.student is not None and inputs.student.has_explanation
-    teacher_src = inputs.teacher_explanations_from
-    if shared is None or not student_has or teacher_src is None:
-        reason = ("no shared (teacher, student) pairs" if shared is None else
-                  "the scores carry no explanations (no explainer ran)" if not student_has else
-                  "the teacher labels carry no explanations")
-        for key in ("rouge", "consistency", "skill_claims"):
-            out[key] = _unavailable(reason)
-        out["examples"] = []
-        return out
+    """ROUGE and the validator's verdicts on the student's and the teacher's explanations of
+    held-out pairs the student was asked to explain (a stable sample of at most
+    ``max_explanations``); the five worst student explanations next to the teacher's."""
+    if shared is None:
+        return _explanations_unavailable("no shared (teacher, student) pairs")
+    if inputs.student is None or not inputs.student.has_explanation:
+        return _explanations_unavailable("the scores carry no explanations (no explainer ran)")
+    if not inputs.heldout.known:
+        return _explanations_unavailable(
+            f"the held-out split is unknown: {inputs.heldout.reason or 'no student export was read'}")
 
     keys = _key_column(shared).to_pylist()
-    order = np.argsort(_hash_unit(keys), kind="stable")[: cfg.max_explanations]
-    chosen = sorted(int(i) for i in order)
+    member_ids = shared.column("member_id").to_pylist()
+    job_ids = shared.column("job_id").to_pylist()
+    held = inputs.heldout.mask(member_ids, job_ids)
+    held_keys = {k for k, h in zip(keys, held, strict=True) if h}
+    explained = explained_keys(inputs.student.dataset, held_keys)
+    candidates = [i for i, k in enumerate(keys) if k in explained]
+    order = np.argsort(_hash_unit([keys[i] for i in candidates]), kind="stable")[: cfg.max_explanations]
+    chosen = sorted(candidates[int(i)] for i in order)
+    heldout = {"rules": inputs.heldout.rules, "shared_pairs": len(keys), "heldout_pairs": len(held_keys),
+               "training_pairs_excluded": len(keys) - len(held_keys), "explained_heldout_pairs": len(explained),
+               "judged_pairs": len(chosen)}
+    if not chosen:
+        reason = (f"none of the {len(keys):,} shared pairs is held out from training" if not held_keys else
+                  f"the scores carry no explanations for the {len(held_keys):,} held-out shared pairs "
+                  "(no explainer ran, or its policy selected none of them)")
+        return _explanations_unavailable(reason, heldout)
+
     sample = shared.take(pa.array(chosen, pa.int64()))
     sample_keys = [keys[i] for i in chosen]
     wanted = set(sample_keys)
     s_text = read_explanations(inputs.student.dataset, wanted)
-    t_text = read_explanations(teacher_src, wanted)
+    t_source = inputs.teacher_explanations_from
+    t_text = read_explanations(t_source, wanted) if t_source is not None else {}
     student_expl = [s_text.get(k) for k in sample_keys]
     teacher_expl = [t_text.get(k) for k in sample_keys]
     s_labels = sample.column("s_fit_label").to_pylist()
     t_labels = sample.column("t_fit_label").to_pylist()
-    with_student = sum(1 for x in student_expl if x and x.strip())
-    if with_student == 0 or not any(x and x.strip() for x in teacher_expl):
-        reason = ("the scores carry no explanations for the compared pairs (no explainer ran, "
-                  "or its policy selected none of them)" if with_student == 0 else
-                  "the teacher labels carry no explanations for the compared pairs")
-        for key in ("rouge", "consistency", "skill_claims"):
-            out[key] = _unavailable(reason)
-        out["examples"] = []
-        return out
 
-    rouge = m.rouge_scores(student_expl, teacher_expl)
-    out["rouge"] = {"available": rouge["n"] > 0, "pairs_sampled": len(sample_keys),
-                    "explained_pairs": with_student, **rouge}
-    if rouge["n"] == 0:
-        out["rouge"]["reason"] = "no pair has both a student and a teacher explanation"
-    out["consistency"] = {
+    members = read_rows(inputs.member_ds, "member_id", {k.split(KEY_SEP, 1)[0] for k in sample_keys}, MEMBER_COLUMNS)
+    jobs = read_rows(inputs.job_ds, "job_id", {k.split(KEY_SEP, 1)[1] for k in sample_keys}, JOB_COLUMNS)
+    member_rows = [members.get(k.split(KEY_SEP, 1)[0]) for k in sample_keys]
+    job_rows = [jobs.get(k.split(KEY_SEP, 1)[1]) for k in sample_keys]
+    grounded = [mem is not None and job is not None for mem, job in zip(member_rows, job_rows, strict=True)]
+
+    s_checks = m.judge_explanations(student_expl, s_labels, member_rows, job_rows)
+    out: dict[str, Any] = {"explanations": {
         "available": True,
-        "student": m.consistency(s_labels, student_expl),
-        "teacher": m.consistency(t_labels, teacher_expl),
-    }
+        "heldout": heldout,
+        "student": {"available": True, **m.explanation_quality(student_expl, s_labels, s_checks, grounded)},
+    }}
+    teacher_has = any(x and x.strip() for x in teacher_expl)
+    t_checks = m.judge_explanations(teacher_expl, t_labels, member_rows, job_rows) if teacher_has else None
+    out["explanations"]["teacher"] = ({"available": True, **m.explanation_quality(teacher_expl, t_labels, t_checks, grounded)}
+                                      if teacher_has
+                                      else _unavailable("the teacher labels carry no explanations for the judged pairs"))
 
-    if not inputs.vocabulary or inputs.member_ds is None:
-        out["skill_claims"] = _unavailable("no skill vocabulary (members/jobs tables not found)")
+    if teacher_has:
+        rouge = m.rouge_scores(student_expl, teacher_expl)
+        out["rouge"] = {"available": rouge["n"] > 0, "judged_pairs": len(chosen), **rouge}
     else:
-        member_ids = {k.split(KEY_SEP, 1)[0] for k in sample_keys}
-        skills = _member_skills(inputs.member_ds, member_ids)
-        matcher = m.SkillMatcher(inputs.vocabulary)
-        own = [skills.get(k.split(KEY_SEP, 1)[0]) for k in sample_keys]
-        out["skill_claims"] = {
-            "available": True,
-            "vocabulary_size": len(inputs.vocabulary),
-            "student": m.unsupported_claims(student_expl, own, matcher),
-            "teacher": m.unsupported_claims(teacher_expl, own, matcher),
-        }
-    out["examples"] = _examples(sample_keys, t_labels, s_labels, teacher_expl, student_expl, cfg.num_examples)
+        out["rouge"] = _unavailable("the teacher labels carry no explanations for the judged pairs")
+
+    rows = _pair_rows(sample_keys, t_labels, s_labels, teacher_expl, student_expl, s_checks, t_checks)
+    out["worst_explanations"] = [rows[i] for i in m.worst_explanations(s_checks, 5)]
+    out["examples"] = _examples(rows, s_labels, cfg.num_examples) if teacher_has else []
     return out
 
 
-def _member_skills(member_ds: pads.Dataset, member_ids: set[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    value_set = pa.array(sorted(member_ids), pa.string())
-    for batch in _batches(member_ds, ["member_id", "skills"]):
-        mask = pc.is_in(pc.cast(batch.column(0), pa.string()), value_set=value_set)
-        for mid, skills in zip(batch.column(0).filter(mask).to_pylist(), batch.column(1).filter(mask).to_pylist(), strict=True):
-            out.setdefault(mid, [s for s in (skills or []) if s])
-    return out
+def _pair_rows(keys, t_labels, s_labels, t_expl, s_expl, s_checks, t_checks) -> list[dict[str, Any]]:
+    rows = []
+    for i, key in enumerate(keys):
+        member_id, job_id = key.split(KEY_SEP, 1)
+        rows.append({
+            "member_id": member_id, "job_id": job_id,
+            "teacher_label": t_labels[i], "student_label": s_labels[i],
+            "teacher_explanation": t_expl[i], "student_explanation": s_expl[i],
+            "student_reasons": list(s_checks[i].reasons),
+            "teacher_reasons": list(t_checks[i].reasons) if t_checks is not None else None,
+        })
+    return rows
 
 
-def _examples(keys, t_labels, s_labels, t_expl, s_expl, n: int) -> list[dict[str, Any]]:
+def _examples(rows: list[dict[str, Any]], s_labels: list[str | None], n: int) -> list[dict[str, Any]]:
     """Up to ``n`` pairs with both explanations, taking the student's labels in turn."""
     by_label: dict[str, list[int]] = {name: [] for name in FIT_LABELS}
-    for i, (a, b) in enumerate(zip(t_expl, s_expl, strict=True)):
-        if a and b and s_labels[i] in by_label:
+    for i, row in enumerate(rows):
+        if row["teacher_explanation"] and row["student_explanation"] and s_labels[i] in by_label:
             by_label[s_labels[i]].append(i)
     picked: list[int] = []
     while len(picked) < n and any(by_label.values()):
         for name in FIT_LABELS:
             if by_label[name] and len(picked) < n:
                 picked.append(by_label[name].pop(0))
-    rows = []
-    for i in picked:
-        member_id, job_id = keys[i].split(KEY_SEP, 1)
-        rows.append({
-            "member_id": member_id, "job_id": job_id,
-            "teacher_label": t_labels[i], "student_label": s_labels[i],
-            "teacher_explanation": t_expl[i], "student_explanation": s_expl[i],
-            "student_stance": m.explanation_stance(s_expl[i]),
-        })
-    return rows
+    return [rows[i] for i in picked]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,8 +674,12 @@ def run(cfg: EvaluateConfig) -> int:
 
 
 def metrics_json(results: dict[str, Any]) -> str:
-    """``metrics.json``: every number of the report; explanation text left out."""
+    """``metrics.json``: every number of the report; explanation text left out (the worst
+    explanations keep their ids, labels and reasons)."""
     numbers = {k: v for k, v in results.items() if k != "examples"}
+    if "worst_explanations" in numbers:
+        numbers["worst_explanations"] = [{k: v for k, v in row.items() if k not in TEXT_FIELDS}
+                                         for row in numbers["worst_explanations"]]
     return json.dumps(numbers, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 

@@ -8,21 +8,30 @@ Agreement: :func:`confusion_matrix`, :func:`accuracy`, :func:`per_class_scores`,
 :func:`macro_f1`, :func:`reliability_curve`, :func:`expected_calibration_error`,
 :func:`mean_total_variation`, :func:`label_distribution`.
 
-Explanations: :func:`rouge_scores` (ROUGE-1/2/L F-measure via ``rouge-score``),
-:func:`explanation_stance` and :func:`consistency` (does the text argue the label it was given),
-:func:`claimed_skills` and :func:`unsupported_claims` (skills the text attributes to the
-candidate that the member does not list).
+Explanations: :func:`rouge_scores` (ROUGE-1/2/L F-measure; the same function distill's
+held-out metrics use), :func:`consistency` (the text states exactly one fit label, the row's),
+:func:`judge_explanations` / :func:`explanation_quality` (verdicts of the one explanation
+validator, :mod:`lantern_batch.quality`: valid rate, reasons, grounding errors, repetition) and
+:func:`worst_explanations`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from lantern_batch.distill.metrics import rouge_scores as rouge_scores
+from lantern_batch.quality import (
+    REASONS,
+    ExplanationCheck,
+    check_explanation,
+    stated_labels,
+    summarise,
+)
 from lantern_batch.schema import FIT_LABELS
 
 # ---------------------------------------------------------------------------------------------
@@ -170,278 +179,122 @@ def label_distribution(labels: Iterable[str | None]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# ROUGE
-
-
-def rouge_scores(predictions: Sequence[str | None], references: Sequence[str | None]) -> dict[str, Any]:
-    """Mean ROUGE-1/2/L F-measure of predictions against aligned references.
-
-    Uses Google's ``rouge-score`` implementation (Porter stemming on, as in the LANTERN paper's
-    setup and most summarisation work). Pairs where either side is missing or blank are skipped
-    and counted in ``skipped``.
-
-    Returns:
-        ``{"rouge1", "rouge2", "rougeL"}`` means (None when no pair is scored), ``n`` scored
-        pairs and ``skipped``.
-    """
-    from rouge_score import rouge_scorer
-
-    if len(predictions) != len(references):
-        raise ValueError("predictions and references must have the same length")
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    sums = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    n = skipped = 0
-    for pred, ref in zip(predictions, references, strict=True):
-        if not pred or not ref or not pred.strip() or not ref.strip():
-            skipped += 1
-            continue
-        scores = scorer.score(ref, pred)  # score(target, prediction)
-        for key in sums:
-            sums[key] += scores[key].fmeasure
-        n += 1
-    out: dict[str, Any] = {k: (v / n if n else None) for k, v in sums.items()}
-    out.update(n=n, skipped=skipped)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Label / explanation consistency
+# Explanations
 #
-# The judge is deliberately simple and readable, so its verdicts can be checked by hand:
-# 1. An explicit statement wins: the first "<label> fit|match", "rate(d) it <label>",
-#    "fit: <label>", or a synonym ("strong fit", "partial match", "weak match", ...) that is not
-#    negated ("not a High fit") decides the stance.
-# 2. Otherwise cue words vote: positive cues (matches, meets, strong, every required ...) and
-#    negative cues (lacks, missing, none of, below, unrelated ...); with s = (pos - neg) /
-#    (pos + neg), s >= 0.5 reads as High, s <= -0.5 as Low, anything between as Medium.
-# 3. No statement and no cue: undetermined (None); such texts are counted, not judged.
+# ROUGE is :func:`lantern_batch.distill.metrics.rouge_scores` itself (re-exported here), so the
+# report and the explainer's own metrics.json cannot disagree on the same texts. Everything else
+# reads the verdicts of the one explanation validator, :func:`lantern_batch.quality.check_explanation`.
 
-_LABEL_WORDS = {
-    "high": "High", "medium": "Medium", "low": "Low",
-    "strong": "High", "excellent": "High", "great": "High", "good": "High",
-    "partial": "Medium", "moderate": "Medium", "reasonable": "Medium", "mixed": "Medium",
-    "fair": "Medium",
-    "weak": "Low", "poor": "Low", "bad": "Low",
-}
-_WORDS = "|".join(_LABEL_WORDS)
-_STATEMENT = re.compile(
-    rf"\b(?P<a>{_WORDS})[\s-]+(?:fit|match|candidate)\b"
-    r"|\b(?:rate|rated|rating|label|labelled|labeled|classify|classified)\s+(?:it|this|them|you)?\s*"
-    r"(?:as\s+)?(?:an?\s+)?(?P<b>high|medium|low)\b"
-    r"|\bfit(?:\s+label)?\s*(?:is|:|=|-)\s*(?:an?\s+)?(?P<c>high|medium|low)\b",
-    re.IGNORECASE,
-)
-_NEGATED = re.compile(r"\b(?:not|isn't|is\s+not|no|never|hardly)\s+(?:an?\s+|the\s+|really\s+)?$", re.IGNORECASE)
-
-_POSITIVE_CUES = (
-    "matches", "match", "meets", "meet", "exceeds", "aligns", "aligned", "lines up", "strong",
-    "excellent", "well suited", "well-suited", "every required", "all the required", "all required",
-    "right level", "seniority is right", "no barrier", "not an issue", "covers", "relevant",
-    "extensive", "solid", "experienced", "proficient", "qualified", "bring", "brings",
-)
-_NEGATIVE_CUES = (
-    "lack", "lacks", "lacking", "missing", "none of", "no experience", "not mentioned",
-    "do not", "does not", "doesn't", "don't", "below", "above their", "step back", "unrelated",
-    "far from", "relocate", "gap", "gaps", "mismatch", "insufficient", "limited", "weak",
-    "not the same", "another country", "falls short", "short of", "junior to", "however",
-)
+GROUNDING_REASONS: tuple[str, ...] = ("ungrounded_skill", "wrong_years", "wrong_seniority", "wrong_location")
+"""Validator reasons that say the text states something the member and job rows do not."""
 
 
-def _count_cues(text: str, cues: Iterable[str]) -> int:
-    return sum(len(re.findall(rf"(?<![\w-]){re.escape(cue)}(?![\w-])", text)) for cue in cues)
-
-
-def explanation_stance(text: str | None) -> str | None:
-    """The fit label an explanation argues for, by the documented rule above; None if unclear.
-
-    >>> explanation_stance("This is a High fit: they list every required skill.")
-    'High'
-    >>> explanation_stance("They lack Kubernetes and are two levels below the role.")
-    'Low'
-    """
-    if not text or not text.strip():
-        return None
-    for m in _STATEMENT.finditer(text):
-        if _NEGATED.search(text[max(0, m.start() - 20): m.start()]):
-            continue
-        word = (m.group("a") or m.group("b") or m.group("c")).lower()
-        return _LABEL_WORDS[word]
-    lowered = text.lower()
-    pos, neg = _count_cues(lowered, _POSITIVE_CUES), _count_cues(lowered, _NEGATIVE_CUES)
-    if pos + neg == 0:
-        return None
-    score = (pos - neg) / (pos + neg)
-    if score >= 0.5:
-        return "High"
-    if score <= -0.5:
-        return "Low"
-    return "Medium"
+def _blank(text: str | None) -> bool:
+    return text is None or not text.strip()
 
 
 def consistency(labels: Sequence[str | None], explanations: Sequence[str | None]) -> dict[str, Any]:
-    """How often an explanation argues the label it accompanies.
+    """How often an explanation states the label it accompanies, and only that one.
+
+    An explanation is consistent when :func:`lantern_batch.quality.stated_labels` finds exactly
+    one fit label in it and that label is the row's. Every explanation counts, blank ones
+    included (a blank explanation states nothing, so it is not consistent).
 
     Returns:
-        ``rate`` = consistent / judged (None when nothing could be judged), ``judged``,
-        ``consistent``, ``undetermined`` (explanations the judge could not read a stance from),
-        ``missing`` (null or blank explanations) and ``stances`` (count per stance).
+        ``rate`` = consistent / ``n`` (None when ``n`` is 0), ``n``, ``consistent`` and the
+        inconsistent ones by kind: ``empty`` (blank), ``no_label``, ``multiple_labels``
+        ("High, Medium, Low"), ``wrong_label`` (one label, not the row's); ``stated`` counts the
+        single stated label per fit label.
     """
     if len(labels) != len(explanations):
         raise ValueError("labels and explanations must have the same length")
-    judged = consistent = undetermined = missing = 0
-    stances = {name: 0 for name in FIT_LABELS}
+    counts = {"consistent": 0, "empty": 0, "no_label": 0, "multiple_labels": 0, "wrong_label": 0}
+    stated = {name: 0 for name in FIT_LABELS}
     for label, text in zip(labels, explanations, strict=True):
-        if not text or not text.strip():
-            missing += 1
+        if _blank(text):
+            counts["empty"] += 1
             continue
-        stance = explanation_stance(text)
-        if stance is None:
-            undetermined += 1
-            continue
-        stances[stance] += 1
-        judged += 1
-        consistent += int(stance == label)
-    return {
-        "rate": consistent / judged if judged else None,
-        "judged": judged,
-        "consistent": consistent,
-        "undetermined": undetermined,
-        "missing": missing,
-        "stances": stances,
-    }
+        found = stated_labels(text)
+        if not found:
+            counts["no_label"] += 1
+        elif len(found) > 1:
+            counts["multiple_labels"] += 1
+        else:
+            stated[found[0]] += 1
+            counts["consistent" if found[0] == label else "wrong_label"] += 1
+    n = len(labels)
+    return {"rate": counts["consistent"] / n if n else None, "n": n, **counts, "stated": stated}
 
 
-# ---------------------------------------------------------------------------------------------
-# Skill claims
-#
-# A skill is *claimed* when a vocabulary skill is mentioned in a clause that attributes it to
-# the candidate: the clause names the candidate (you, your, they, their, the candidate, the
-# profile, ...) or says the skill matches/covers/meets the requirements, and carries no
-# negation or lack cue (not, no, none, lacks, missing, without, would need, ...). Sentences are
-# split into clauses at ``. ! ? ;`` and at "but", "while", "whereas", "although", "though",
-# "however", so "They bring SQL but do not list Spark" claims SQL and not Spark. A claim is
-# *unsupported* when the skill is not in the member's own ``skills`` list (case-insensitive).
-
-_CLAUSE_SPLIT = re.compile(
-    r"[.!?;]+\s*|\s*\b(?:but|while|whereas|although|though|however|yet)\b\s*", re.IGNORECASE
-)
-_CANDIDATE_CUE = re.compile(
-    r"\b(?:you|your|you're|you've|yours|they|their|they're|they've|them|he|she|his|her|"
-    r"candidate|candidate's|member|member's|applicant|profile|seeker|"
-    r"match(?:es|ed)?|cover(?:s|ed)?|meet(?:s)?|bring(?:s)?)\b",
-    re.IGNORECASE,
-)
-_NEGATION_CUE = re.compile(
-    r"\b(?:not|no|none|never|nor|lack|lacks|lacking|lacked|missing|without|absent|"
-    r"would need|needs to|need to|should learn|unclear|isn't|aren't|doesn't|don't|didn't)\b|n't\b",
-    re.IGNORECASE,
-)
-
-
-def normalise_skill(skill: str) -> str:
-    """Case- and space-insensitive form of a skill name."""
-    return " ".join(skill.lower().split())
-
-
-class SkillMatcher:
-    """Finds vocabulary skills in text, longest names first, on word boundaries.
-
-    Skills of one or two characters ("R", "Go", "C") are matched case-sensitively, so the verb
-    "go" is not the language Go; longer names match in any case. ``+``, ``#`` and ``.`` count as
-    word characters at the edges, so "C" does not match inside "C++" or "C#".
-    """
-
-    def __init__(self, vocabulary: Iterable[str]):
-        names = sorted({s.strip() for s in vocabulary if s and s.strip()}, key=len, reverse=True)
-        self.canonical = {normalise_skill(s): s for s in names}
-        short = [s for s in names if len(s) <= 2]
-        long = [s for s in names if len(s) > 2]
-        edge_l, edge_r = r"(?<![\w+#.])", r"(?![\w+#]|\.\w)"
-
-        def alternation(items: list[str]) -> str:
-            return "|".join(r"\s+".join(re.escape(part) for part in s.split()) for s in items)
-
-        self._long = re.compile(rf"{edge_l}(?:{alternation(long)}){edge_r}", re.IGNORECASE) if long else None
-        self._short = re.compile(rf"{edge_l}(?:{alternation(short)}){edge_r}") if short else None
-
-    def find(self, text: str) -> list[str]:
-        """Vocabulary skills mentioned in ``text``, normalised, in order of first mention."""
-        found: list[tuple[int, str]] = []
-        taken: list[tuple[int, int]] = []
-        for pattern in (self._long, self._short):
-            if pattern is None:
-                continue
-            for m in pattern.finditer(text):
-                if any(a < m.end() and m.start() < b for a, b in taken):
-                    continue  # inside a longer skill already found ("Go" in "Google Ads")
-                taken.append((m.start(), m.end()))
-                found.append((m.start(), normalise_skill(m.group(0))))
-        seen: dict[str, None] = {}
-        for _, name in sorted(found):
-            seen.setdefault(name, None)
-        return list(seen)
-
-
-def claimed_skills(text: str | None, matcher: SkillMatcher) -> list[str]:
-    """Skills the explanation attributes to the candidate (normalised), by the rule above."""
-    if not text:
-        return []
-    claims: dict[str, None] = {}
-    for clause in _CLAUSE_SPLIT.split(text):
-        if not clause or not _CANDIDATE_CUE.search(clause) or _NEGATION_CUE.search(clause):
-            continue
-        for skill in matcher.find(clause):
-            claims.setdefault(skill, None)
-    return list(claims)
-
-
-def unsupported_claims(
+def judge_explanations(
     explanations: Sequence[str | None],
-    member_skills: Sequence[Sequence[str] | None],
-    matcher: SkillMatcher,
+    labels: Sequence[str | None],
+    members: Sequence[Mapping[str, Any] | None],
+    jobs: Sequence[Mapping[str, Any] | None],
+) -> list[ExplanationCheck]:
+    """:func:`lantern_batch.quality.check_explanation` of each explanation against its row's
+    label, member and job (rows as ``to_pylist()`` gives them; None: grounding not checked)."""
+    if not len(explanations) == len(labels) == len(members) == len(jobs):
+        raise ValueError("explanations, labels, members and jobs must have the same length")
+    return [check_explanation(t, lab, mem, job)
+            for t, lab, mem, job in zip(explanations, labels, members, jobs, strict=True)]
+
+
+def explanation_quality(
+    explanations: Sequence[str | None],
+    labels: Sequence[str | None],
+    checks: Sequence[ExplanationCheck],
+    grounded: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
-    """Rate of explanations that claim at least one skill the member does not list.
+    """What a reader would judge of a set of explanations, from the validator's verdicts.
 
     Args:
-        explanations: one explanation per pair (None/blank: not evaluated).
-        member_skills: the member's ``skills`` list for each pair, aligned.
-        matcher: built from the skill vocabulary (all members' skills and jobs' required skills).
+        explanations: the texts (blank ones included: a blank explanation is a failed one).
+        labels: the label each explanation accompanies, aligned.
+        checks: :func:`judge_explanations` of the same rows.
+        grounded: per row, whether the member and job were known (the grounding checks ran);
+            None: all were.
 
     Returns:
-        ``rate`` = explanations with an unsupported claim / explanations evaluated,
-        ``claim_rate`` = unsupported claims / all claims, counts, and up to 20 ``examples`` of
-        (row index, unsupported skills).
+        ``n``; ``valid`` / ``valid_rate`` (no reason at all); ``by_reason`` (count of every
+        reason of :data:`~lantern_batch.quality.REASONS`, zeros included); ``consistency``
+        (:func:`consistency`); ``grounding``: ``n`` (non-blank texts with member and job known),
+        ``errors`` (texts with at least one of :data:`GROUNDING_REASONS`), ``rate`` and
+        ``by_reason``; ``repetition``: ``n`` (non-blank texts), ``count`` and ``rate``.
     """
-    if len(explanations) != len(member_skills):
-        raise ValueError("explanations and member_skills must have the same length")
-    evaluated = with_unsupported = claims_total = claims_unsupported = with_claims = 0
-    examples: list[dict[str, Any]] = []
-    for i, (text, skills) in enumerate(zip(explanations, member_skills, strict=True)):
-        if not text or not text.strip():
-            continue
-        evaluated += 1
-        claims = claimed_skills(text, matcher)
-        if not claims:
-            continue
-        with_claims += 1
-        own = {normalise_skill(s) for s in (skills or []) if s}
-        bad = [c for c in claims if c not in own]
-        claims_total += len(claims)
-        claims_unsupported += len(bad)
-        if bad:
-            with_unsupported += 1
-            if len(examples) < 20:
-                examples.append({"row": i, "skills": bad})
+    if not len(explanations) == len(labels) == len(checks):
+        raise ValueError("explanations, labels and checks must have the same length")
+    grounded = [True] * len(checks) if grounded is None else list(grounded)
+    summary = summarise(checks)
+    by_reason = {r: summary["by_reason"].get(r, 0) for r in REASONS}
+    present = [not _blank(t) for t in explanations]
+    n_grounded = sum(1 for p, g in zip(present, grounded, strict=True) if p and g)
+    errors = sum(1 for c in checks if set(c.reasons) & set(GROUNDING_REASONS))
+    n_text = sum(present)
     return {
-        "rate": with_unsupported / evaluated if evaluated else None,
-        "claim_rate": claims_unsupported / claims_total if claims_total else None,
-        "evaluated": evaluated,
-        "with_claims": with_claims,
-        "with_unsupported": with_unsupported,
-        "claims": claims_total,
-        "unsupported": claims_unsupported,
-        "examples": examples,
+        "n": summary["checked"],
+        "valid": summary["valid"],
+        "valid_rate": summary["valid_rate"],
+        "by_reason": by_reason,
+        "consistency": consistency(labels, explanations),
+        "grounding": {
+            "n": n_grounded,
+            "errors": errors,
+            "rate": errors / n_grounded if n_grounded else None,
+            "by_reason": {r: by_reason[r] for r in GROUNDING_REASONS},
+        },
+        "repetition": {
+            "n": n_text,
+            "count": by_reason["repetition"],
+            "rate": by_reason["repetition"] / n_text if n_text else None,
+        },
     }
+
+
+def worst_explanations(checks: Sequence[ExplanationCheck], k: int = 5) -> list[int]:
+    """Indices of the ``k`` invalid explanations with the most reasons (ties: first row first)."""
+    invalid = [i for i, c in enumerate(checks) if not c.ok]
+    return sorted(invalid, key=lambda i: (-len(checks[i].reasons), i))[:k]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -183,20 +183,43 @@ def build_plots(results: dict[str, Any]) -> dict[str, str | None]:
                     if "rouge" in k.lower() and 0.0 <= v <= 1.0]
     plots["rouge"] = plot_rates(rouge_items, "ROUGE F-measure", "F-measure") if rouge_items else None
     expl_items: list[tuple[str, float | None]] = []
-    consistency = results.get("consistency", {})
-    if consistency.get("available"):
-        expl_items += [("consistency: student", consistency["student"]["rate"]),
-                       ("consistency: teacher", consistency["teacher"]["rate"])]
-    claims = results.get("skill_claims", {})
-    if claims.get("available"):
-        expl_items += [("unsupported skill claims: student", claims["student"]["rate"]),
-                       ("unsupported skill claims: teacher", claims["teacher"]["rate"])]
-    plots["explanations"] = plot_rates(expl_items, "Explanation checks", "share of explanations")
+    explanations = results.get("explanations", {})
+    if explanations.get("available"):
+        for who in ("student", "teacher"):
+            q = explanations.get(who) or {}
+            if q.get("available"):
+                expl_items += [(f"valid: {who}", q["valid_rate"]),
+                               (f"consistency: {who}", q["consistency"]["rate"]),
+                               (f"grounding errors: {who}", q["grounding"]["rate"]),
+                               (f"repetition: {who}", q["repetition"]["rate"])]
+    plots["explanations"] = plot_rates(expl_items, "Held-out explanations", "share of explanations")
     throughput = results.get("throughput", {})
     rate_items = [(f"{r['stage']}: {r['metric']}", r["value"]) for r in throughput.get("rows", []) if r["kind"] == "rate"]
     plots["throughput"] = (plot_rates(rate_items[:16], "Throughput per stage", "per second", limit_one=False)
                            if rate_items else None)
     return plots
+
+
+QUALITY_ROWS = (
+    ("valid: passes every check", None, "valid_rate", "valid", "n"),
+    ("consistent: states exactly one fit label, the row's", "consistency", "rate", "consistent", "n"),
+    ("grounding errors: a skill, years, level or place the profiles do not support", "grounding", "rate", "errors", "n"),
+    ("repetition: looping text", "repetition", "rate", "count", "n"),
+)
+
+
+def quality_rows(explanations: dict[str, Any]) -> list[tuple[str, list[dict[str, Any] | None]]]:
+    """(row name, [student cell, teacher cell]) of the explanation table; a cell is ``{rate,
+    count, n}``, None where that side was not judged."""
+    rows = []
+    for name, part, rate, count, n in QUALITY_ROWS:
+        cells: list[dict[str, Any] | None] = []
+        for who in ("student", "teacher"):
+            q = explanations.get(who) or {}
+            d = (q.get(part) if part else q) if q.get("available") else None
+            cells.append({"rate": d[rate], "count": d[count], "n": d[n]} if d else None)
+        rows.append((name, cells))
+    return rows
 
 
 def _numbers(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
@@ -263,14 +286,97 @@ TEMPLATE = r"""<!doctype html>
     <div class="card"><div class="v">{{ pct(r.agreement.accuracy) if r.agreement.available else "n/a" }}</div><div class="k">student-teacher accuracy</div></div>
     <div class="card"><div class="v">{{ fmt(r.agreement.macro_f1) if r.agreement.available else "n/a" }}</div><div class="k">macro-F1</div></div>
     <div class="card"><div class="v">{{ fmt(r.calibration.ece) if r.calibration.available else "n/a" }}</div><div class="k">ECE (calibration error)</div></div>
-    <div class="card"><div class="v">{{ fmt(r.rouge.rougeL) if r.rouge.available else "n/a" }}</div><div class="k">ROUGE-L vs teacher</div></div>
-    <div class="card"><div class="v">{{ pct(r.consistency.student.rate) if r.consistency.available else "n/a" }}</div><div class="k">label/explanation consistency</div></div>
-    <div class="card"><div class="v">{{ pct(r.skill_claims.student.rate) if r.skill_claims.available else "n/a" }}</div><div class="k">explanations claiming unlisted skills</div></div>
   </div>
+  <h3>Student explanations of held-out pairs</h3>
+  {% if r.explanations.available %}{% set q = r.explanations.student %}
+  <div class="cards" id="explanation-cards">
+    <div class="card"><div class="v">{{ pct(q.valid_rate) }}</div><div class="k">valid (pass every check): {{ fmt(q.valid) }} of n={{ fmt(q.n) }}</div></div>
+    <div class="card"><div class="v">{{ pct(q.consistency.rate) }}</div><div class="k">state exactly one label, the right one: {{ fmt(q.consistency.consistent) }} of n={{ fmt(q.consistency.n) }}</div></div>
+    <div class="card"><div class="v">{{ pct(q.grounding.rate) }}</div><div class="k">with a grounding error: {{ fmt(q.grounding.errors) }} of n={{ fmt(q.grounding.n) }}</div></div>
+    <div class="card"><div class="v">{{ pct(q.repetition.rate) }}</div><div class="k">repetitive: {{ fmt(q.repetition.count) }} of n={{ fmt(q.repetition.n) }}</div></div>
+    <div class="card"><div class="v">{{ fmt(r.rouge.rougeL) if r.rouge.available else "n/a" }}</div><div class="k">ROUGE-L vs teacher, n={{ fmt(r.rouge.n) if r.rouge.available else 0 }}</div></div>
+  </div>
+  <p class="note">Judged by the explanation validator on {{ fmt(r.explanations.heldout.judged_pairs) }} held-out pairs; the five worst are
+    <a href="#worst">under Explanations</a>.</p>
+  {% else %}{{ na(r.explanations) }}{% endif %}
   {% if r.inputs.notes %}
   <h3>Notes on the inputs</h3>
   <ul class="note">{% for n in r.inputs.notes %}<li>{{ n }}</li>{% endfor %}</ul>
   {% endif %}
+</section>
+
+<section id="explanations">
+  <h2>Explanations</h2>
+  {% if r.explanations.available %}{% set h = r.explanations.heldout %}{% set sq = r.explanations.student %}{% set tq = r.explanations.teacher %}
+  <p class="note">Held-out pairs only: {{ fmt(h.heldout_pairs) }} of {{ fmt(h.shared_pairs) }} shared pairs were held out from training
+    ({% for rule in h.rules %}{{ rule.student }}: {{ pct(rule.holdout_fraction) }}, salt {{ rule.split_salt }}{% if not loop.last %}; {% endif %}{% endfor %});
+    the {{ fmt(h.training_pairs_excluded) }} pairs a student trained on are left out. {{ fmt(h.explained_heldout_pairs) }} held-out pairs
+    carry a student explanation; {{ fmt(h.judged_pairs) }} are judged{% if h.judged_pairs < h.explained_heldout_pairs %} (a stable sample){% endif %}.
+    A pair precompute selected whose explanation is missing counts as a failed (empty) explanation.</p>
+  <table id="explanation-quality">
+    <tr><th></th><th>student</th><th>teacher</th></tr>
+    {% for name, cells in quality_rows %}
+    <tr><td>{{ name }}</td>{% for c in cells %}{% if c %}<td class="num">{{ pct(c.rate) }} <span class="note">({{ fmt(c.count) }} of n={{ fmt(c.n) }})</span></td>{% else %}<td><span class="na">not available</span></td>{% endif %}{% endfor %}</tr>
+    {% endfor %}
+  </table>
+  <h3 id="worst">Five worst student explanations (most failed checks)</h3>
+  {% if worst %}
+  <table class="examples">
+    <tr><th>pair</th><th>student</th><th>teacher</th></tr>
+    {% for e in worst %}
+    <tr><td class="meta">{{ e.member_id }}<br>{{ e.job_id }}</td>
+        <td><span class="lbl lbl-{{ e.student_label }}">{{ e.student_label }}</span> {{ e.student_explanation if e.student_explanation else "(no explanation)" }}
+            <div class="note">fails: {{ e.student_reasons|join(", ") }}</div></td>
+        <td><span class="lbl lbl-{{ e.teacher_label }}">{{ e.teacher_label }}</span> {{ e.teacher_explanation if e.teacher_explanation else "(no explanation)" }}
+            {% if e.teacher_reasons is not none %}<div class="note">{{ ("fails: " ~ e.teacher_reasons|join(", ")) if e.teacher_reasons else "passes every check" }}</div>{% endif %}</td></tr>
+    {% endfor %}
+  </table>
+  {% else %}<p class="note">Every judged student explanation passes every check.</p>{% endif %}
+  <div class="row">
+    <div>{{ plot("explanations", "valid rate, consistency, grounding errors and repetition of held-out explanations") }}</div>
+    <div>
+      <h3>Failed checks by reason</h3>
+      <table id="explanation-reasons">
+        <tr><th>reason</th><th>student (n={{ fmt(sq.n) }})</th><th>teacher{% if tq.available %} (n={{ fmt(tq.n) }}){% endif %}</th></tr>
+        {% for reason, count in sq.by_reason.items() if count or (tq.available and tq.by_reason[reason]) %}
+        <tr><td>{{ reason }}</td><td class="num">{{ fmt(count) }}</td><td class="num">{{ fmt(tq.by_reason[reason]) if tq.available else "n/a" }}</td></tr>
+        {% else %}
+        <tr><td colspan="3">no explanation failed a check</td></tr>
+        {% endfor %}
+      </table>
+      <p class="note">Reasons are those of the explanation validator (lantern_batch.quality): an explanation can fail several. Consistency
+        reads the labels the text states ("High fit", "rate it Medium", "weak match", a bare "High"; negated ones do not count).</p>
+    </div>
+  </div>
+  {% else %}{{ na(r.explanations) }}{% endif %}
+
+  <h3>ROUGE against the teacher</h3>
+  {% if r.rouge.available %}
+  <div class="row">
+    <div>{{ plot("rouge", "ROUGE F-measure of student explanations") }}</div>
+    <table>
+      <tr><th></th><th>ROUGE-1</th><th>ROUGE-2</th><th>ROUGE-L</th><th>pairs</th></tr>
+      <tr><td>student vs teacher (held-out pairs)</td><td class="num">{{ fmt(r.rouge.rouge1) }}</td><td class="num">{{ fmt(r.rouge.rouge2) }}</td>
+          <td class="num">{{ fmt(r.rouge.rougeL) }}</td><td class="num">{{ fmt(r.rouge.n) }}</td></tr>
+    </table>
+  </div>
+  <p class="note">F-measure, Porter stemming (rouge-score), the same function as the explainer's metrics.json. A missing or blank student
+    explanation scores 0 ({{ fmt(r.rouge.blank) }} of n={{ fmt(r.rouge.n) }}); {{ fmt(r.rouge.skipped) }} pairs without a teacher explanation are
+    left out.</p>
+  {% else %}{{ na(r.rouge) }}{% endif %}
+
+  <h3>Examples, side by side</h3>
+  {% if examples %}
+  <table class="examples">
+    <tr><th>pair</th><th>teacher</th><th>student</th></tr>
+    {% for e in examples %}
+    <tr><td class="meta">{{ e.member_id }}<br>{{ e.job_id }}</td>
+        <td><span class="lbl lbl-{{ e.teacher_label }}">{{ e.teacher_label }}</span> {{ e.teacher_explanation }}</td>
+        <td><span class="lbl lbl-{{ e.student_label }}">{{ e.student_label }}</span> {{ e.student_explanation }}
+            <div class="note">{{ ("fails: " ~ e.student_reasons|join(", ")) if e.student_reasons else "passes every check" }}</div></td></tr>
+    {% endfor %}
+  </table>
+  {% else %}<p class="na">Not available: no judged pair has both a teacher and a student explanation</p>{% endif %}
 </section>
 
 <section id="agreement">
@@ -334,61 +440,6 @@ TEMPLATE = r"""<!doctype html>
   {% else %}<p class="na">Not available: no seed labels, teacher labels or scores were found</p>{% endif %}
 </section>
 
-<section id="explanations">
-  <h2>Explanations</h2>
-  <h3>ROUGE against the teacher</h3>
-  {% if r.rouge.available %}
-  <div class="row">
-    <div>{{ plot("rouge", "ROUGE F-measure of student explanations") }}</div>
-    <table>
-      <tr><th></th><th>ROUGE-1</th><th>ROUGE-2</th><th>ROUGE-L</th><th>pairs</th></tr>
-      <tr><td>student vs teacher (shared pairs)</td><td class="num">{{ fmt(r.rouge.rouge1) }}</td><td class="num">{{ fmt(r.rouge.rouge2) }}</td>
-          <td class="num">{{ fmt(r.rouge.rougeL) }}</td><td class="num">{{ fmt(r.rouge.n) }}</td></tr>
-    </table>
-  </div>
-  <p class="note">F-measure, Porter stemming (rouge-score). {{ fmt(r.rouge.explained_pairs) }} of {{ fmt(r.rouge.pairs_sampled) }} sampled
-    shared pairs carry a student explanation (precompute explains the pairs its policy selects).</p>
-  {% else %}{{ na(r.rouge) }}{% endif %}
-
-  <h3>Label/explanation consistency and skill claims</h3>
-  {% if r.consistency.available %}
-  <div class="row">
-    <div>{{ plot("explanations", "explanation consistency and unsupported skill claims") }}</div>
-    <table>
-      <tr><th></th><th>student</th><th>teacher</th></tr>
-      <tr><td>explanation argues the label it accompanies</td><td class="num">{{ pct(r.consistency.student.rate) }}</td><td class="num">{{ pct(r.consistency.teacher.rate) }}</td></tr>
-      <tr><td>judged / undetermined / missing</td>
-          <td class="num">{{ r.consistency.student.judged }} / {{ r.consistency.student.undetermined }} / {{ r.consistency.student.missing }}</td>
-          <td class="num">{{ r.consistency.teacher.judged }} / {{ r.consistency.teacher.undetermined }} / {{ r.consistency.teacher.missing }}</td></tr>
-      {% if r.skill_claims.available %}
-      <tr><td>explanations claiming a skill the member does not list</td><td class="num">{{ pct(r.skill_claims.student.rate) }}</td><td class="num">{{ pct(r.skill_claims.teacher.rate) }}</td></tr>
-      <tr><td>unsupported / all skill claims</td>
-          <td class="num">{{ r.skill_claims.student.unsupported }} / {{ r.skill_claims.student.claims }}</td>
-          <td class="num">{{ r.skill_claims.teacher.unsupported }} / {{ r.skill_claims.teacher.claims }}</td></tr>
-      {% endif %}
-    </table>
-  </div>
-  <p class="note">Consistency judge: an explicit statement ("High fit", "rate it Medium", "weak match") decides; otherwise positive and
-    negative cue words vote. Skill claims: vocabulary skills ({{ fmt(r.skill_claims.vocabulary_size) if r.skill_claims.available else "n/a" }}
-    names from members' skills and jobs' required skills) in a clause that attributes them to the candidate and is not negated.
-    The teacher column shows how the same checks read the teacher's own explanations.</p>
-  {% if not r.skill_claims.available %}{{ na(r.skill_claims) }}{% endif %}
-  {% else %}{{ na(r.consistency) }}{% endif %}
-
-  <h3>Examples, side by side</h3>
-  {% if examples %}
-  <table class="examples">
-    <tr><th>pair</th><th>teacher</th><th>student</th></tr>
-    {% for e in examples %}
-    <tr><td class="meta">{{ e.member_id }}<br>{{ e.job_id }}</td>
-        <td><span class="lbl lbl-{{ e.teacher_label }}">{{ e.teacher_label }}</span> {{ e.teacher_explanation }}</td>
-        <td><span class="lbl lbl-{{ e.student_label }}">{{ e.student_label }}</span> {{ e.student_explanation }}
-            <div class="note">argues: {{ e.student_stance or "undetermined" }}</div></td></tr>
-    {% endfor %}
-  </table>
-  {% else %}<p class="na">Not available: no pair has both a teacher and a student explanation</p>{% endif %}
-</section>
-
 <section id="throughput">
   <h2>Throughput per stage</h2>
   {% if r.throughput.available %}
@@ -435,6 +486,8 @@ def render_report(results: dict[str, Any], title: str = "lantern_batch evaluatio
         title=title,
         plots=build_plots(results),
         examples=results.get("examples") or [],
+        worst=results.get("worst_explanations") or [],
+        quality_rows=quality_rows(results.get("explanations") or {}),
         labels=list(FIT_LABELS),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         fmt=_fmt,
@@ -448,7 +501,7 @@ class _Defaulting(dict):
 
     def __init__(self, data: dict[str, Any]):
         super().__init__(data)
-        for key in ("agreement", "calibration", "rouge", "consistency", "skill_claims", "throughput"):
+        for key in ("agreement", "calibration", "rouge", "explanations", "throughput"):
             self.setdefault(key, {"available": False, "reason": "not computed"})
         self.setdefault("inputs", {"notes": []})
         self.setdefault("distributions", {"seed": None, "teacher": None, "student": None})

@@ -52,10 +52,17 @@ def test_fit_temperature_recovers_the_generating_temperature():
 
 def test_rouge_identical_disjoint_and_partial():
     r = rouge_scores(["the member has python skills"], ["the member has python skills"])
-    assert r == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
+    assert r == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "n": 1, "blank": 0, "skipped": 0}
     assert rouge_scores(["zebra"], ["python skills"])["rouge1"] == 0.0
     partial = rouge_scores(["the member has java"], ["the member has python"])
     assert 0 < partial["rouge2"] < partial["rouge1"] < 1
+
+
+def test_rouge_counts_a_blank_generation_as_zero():
+    # A blank generation is a failed explanation: it stays in the mean with 0, it is not skipped.
+    r = rouge_scores(["the member has python skills", "", None], ["the member has python skills"] * 3)
+    assert (r["n"], r["blank"], r["skipped"]) == (3, 2, 0)
+    assert r["rouge1"] == r["rouge2"] == r["rougeL"] == pytest.approx(1 / 3)
 
 
 def test_ranking_auc():

@@ -8,15 +8,21 @@ construction; ``tests/integration/test_report_render.py`` reuses it.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
+from html import escape as html_escape
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
 
 from lantern_batch import io
 from lantern_batch.cli import main
-from lantern_batch.config import load_config
+from lantern_batch.config import load_config, write_resolved_config
+from lantern_batch.distill.config import ClassifierConfig, ExplainerConfig
+from lantern_batch.distill.data import heldout_mask
 from lantern_batch.evaluate.config import EvaluateConfig
 from lantern_batch.evaluate.job import run
 from lantern_batch.schema import FIT_LABELS
@@ -42,23 +48,60 @@ def _job_skills(j: int) -> list[str]:
     return [SKILLS[(2 * j + k) % len(SKILLS)] for k in range(2)]
 
 
-def make_eval_inputs(root: Path, *, with_explainer: bool = True) -> dict:
+HOLDOUT = 0.5
+"""Held-out share the fixture's classifier and explainer exports record (half the pairs)."""
+STUDENT_KINDS = ("good", "ungrounded", "degenerate_all", "degenerate_one")
+
+
+def fit_text(label: str, matched: list[str], missing: list[str]) -> str:
+    """A valid explanation of a pair labelled ``label`` (states the label, names only the job's skills)."""
+    text = f"This is a {label} fit."
+    if matched and missing:
+        return text + f" They bring {' and '.join(matched)} but do not list {' and '.join(missing)}."
+    if matched:
+        return text + f" They bring {' and '.join(matched)}, which the role requires."
+    return text + f" None of the required skills ({', '.join(missing)}) appear on the profile."
+
+
+def _student_text(pair: dict) -> str | None:
+    """The default student explanations: every 2nd pair explained, by kind in turn (valid; an
+    unlisted skill; "High, Medium, Low"; "Medium"); every 7th other pair selected but failed ("")."""
+    i = pair["index"]
+    if i % 2:
+        return "" if i % 7 == 0 else None
+    kind = STUDENT_KINDS[(i // 2) % len(STUDENT_KINDS)]
+    pair["student_kind"] = kind
+    good = fit_text(pair["student_label"], pair["matched"], pair["missing"])
+    return {"good": good, "ungrounded": good + " You also have Terraform experience.",
+            "degenerate_all": "High, Medium, Low", "degenerate_one": "Medium"}[kind]
+
+
+def make_eval_inputs(root: Path, *, with_explainer: bool = True, holdout_fraction: float | None = HOLDOUT,
+                     student_text: Callable[[dict], str | None] | None = None) -> dict:
     """Write a small demo layout under ``root``; return the facts the tests check.
 
-    Teacher: label by skill overlap (2 -> High, 1 -> Medium, 0 -> Low). Student: the teacher's
-    label, except every 5th shared pair is shifted one label down (High -> Medium -> Low -> High).
-    Student explanations (every 2nd pair) state the student's label; every 4th claims
-    "Kubernetes", which the member may not list.
+    Teacher: label by skill overlap (2 -> High, 1 -> Medium, 0 -> Low), with a valid
+    explanation. Student: the teacher's label, except every 5th shared pair is shifted one label
+    down (High -> Medium -> Low -> High). ``student_text(pair)`` gives the student explanation of
+    each pair (None: not selected for one; "": selected, the explainer failed); the default is
+    :func:`_student_text`. The classifier and explainer exports record ``holdout_fraction`` in
+    their resolved_config.yaml (None: they record no split).
     """
+    student_text = student_text or _student_text
     members = pa.table({
         "member_id": [f"m{m:03d}" for m in range(30)],
         "current_title": ["Engineer"] * 30,
+        "seniority": ["mid"] * 30,
+        "years_experience": [4.0] * 30,
+        "location": ["Seattle, WA"] * 30,
         "skills": [_member_skills(m) for m in range(30)],
     })
     jobs = pa.table({
         "job_id": [f"j{j:03d}" for j in range(10)],
         "title": ["Data Engineer"] * 10,
         "description": ["A role."] * 10,
+        "seniority": ["mid"] * 10,
+        "location": ["Seattle, WA"] * 10,
         "required_skills": [_job_skills(j) for j in range(10)],
     })
     io.write_table(members, str(root / "data" / "members"))
@@ -67,38 +110,34 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True) -> dict:
                    str(root / "data" / "seed"))
 
     shift = {"High": "Medium", "Medium": "Low", "Low": "High"}
-    t_rows, s_rows = [], []
-    teacher_labels, student_labels, kubernetes_claims_unsupported = [], [], 0
-    for i, (mid, jid) in enumerate(_pairs()):
+    keys = list(_pairs())
+    held = heldout_mask([k[0] for k in keys], [k[1] for k in keys], holdout_fraction or HOLDOUT, "lantern")
+    t_rows, s_rows, pairs = [], [], []
+    for i, (mid, jid) in enumerate(keys):
         m, j = int(mid[1:]), int(jid[1:])
         matched = [s for s in _job_skills(j) if s in _member_skills(m)]
         missing = [s for s in _job_skills(j) if s not in matched]
         label = {2: "High", 1: "Medium", 0: "Low"}[len(matched)]
-        t_expl = f"This is a {label} fit."
-        if matched:
-            t_expl += f" They bring {' and '.join(matched)}"
-            t_expl += f" but do not list {' and '.join(missing)}." if missing else "."
-        elif missing:
-            t_expl += f" None of the required skills ({', '.join(missing)}) appear on the profile."
+        t_expl = fit_text(label, matched, missing)
         t_rows.append({"pair_id": f"{mid}|{jid}", "member_id": mid, "job_id": jid, "teacher": "tiny",
                        "fit_label": label, "p_high": PROBS[label][0], "p_medium": PROBS[label][1],
                        "p_low": PROBS[label][2], "explanation": t_expl})
         s_label = shift[label] if i % 5 == 0 else label
-        s_expl = None
-        if with_explainer and i % 2 == 0:
-            s_expl = f"You are a {s_label} fit for this role."
-            if i % 4 == 0:
-                s_expl += " You have Kubernetes experience."
-                kubernetes_claims_unsupported += "Kubernetes" not in _member_skills(m)
-        teacher_labels.append(label)
-        student_labels.append(s_label)
+        pair = {"index": i, "member_id": mid, "job_id": jid, "teacher_label": label, "student_label": s_label,
+                "teacher_explanation": t_expl, "matched": matched, "missing": missing,
+                "heldout": bool(held[i]), "student_kind": None}
+        s_expl = student_text(pair) if with_explainer else None
+        pair["student_explanation"] = s_expl
+        pair["selected"] = s_expl is not None
+        pairs.append(pair)
         s_rows.append({"member_id": mid, "job_id": jid, "fit_label": s_label,
                        "p_high": PROBS[s_label][0], "p_medium": PROBS[s_label][1], "p_low": PROBS[s_label][2],
-                       "explanation": s_expl})
+                       "explanation": s_expl or None, "explainer_version": "e-3f9a" if s_expl is not None else None})
     # 20 scored pairs the teacher never labelled (they count in the student distribution only).
     for k in range(20):
         s_rows.append({"member_id": f"x{k:03d}", "job_id": "j000", "fit_label": "Low",
-                       "p_high": 0.05, "p_medium": 0.15, "p_low": 0.8, "explanation": None})
+                       "p_high": 0.05, "p_medium": 0.15, "p_low": 0.8, "explanation": None,
+                       "explainer_version": None})
 
     labels_dir = root / "labels" / "teacher=tiny"
     io.write_table(pa.Table.from_pylist(t_rows), str(labels_dir))
@@ -106,7 +145,10 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True) -> dict:
                                                           "output_tokens_per_s": 210.0}))
 
     part = root / "scores" / f"ds={DS}"
-    scores = pa.Table.from_pylist(s_rows)
+    scores = pa.Table.from_pylist(s_rows, schema=pa.schema([
+        ("member_id", pa.string()), ("job_id", pa.string()), ("fit_label", pa.string()),
+        ("p_high", pa.float32()), ("p_medium", pa.float32()), ("p_low", pa.float32()),
+        ("explanation", pa.string()), ("explainer_version", pa.string())]))
     files = [io.write_table(scores.slice(0, 60), str(part), basename="part-r1-00000.parquet"),
              io.write_table(scores.slice(60), str(part), basename="part-r1-00001.parquet")]
     io.publish_partition(str(part), files, {
@@ -122,16 +164,27 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True) -> dict:
     models = root / "models"
     io.write_text(str(models / "classifier" / "metrics.json"),
                   json.dumps({"accuracy": 0.9, "macro_f1": 0.88, "ece": 0.04, "samples_per_s": 55.0}))
+    split = {"data": {"holdout_fraction": holdout_fraction}}
+    if holdout_fraction is not None:
+        write_resolved_config(load_config(ClassifierConfig, base=split), str(models / "classifier"))
     if with_explainer:
         io.write_text(str(models / "explainer" / "metrics.json"),
                       json.dumps({"rouge1": 0.5, "rouge2": 0.3, "rougeL": 0.45,
                                   "base": {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15},
                                   "version": "e-3f9a", "note": "free text is not shown",
                                   "examples": [{"student": "You are a High fit because of SQL."}]}))
+        if holdout_fraction is not None:
+            write_resolved_config(load_config(ExplainerConfig, base=split), str(models / "explainer"))
     io.write_text(str(models / "teacher" / "metrics.json"),
                   json.dumps({"before": {"accuracy": 0.35}, "after": {"accuracy": 0.8}}))
-    return {"teacher_labels": teacher_labels, "student_labels": student_labels,
-            "kubernetes_unsupported": kubernetes_claims_unsupported, "student_rows": len(s_rows)}
+    return {"teacher_labels": [p["teacher_label"] for p in pairs],
+            "student_labels": [p["student_label"] for p in pairs],
+            "pairs": pairs, "student_rows": len(s_rows)}
+
+
+def judged_pairs(facts: dict) -> list[dict]:
+    """The pairs evaluate must judge: held out from training and selected for an explanation."""
+    return [p for p in facts["pairs"] if p["heldout"] and p["selected"]]
 
 
 def eval_config(root: Path, **overrides) -> EvaluateConfig:
@@ -179,20 +232,135 @@ def test_distributions_per_stage(evaluated):
     assert d["student"]["counts"]["Low"] == sum(x == "Low" for x in facts["student_labels"]) + 20
 
 
-def test_explanation_checks(evaluated):
+def test_explanations_are_judged_on_heldout_pairs_only(evaluated):
     _, facts, metrics = evaluated
-    # Student explanations state the student's label: fully consistent, 50 of 100 explained.
-    student = metrics["consistency"]["student"]
-    assert student["rate"] == 1.0 and student["judged"] == 50 and student["missing"] == 50
-    assert metrics["consistency"]["teacher"]["rate"] == 1.0
-    claims = metrics["skill_claims"]["student"]
-    assert claims["with_unsupported"] == facts["kubernetes_unsupported"] > 0
-    assert claims["rate"] == pytest.approx(facts["kubernetes_unsupported"] / 50)
-    # The teacher's explanations only claim the matched skills: never unsupported.
-    assert metrics["skill_claims"]["teacher"]["with_unsupported"] == 0
-    assert metrics["skill_claims"]["teacher"]["claims"] > 0
-    assert metrics["rouge"]["available"] and metrics["rouge"]["n"] == 50
+    ex = metrics["explanations"]
+    n_held = sum(p["heldout"] for p in facts["pairs"])
+    assert 0 < n_held < 100
+    assert ex["heldout"]["heldout_pairs"] == n_held
+    assert ex["heldout"]["training_pairs_excluded"] == 100 - n_held
+    assert [r["holdout_fraction"] for r in ex["heldout"]["rules"]] == [HOLDOUT, HOLDOUT]
+    judged = judged_pairs(facts)
+    assert ex["heldout"]["judged_pairs"] == ex["student"]["n"] == ex["teacher"]["n"] == len(judged)
+    held_keys = {(p["member_id"], p["job_id"]) for p in judged}
+    assert all((w["member_id"], w["job_id"]) in held_keys for w in metrics["worst_explanations"])
+
+
+def test_explanation_quality_by_kind(evaluated):
+    _, facts, metrics = evaluated
+    judged = judged_pairs(facts)
+    kinds = Counter(p["student_kind"] for p in judged)
+    failed = sum(p["student_kind"] is None for p in judged)
+    assert failed and all(kinds[k] for k in STUDENT_KINDS)
+    q = metrics["explanations"]["student"]
+    assert q["valid"] == kinds["good"] and q["valid_rate"] == pytest.approx(kinds["good"] / len(judged))
+    assert q["by_reason"]["empty"] == failed  # selected, but the explainer produced nothing
+    assert q["by_reason"]["multiple_labels"] == kinds["degenerate_all"]
+    # One stated label, the row's: the valid and the ungrounded texts, and "Medium" on a Medium row.
+    medium_on_medium = sum(p["student_kind"] == "degenerate_one" and p["student_label"] == "Medium" for p in judged)
+    c = q["consistency"]
+    assert c["consistent"] == kinds["good"] + kinds["ungrounded"] + medium_on_medium
+    assert (c["n"], c["empty"], c["multiple_labels"]) == (len(judged), failed, kinds["degenerate_all"])
+    assert q["grounding"]["errors"] == q["grounding"]["by_reason"]["ungrounded_skill"] == kinds["ungrounded"]
+    assert q["grounding"]["n"] == len(judged) - failed
+    assert q["repetition"] == {"n": len(judged) - failed, "count": 0, "rate": 0.0}
+    # The teacher's explanations are all valid and consistent.
+    t = metrics["explanations"]["teacher"]
+    assert t["valid_rate"] == 1.0 and t["consistency"]["rate"] == 1.0 and t["grounding"]["errors"] == 0
+    # ROUGE over the same pairs: the failed ones count 0.
+    assert metrics["rouge"]["available"] and metrics["rouge"]["n"] == len(judged)
+    assert metrics["rouge"]["blank"] == failed and metrics["rouge"]["skipped"] == 0
     assert 0.0 < metrics["rouge"]["rougeL"] < 1.0
+
+
+def test_five_worst_have_the_most_reasons_and_the_teachers_text(evaluated):
+    root, facts, metrics = evaluated
+    worst = metrics["worst_explanations"]
+    assert len(worst) == 5
+    counts = [len(w["student_reasons"]) for w in worst]
+    assert counts == sorted(counts, reverse=True)
+    # "High, Medium, Low": too_short, not_prose, truncated, multiple_labels -- the most of any kind.
+    assert set(worst[0]["student_reasons"]) == {"too_short", "not_prose", "truncated", "multiple_labels"}
+    assert all(w["teacher_reasons"] == [] for w in worst)
+    assert "student_explanation" not in worst[0] and "teacher_explanation" not in worst[0]
+    by_key = {(p["member_id"], p["job_id"]): p for p in facts["pairs"]}
+    html = (root / "report" / "index.html").read_text()
+    section = html[html.index('id="worst"'):html.index("ROUGE against the teacher")]
+    for w in worst:
+        assert html_escape(by_key[(w["member_id"], w["job_id"])]["teacher_explanation"]) in section
+
+
+def test_degenerate_explanations_score_zero(tmp_path):
+    def degenerate(pair):
+        if not pair["heldout"]:
+            return fit_text(pair["student_label"], pair["matched"], pair["missing"])
+        return "Medium" if pair["student_label"] != "Medium" else "High, Medium, Low"
+
+    make_eval_inputs(tmp_path, student_text=degenerate)
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    q = metrics["explanations"]["student"]
+    assert q["n"] > 0 and q["valid_rate"] == 0.0 and q["consistency"]["rate"] == 0.0
+    assert q["by_reason"]["too_short"] == q["by_reason"]["not_prose"] == q["n"]
+
+
+def test_training_pairs_are_excluded(tmp_path):
+    # Garbage on every pair the students trained on, valid text on every held-out pair: a report
+    # that read training pairs would show failures.
+    def by_split(pair):
+        if pair["heldout"]:
+            return fit_text(pair["student_label"], pair["matched"], pair["missing"])
+        return "High, Medium, Low"
+
+    facts = make_eval_inputs(tmp_path, student_text=by_split)
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    q = metrics["explanations"]["student"]
+    assert q["n"] == sum(p["heldout"] for p in facts["pairs"])
+    assert q["valid_rate"] == 1.0 and q["consistency"]["rate"] == 1.0
+    assert metrics["worst_explanations"] == [] and metrics["rouge"]["blank"] == 0
+
+
+def test_unknown_split_makes_explanations_unavailable(tmp_path):
+    make_eval_inputs(tmp_path, holdout_fraction=None)
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    for key in ("rouge", "explanations"):
+        assert metrics[key]["available"] is False
+        assert "held-out split is unknown" in metrics[key]["reason"]
+    # The distill run's values given in the evaluate config: judged as if recorded.
+    assert run(eval_config(tmp_path, holdout_fraction=HOLDOUT, split_salt="lantern")) == 0
+    configured = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert configured["explanations"]["available"]
+    assert configured["explanations"]["heldout"]["rules"][0]["from"] == "evaluate config"
+    recorded = tmp_path / "recorded"
+    make_eval_inputs(recorded)
+    assert run(eval_config(recorded)) == 0
+    expected = json.loads((recorded / "report" / "metrics.json").read_text())
+    assert configured["explanations"]["student"] == expected["explanations"]["student"]
+
+
+def test_rouge_is_the_same_in_distill_and_evaluate(tmp_path, monkeypatch):
+    from lantern_batch.distill import decoder, train_explainer
+
+    def text(pair):
+        if pair["index"] % 4 == 1:
+            return ""  # selected, the explainer failed: a blank prediction
+        return fit_text(pair["student_label"], pair["matched"][:1], pair["missing"])
+
+    facts = make_eval_inputs(tmp_path, student_text=text)
+    assert run(eval_config(tmp_path)) == 0
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())["rouge"]
+    judged = judged_pairs(facts)
+    predictions = [p["student_explanation"] for p in judged]
+    assert "" in predictions
+    sample = pa.table({"prompt_ids": [[1]] * len(judged),
+                       "explanation": [p["teacher_explanation"] for p in judged]})
+    monkeypatch.setattr(decoder, "generate", lambda model, tok, prompts, *a, **k: list(predictions))
+    cfg = SimpleNamespace(eval=SimpleNamespace(max_new_tokens=8, batch_size=4), train=SimpleNamespace(bf16=False))
+    distill, _ = train_explainer.rouge_of(None, None, sample, cfg)
+    assert distill == {k: report[k] for k in distill}
+    assert distill["blank"] == predictions.count("") > 0 and distill["n"] == len(judged)
 
 
 def test_throughput_and_training_sections(evaluated):
@@ -219,7 +387,7 @@ def test_missing_explainer_says_not_available(tmp_path):
     assert run(eval_config(tmp_path)) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["agreement"]["available"]
-    for key in ("rouge", "consistency", "skill_claims"):
+    for key in ("rouge", "explanations"):
         assert metrics[key]["available"] is False
         assert metrics[key]["reason"].startswith("the scores carry no explanations")
     html = (tmp_path / "report" / "index.html").read_text()
@@ -248,11 +416,11 @@ def test_unpublished_partition_is_not_read(tmp_path):
 
 
 def test_explanation_text_is_escaped_and_kept_out_of_metrics_json(tmp_path):
-    make_eval_inputs(tmp_path)
+    facts = make_eval_inputs(tmp_path)
     path = tmp_path / "labels" / "teacher=tiny"
     table = io.read_table(str(path))
     expl = table.column("explanation").to_pylist()
-    expl[0] = "<script>alert(1)</script> This is a High fit."
+    expl[judged_pairs(facts)[0]["index"]] = "<script>alert(1)</script> This is a High fit."
     table = table.set_column(table.schema.get_field_index("explanation"), "explanation", pa.array(expl))
     for f in path.iterdir():
         f.unlink()
@@ -261,6 +429,23 @@ def test_explanation_text_is_escaped_and_kept_out_of_metrics_json(tmp_path):
     html = (tmp_path / "report" / "index.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "This is a" not in (tmp_path / "report" / "metrics.json").read_text()
+
+
+def test_teacher_without_explanations_still_judges_the_student(tmp_path):
+    facts = make_eval_inputs(tmp_path)
+    path = tmp_path / "labels" / "teacher=tiny"
+    table = io.read_table(str(path)).drop_columns(["explanation"])
+    for f in path.iterdir():
+        f.unlink()
+    io.write_table(table, str(path))
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["explanations"]["student"]["n"] == len(judged_pairs(facts))
+    assert metrics["explanations"]["teacher"]["available"] is False
+    assert metrics["rouge"]["available"] is False
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "Not available: the teacher labels carry no explanations" in html
+    assert all(w["teacher_reasons"] is None for w in metrics["worst_explanations"])
 
 
 def test_cli_dry_run_and_shortcuts(tmp_path, capsys):

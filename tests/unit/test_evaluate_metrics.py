@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lantern_batch.evaluate import metrics as m
+from lantern_batch.quality import SkillMatcher
 
 H, M, L = "High", "Medium", "Low"
 
@@ -89,47 +90,121 @@ def test_label_distribution_counts_other_values():
 
 def test_rouge_by_hand():
     # "the cat sat" vs "the cat sat on the mat": ROUGE-1 P 3/3 R 3/6 -> F 2/3; ROUGE-2 P 2/2
-    # R 2/5 -> F 4/7; ROUGE-L LCS 3 -> 2/3. The identical pair scores 1; the None pair is skipped.
-    out = m.rouge_scores(["the cat sat", "a b c d", None], ["the cat sat on the mat", "a b c d", "x"])
-    assert out["n"] == 2 and out["skipped"] == 1
-    assert out["rouge1"] == pytest.approx((2 / 3 + 1) / 2)
-    assert out["rouge2"] == pytest.approx((4 / 7 + 1) / 2)
-    assert out["rougeL"] == pytest.approx((2 / 3 + 1) / 2)
+    # R 2/5 -> F 4/7; ROUGE-L LCS 3 -> 2/3. The identical pair scores 1; the blank and the missing
+    # prediction are failed explanations and score 0; the pair without a reference is left out.
+    out = m.rouge_scores(["the cat sat", "a b c d", None, "  ", "x"],
+                         ["the cat sat on the mat", "a b c d", "x", "y", None])
+    assert (out["n"], out["blank"], out["skipped"]) == (4, 2, 1)
+    assert out["rouge1"] == pytest.approx((2 / 3 + 1) / 4)
+    assert out["rouge2"] == pytest.approx((4 / 7 + 1) / 4)
+    assert out["rougeL"] == pytest.approx((2 / 3 + 1) / 4)
     assert m.rouge_scores([], [])["rouge1"] is None
+    with pytest.raises(ValueError):
+        m.rouge_scores(["a"], [])
 
 
-@pytest.mark.parametrize("text, stance", [
-    ("High fit: the profile lines up well with this Nurse role.", H),
-    ("This is a Medium fit for the Nurse opening at Acme.", M),
-    ("A partial match for the position, so I rate it Medium fit.", M),
-    ("Strong candidate for the position, so a High fit.", H),
-    ("Weak match for the role at Acme, so Low fit.", L),
-    ("I would rate this a Low fit for the position.", L),
-    ("You are a High fit because you know SQL.", H),
-    ("This is not a High fit; it is a Low fit.", L),  # a negated statement does not count
-    ("Fit label: medium.", M),
-    ("They lack Kubernetes and are two levels below the role.", L),  # cue words only
-    ("They list every required skill and their level matches.", H),
-    ("They bring SQL but do not list Spark.", M),  # 1 positive cue, 1 negative -> s = 0
-    ("The candidate went to high school.", None),  # 'high' without fit/match is not a label
-    ("Some words.", None),
-    ("", None),
-    (None, None),
+def test_rouge_is_distills_rouge():
+    from lantern_batch.distill import metrics as distill_metrics
+
+    assert m.rouge_scores is distill_metrics.rouge_scores
+    preds, refs = ["the member has python skills", "", "they bring sql"], ["the member has python", "a b", "sql"]
+    assert m.rouge_scores(preds, refs) == distill_metrics.rouge_scores(preds, refs)
+
+
+MEMBER = {"member_id": "m1", "current_title": "Software Engineer", "seniority": "mid", "years_experience": 6.0,
+          "skills": ["Python", "Go", "SQL"], "location": "Seattle, WA"}
+JOB = {"job_id": "j1", "title": "Senior Software Engineer", "company": "Northwind Labs", "description": "A role.",
+       "seniority": "senior", "required_skills": ["Python", "Kubernetes", "SQL"], "location": "Bellevue, WA"}
+GOOD = ("Medium fit: they bring Python and SQL but do not list Kubernetes. At mid level they are one "
+        "level below the senior level asked for.")
+
+
+@pytest.mark.parametrize("text, label, verdict", [
+    ("This is a High fit: they list every required skill.", H, "consistent"),
+    ("Fit label: medium.", M, "consistent"),
+    ("Not a High fit; a partial match, so Medium.", M, "consistent"),  # the negated label does not count
+    ("Medium", M, "consistent"),  # states the row's label (and is invalid: see the quality tests)
+    ("Medium", H, "wrong_label"),
+    ("This is a Low fit.", H, "wrong_label"),
+    ("High, Medium, Low", H, "multiple_labels"),
+    ("This is a High fit. Overall a Low fit.", H, "multiple_labels"),
+    ("They lack Kubernetes and are two levels below the role.", L, "no_label"),  # no cue-word guessing
+    ("The candidate went to high school.", H, "no_label"),
+    ("   ", H, "empty"),
+    (None, H, "empty"),
 ])
-def test_explanation_stance(text, stance):
-    assert m.explanation_stance(text) == stance
+def test_consistency_is_exactly_one_stated_label_the_rows(text, label, verdict):
+    out = m.consistency([label], [text])
+    assert out[verdict] == 1 and out["n"] == 1
+    assert out["rate"] == (1.0 if verdict == "consistent" else 0.0)
 
 
 def test_consistency_counts():
-    out = m.consistency(
-        [H, M, L, H],
-        ["This is a High fit.", "They lack SQL and are below the level.", None, "Some words."],
-    )
-    # 1 consistent (High), 1 inconsistent (reads Low, label Medium), 1 missing, 1 undetermined.
-    assert out["rate"] == pytest.approx(0.5)
-    assert (out["judged"], out["consistent"], out["undetermined"], out["missing"]) == (2, 1, 1, 1)
-    assert out["stances"] == {H: 1, M: 0, L: 1}
+    out = m.consistency([H, M, L, H, M], ["This is a High fit.", "High, Medium, Low", None, "Medium", "Medium"])
+    assert (out["n"], out["consistent"], out["multiple_labels"], out["empty"], out["wrong_label"]) == (5, 2, 1, 1, 1)
+    assert out["rate"] == pytest.approx(2 / 5)
+    assert out["stated"] == {H: 1, M: 2, L: 0}
     assert m.consistency([], [])["rate"] is None
+    with pytest.raises(ValueError):
+        m.consistency([H], [])
+
+
+def _quality(texts, labels, members=None, jobs=None):
+    members = members or [MEMBER] * len(texts)
+    jobs = jobs or [JOB] * len(texts)
+    checks = m.judge_explanations(texts, labels, members, jobs)
+    grounded = [a is not None and b is not None for a, b in zip(members, jobs, strict=True)]
+    return checks, m.explanation_quality(texts, labels, checks, grounded)
+
+
+def test_degenerate_explanations_have_valid_rate_and_consistency_zero():
+    _, q = _quality(["High, Medium, Low", "Medium", "High, Low", "Medium"], [H, H, L, L])
+    assert q["n"] == 4 and q["valid_rate"] == 0.0 and q["consistency"]["rate"] == 0.0
+    assert q["by_reason"]["too_short"] == 4 and q["by_reason"]["multiple_labels"] == 2
+
+
+def test_good_explanations_score_well():
+    low = "Low fit: they bring Python but list neither Kubernetes nor SQL, and the senior level is above their mid level."
+    _, q = _quality([GOOD, low.replace("but list neither Kubernetes nor SQL", "and SQL but not Kubernetes")], [M, L])
+    assert q["valid_rate"] == 1.0 and q["consistency"]["rate"] == 1.0
+    assert q["grounding"] == {"n": 2, "errors": 0, "rate": 0.0,
+                              "by_reason": dict.fromkeys(m.GROUNDING_REASONS, 0)}
+    assert q["repetition"]["rate"] == 0.0
+
+
+def test_explanation_quality_by_hand():
+    texts = [
+        GOOD,                                                     # valid
+        GOOD.replace("do not list Kubernetes", "do not list Kubernetes or Terraform"),  # ungrounded_skill
+        GOOD + " They have 12 years of experience.",             # wrong_years
+        GOOD + " They live in Denver.",                           # wrong_location
+        "This is a Medium fit " + "fit " * 30 + "indeed.",        # repetition
+        None,                                                     # empty
+        GOOD,                                                     # valid, member unknown: not grounded
+    ]
+    members = [MEMBER] * 6 + [None]
+    checks, q = _quality(texts, [M] * 7, members, [JOB] * 7)
+    assert q["n"] == 7 and q["valid"] == 2 and q["valid_rate"] == pytest.approx(2 / 7)
+    assert q["by_reason"]["empty"] == 1 and set(q["by_reason"]) == set(m.REASONS)
+    g = q["grounding"]
+    assert g["n"] == 5  # non-blank with member and job known
+    assert g["errors"] == 3 and g["rate"] == pytest.approx(3 / 5)
+    assert g["by_reason"] == {"ungrounded_skill": 1, "wrong_years": 1, "wrong_seniority": 0, "wrong_location": 1}
+    assert q["repetition"] == {"n": 6, "count": 1, "rate": pytest.approx(1 / 6)}
+    assert q["consistency"]["consistent"] == 6 and q["consistency"]["empty"] == 1
+    with pytest.raises(ValueError):
+        m.explanation_quality(texts, [M], checks)
+
+
+def test_worst_explanations_most_reasons_first():
+    checks, _ = _quality([GOOD, "Medium", "High, Medium, Low", None, GOOD + " They have 12 years of experience."],
+                         [M, H, H, M, M])
+    # "Medium" (4 reasons, wrong_label among them) and "High, Medium, Low" (4) tie: the first row
+    # first; then the blank one and the wrong years (1 each).
+    assert [len(checks[i].reasons) for i in (1, 2)] == [4, 4]
+    assert m.worst_explanations(checks, 5) == [1, 2, 3, 4]
+    assert m.worst_explanations(checks, 1) == [1]
+    assert m.worst_explanations(checks[:1]) == []  # valid texts are never among the worst
 
 
 VOCAB = ["Python", "SQL", "Kubernetes", "Go", "R", "C", "C++", "C#", "Google Ads", "machine learning", "Spark"]
@@ -144,38 +219,8 @@ VOCAB = ["Python", "SQL", "Kubernetes", "Go", "R", "C", "C++", "C#", "Google Ads
     ("pythonic sqlalchemy", []),
 ])
 def test_skill_matcher(text, found):
-    assert m.SkillMatcher(VOCAB).find(text) == found
-
-
-@pytest.mark.parametrize("text, claims", [
-    ("They bring Python and SQL but do not list Kubernetes.", ["python", "sql"]),
-    ("On skills, Python matches the requirements, while Go is missing.", ["python"]),
-    ("The role requires Kubernetes and Spark.", []),  # the job's requirement, not a claim
-    ("None of the required skills (Python, SQL) appear on the profile.", []),
-    ("The profile covers SQL; Spark is not mentioned.", ["sql"]),
-    ("Your machine learning background and Google Ads work fit well.", ["machine learning", "google ads"]),
-    ("You have no Kubernetes experience.", []),
-    (None, []),
-])
-def test_claimed_skills(text, claims):
-    assert m.claimed_skills(text, m.SkillMatcher(VOCAB)) == claims
-
-
-def test_unsupported_claims_by_hand():
-    out = m.unsupported_claims(
-        [
-            "They bring Python and SQL but do not list Kubernetes.",  # both claims listed
-            "You have Kubernetes and Go experience.",  # Kubernetes is not listed
-            None,  # not evaluated
-            "The role requires Spark.",  # evaluated, no claim
-        ],
-        [["python", "SQL"], ["Go"], ["x"], []],
-        m.SkillMatcher(VOCAB),
-    )
-    assert out["evaluated"] == 3 and out["with_claims"] == 2 and out["with_unsupported"] == 1
-    assert out["rate"] == pytest.approx(1 / 3)
-    assert (out["claims"], out["unsupported"]) == (4, 1) and out["claim_rate"] == pytest.approx(0.25)
-    assert out["examples"] == [{"row": 1, "skills": ["kubernetes"]}]
+    # The one matcher (quality.py) that the grounding checks of the evaluation use.
+    assert SkillMatcher(VOCAB).find(text) == found
 
 
 def test_throughput_rows():
