@@ -14,7 +14,8 @@ Every generated explanation is checked before it can be published
 job facts the join put in ``__facts``). An invalid one is generated once more with
 ``retry_sampling_params`` (when ``regenerate_invalid``); still invalid, it is left null and its
 reasons go to ``__explain_invalid`` (counted by reason in the manifest's
-``explanations_invalid``). A published explanation is therefore always a valid one.
+``explanations_invalid``) and its ``explainer_version`` is cleared, so an incremental run does
+not retry it with the same model. A published explanation is therefore always a valid one.
 
 One actor owns one ``vllm.LLM`` (engine settings and sampling parameters come from the config
 as is); prompts are tokenised once with the chat template and generated from token ids. This is
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lantern_batch.logs import get_logger
 from lantern_batch.runtime import shutdown_engine
@@ -223,6 +225,11 @@ class ExplainerActor:
         out = _set(out, "__explain_failed", pa.array([t is None and r is None for t, r in zip(texts, invalid, strict=True)],
                                                      pa.bool_()))
         out = _set(out, "__explain_invalid", pa.array(invalid, pa.string()))
+        # A rejected explanation is withheld: the row carries no explainer version, so a later
+        # incremental run does not retry it (the same model on the same input writes the same text).
+        rejected = pa.array([r is not None for r in invalid], pa.bool_())
+        out = _set(out, "explainer_version", pc.if_else(rejected, pa.scalar(None, pa.string()),
+                                                        out.column("explainer_version")))
         if self.meter is not None:
             self.meter.add.remote("explain", rows.num_rows, time.perf_counter() - start, tokens)
         return out
@@ -261,6 +268,7 @@ def canary_explanations(gate: dict[str, Any], settings: ExplainerSettings, limit
     rows = pa.table({
         "fit_label": pa.array([lab for *_, lab in usable], pa.string()),
         "explanation": pa.nulls(n, pa.string()),
+        "explainer_version": pa.array([settings.version] * n, pa.string()),
         "__explain": pa.array([True] * n), "__explain_failed": pa.array([False] * n),
         "__explain_invalid": pa.nulls(n, pa.string()),
         "__messages": pa.array(messages, pa.string()),

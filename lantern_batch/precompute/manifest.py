@@ -64,7 +64,7 @@ def batch_counts(rows: pa.Table) -> dict[str, Any]:
         "rows_reused": c.get("reuse", 0) + c.get("reselect", 0),
         "rows_error": c.get("error", 0),
         "labels": dict(labels),
-        "explanations_selected": sum(v and g for v, g in zip(ver, good, strict=True)),
+        "explanations_selected": sum(v and g for v, g in zip(ver, good, strict=True)) + n_invalid,
         "explanations_generated": sum(e and a for e, a in zip(expl, asked, strict=True)),
         "explanations_reused": sum(e and not a and g for e, a, g in zip(expl, asked, good, strict=True)),
         "explanations_failed": sum(f and g for f, g in zip(failed, good, strict=True)),

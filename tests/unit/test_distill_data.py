@@ -25,6 +25,7 @@ from lantern_batch.distill.data import (
     teacher_label_rows,
 )
 from lantern_batch.schema import ERRORS_SCHEMA, MEMBERS_SCHEMA, TEACHER_LABELS_SCHEMA
+from tests.unit.test_quality import GOOD, JOB, MEMBER
 
 
 def _labels(rows: list[dict]) -> pa.Table:
@@ -176,22 +177,6 @@ def test_row_hashes_are_content_hashes():
     assert not math.isnan(sum(lo))
 
 
-MEMBER = {
-    "member_id": "m1", "headline": "Backend engineer who loves distributed systems and clean code",
-    "summary": "I have spent six years building payment APIs in Python and Go for fintech startups.",
-    "current_title": "Software Engineer", "seniority": "mid", "years_experience": 6.0,
-    "skills": ["Python", "Go", "SQL", "Docker"],
-    "experience": [{"title": "Software Engineer", "company": "Lumen Apps", "start_year": 2019,
-                    "end_year": None, "description": "Built the ledger service."}],
-    "location": "Seattle, WA",
-}
-JOB = {
-    "job_id": "j1", "title": "Senior Software Engineer", "company": "Northwind Labs",
-    "description": "We need 5+ years of backend work.", "seniority": "senior",
-    "required_skills": ["Python", "Kubernetes", "SQL"], "location": "Bellevue, WA", "workplace_type": "hybrid",
-}
-GOOD = ("Medium fit: they bring Python and SQL but do not list Kubernetes. At mid level they are one "
-        "level below the senior level asked for. Bellevue is within commuting distance of Seattle.")
 #: Degenerate teacher outputs (labelled High) and the validator's reasons for them.
 DEGENERATE = [
     ("High, Medium, Low", "too_short+not_prose+truncated+multiple_labels"),
