@@ -28,6 +28,8 @@ TINY = [
     "classifier.train.epochs=1",
     "explainer.train.max_steps=2", "explainer.eval.num_pairs=2",
     "precompute.explainer.policy.sample_rate=0.1", "precompute.ds=2026-11-24",
+    # A few-step classifier may call no pair High: explain each member's top pair of any label.
+    "precompute.explainer.policy.labels=[High,Medium,Low]",
     # A classifier trained for a few steps agrees with D_seed about as well as chance: keep the
     # gate in the path (it scores the canary) but let it pass; its blocking is tested in precompute.
     "precompute.quality_gate.min_agreement=0.0",
