@@ -22,6 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lantern_batch.errors import InputError
 
+PATH_COMPONENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""A config value that becomes one directory or file name (teacher names, prompt versions, run
+and stage names): letters, digits and ``_ . -``, starting with a letter or digit, at most 64
+characters. It can never be empty, ``.`` or ``..``, nor hold a ``/``, so it cannot point a job's
+writes or reads outside the directory it is joined onto."""
+
 
 class _ConfigLoader(yaml.SafeLoader):
     """YAML without implicit timestamps: ``ds: 2026-11-24`` stays the string a config expects."""

@@ -9,8 +9,13 @@ directory to transformers, vLLM or Ray Train. Accepted forms:
   GGUF file; it is converted once into a normal bfloat16 HF directory in the cache.
 - a local directory that holds ``config.json``.
 - ``s3://bucket/prefix`` — downloaded once into the cache, keyed by the URI and a hash of the
-  listing (keys, sizes, ETags); a changed prefix downloads again.
-- a hub id (``org/name``) — only when ``HF_HUB_OFFLINE`` is not set.
+  listing (keys, sizes, ETags); a changed prefix downloads again. Every object key must be a
+  plain relative path under the prefix (no ``..`` or ``.`` segment, no leading ``/``, no ``//``),
+  so a hostile listing cannot write outside the cache entry.
+- ``hub:org/name`` — a Hugging Face hub model, only when ``HF_HUB_OFFLINE`` is not set. The
+  ``hub:`` prefix is the explicit switch: a bare ``org/name`` is a relative path like any other,
+  and a path that does not exist is an error, never a silent hub download (a typo in a local
+  path must not fetch someone else's model).
 
 The cache lives in ``$LANTERN_CACHE_DIR`` (default ``~/.cache/lantern_batch``). Cache entries
 are built in a temporary directory and renamed into place, under a file lock, so concurrent
@@ -40,10 +45,13 @@ log = get_logger(__name__)
 BUNDLED = ("minilm", "smollm2")
 """Names accepted after ``bundled:``."""
 
+HUB_PREFIX = "hub:"
+"""Prefix of a hub reference (``hub:org/name``): the only form that may download from the hub."""
+
 ACCEPTED_FORMS = (
     "'bundled:minilm', 'bundled:smollm2', a local directory containing config.json, "
-    "'s3://bucket/prefix' (an HF model directory on S3), or a hub id 'org/name' "
-    "(only when HF_HUB_OFFLINE is not set)"
+    "'s3://bucket/prefix' (an HF model directory on S3), or 'hub:org/name' "
+    "(a hub model, only when HF_HUB_OFFLINE is not set)"
 )
 
 METADATA_FILE = "lantern_batch.json"
@@ -70,13 +78,15 @@ def resolve(ref: str) -> Path:
     """Resolve a model reference to a local HF directory (see the module docstring).
 
     Args:
-        ref: ``bundled:minilm``, ``bundled:smollm2``, a local directory, ``s3://...`` or a hub id.
+        ref: ``bundled:minilm``, ``bundled:smollm2``, a local directory, ``s3://...`` or
+            ``hub:org/name``. Anything else is a local path (relative to the working directory).
 
     Returns:
         The local directory; it holds ``config.json`` and the weights.
 
     Raises:
-        InputError: the reference matches none of the accepted forms, or cannot be fetched.
+        InputError: the reference matches none of the accepted forms, names a local path that
+            does not exist, or cannot be fetched.
     """
     ref = str(ref).strip()
     if not ref:
@@ -93,6 +103,8 @@ def resolve(ref: str) -> Path:
         )
     if ref.startswith(("s3://", "s3a://")):
         return _from_s3(ref)
+    if ref.startswith(HUB_PREFIX):
+        return _from_hub(ref[len(HUB_PREFIX) :].strip())
     path = Path(ref).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -101,9 +113,17 @@ def resolve(ref: str) -> Path:
                 f"accepted forms: {ACCEPTED_FORMS}"
             )
         return path.resolve()
-    if _looks_like_hub_id(ref) and not path.exists():
-        return _from_hub(ref)
-    raise InputError(f"cannot resolve model reference '{ref}'; accepted forms: {ACCEPTED_FORMS}")
+    if not path.exists():
+        hint = (
+            f"; for the hub model write '{HUB_PREFIX}{ref}'" if _looks_like_hub_id(ref) else ""
+        )
+        raise InputError(
+            f"cannot resolve model reference '{ref}': no such local directory "
+            f"({path.absolute()}){hint}; accepted forms: {ACCEPTED_FORMS}"
+        )
+    raise InputError(
+        f"cannot resolve model reference '{ref}': not a directory; accepted forms: {ACCEPTED_FORMS}"
+    )
 
 
 def prepare_bundled() -> dict[str, Path]:
@@ -234,16 +254,48 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 def _from_s3(uri: str) -> Path:
     from lantern_batch.io import s3fs_filesystem
 
-    fs = s3fs_filesystem()
-    prefix = uri.split("://", 1)[1].rstrip("/")
+    return _from_fsspec(s3fs_filesystem(), uri, uri.split("://", 1)[1].rstrip("/"))
+
+
+def safe_relative_key(rel: str, key: str, uri: str) -> str:
+    """``rel`` (an object key relative to a model prefix) if it is a plain relative path.
+
+    Object stores accept any key, so a listing may hold ``a/../../x``, ``/x`` (a key with ``//``
+    after the prefix) or ``a//b``; joined onto the cache directory those would write outside it
+    or somewhere unintended. Only keys made of non-empty segments other than ``.`` and ``..``
+    pass.
+
+    Raises:
+        InputError: naming the offending key and the model URI.
+    """
+    if any(segment in ("", ".", "..") for segment in rel.split("/")):
+        raise InputError(
+            f"model at {uri}: object key '{key}' is not a plain relative path under the prefix "
+            "(it has a '..' or '.' segment, a leading '/' or an empty '//' segment); refusing to "
+            "download it outside the cache directory"
+        )
+    return rel
+
+
+def _from_fsspec(fs, uri: str, prefix: str) -> Path:
+    """Download the HF model directory at ``prefix`` of fsspec filesystem ``fs`` into the cache.
+
+    Every key is checked by :func:`safe_relative_key` before anything is written.
+    """
     try:
         listing = fs.find(prefix, detail=True)
     except (FileNotFoundError, PermissionError, OSError) as exc:
         raise InputError(f"cannot list model at {uri}: {type(exc).__name__}") from exc
     objects = sorted(
-        (key[len(prefix) + 1 :], int(info.get("size") or 0), str(info.get("ETag", "")).strip('"'))
+        (
+            safe_relative_key(key[len(prefix) + 1 :], key, uri),
+            int(info.get("size") or 0),
+            str(info.get("ETag", "")).strip('"'),
+        )
         for key, info in listing.items()
-        if info.get("type", "file") != "directory" and key.startswith(prefix + "/")
+        if info.get("type", "file") != "directory"
+        and key.startswith(prefix + "/")
+        and not _is_folder_marker(key[len(prefix) + 1 :], info)
     )
     if not any(rel == "config.json" for rel, _, _ in objects):
         raise InputError(
@@ -269,16 +321,30 @@ def _from_s3(uri: str) -> Path:
     return _build_once(target, download, what=uri)
 
 
+def _is_folder_marker(rel: str, info: dict) -> bool:
+    # An empty object whose key ends in "/" is how S3 consoles create "folders": nothing to write.
+    return (not rel or rel.endswith("/")) and not int(info.get("size") or 0)
+
+
 def _looks_like_hub_id(ref: str) -> bool:
     parts = ref.split("/")
-    return 1 <= len(parts) <= 2 and all(parts) and not ref.startswith((".", "/", "~"))
+    return (
+        1 <= len(parts) <= 2
+        and all(p and p not in (".", "..") for p in parts)
+        and not ref.startswith((".", "/", "~"))
+    )
 
 
 def _from_hub(repo_id: str) -> Path:
+    if not _looks_like_hub_id(repo_id):
+        raise InputError(
+            f"model reference '{HUB_PREFIX}{repo_id}' does not name a hub model 'org/name'; "
+            f"accepted forms: {ACCEPTED_FORMS}"
+        )
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no"):
         raise InputError(
-            f"model reference '{repo_id}' looks like a hub id, but HF_HUB_OFFLINE is set, so "
-            f"the hub cannot be used; accepted forms: {ACCEPTED_FORMS}"
+            f"model reference '{HUB_PREFIX}{repo_id}' names a hub model, but HF_HUB_OFFLINE is "
+            f"set, so the hub cannot be used; accepted forms: {ACCEPTED_FORMS}"
         )
     from huggingface_hub import snapshot_download
 

@@ -18,7 +18,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from lantern_batch.config import ConfigModel, InputTables, RayConfig
+from lantern_batch.config import PATH_COMPONENT_PATTERN, ConfigModel, InputTables, RayConfig
+from lantern_batch.prompts import EXPLAINER_PROMPT_VERSION
 
 _TABLE_SHORTCUTS = {
     "--members": "inputs.members",
@@ -75,7 +76,8 @@ class TrainSettings(ConfigModel):
     max_grad_norm: float = Field(1.0, gt=0)
     """Gradient clipping norm."""
     bf16: bool = True
-    """bf16 autocast (CPUs with AVX-512 BF16 run MiniLM ~3x faster than in fp32; GPUs)."""
+    """bf16 autocast where the hardware runs bf16 natively (GPUs; CPUs with AVX-512 BF16 or AMX,
+    where MiniLM trains ~3x faster than in fp32); fp32 on other CPUs, whatever this says."""
     seed: int = 0
     """Seed of weight init, dropout and shuffling."""
     shuffle: bool = True
@@ -84,9 +86,9 @@ class TrainSettings(ConfigModel):
     """Progress line every N optimizer steps (step, loss, samples/s, ETA)."""
     storage_path: str = "runs/demo/train"
     """Where Ray Train keeps checkpoints and run state (local path or ``s3://``)."""
-    run_name: str | None = None
-    """Run name under ``storage_path``; rerunning with the same name resumes from its last
-    checkpoint. None: derived from the job and ``out``."""
+    run_name: str | None = Field(None, pattern=PATH_COMPONENT_PATTERN)
+    """Run name under ``storage_path`` (a directory name: letters, digits, ``_ . -``); rerunning
+    with the same name resumes from its last checkpoint. None: derived from the job and ``out``."""
     resume: bool = True
     """Resume from the run's latest checkpoint when one exists; False starts fresh (the old
     run directory is deleted)."""
@@ -139,7 +141,7 @@ class DataSettings(ConfigModel):
     """Teacher-label table (TEACHER_LABELS_SCHEMA), local or ``s3://``. A synthesis output
     directory is accepted: its ``fused/`` table is used when present, else ``labels/teacher=NAME``
     (``teacher`` picks one when there are several). None: no teacher labels."""
-    teacher: str | None = None
+    teacher: str | None = Field(None, pattern=PATH_COMPONENT_PATTERN)
     """Teacher name under ``labels/teacher=NAME`` (only needed with several teachers and no fused table)."""
     seed: str | None = "runs/demo/data/seed"
     """D_seed (SEED_SCHEMA). None: no seed rows."""
@@ -150,7 +152,7 @@ class DataSettings(ConfigModel):
     split_salt: str = "lantern"
     """Salt of the split hash (change it to draw a different split)."""
     max_examples: int | None = Field(None, ge=1)
-    """Cap on training examples (deterministic: the first by split hash)."""
+    """Cap on training examples (the first read); every held-out row is kept for evaluation."""
     probability_tolerance: float = Field(1e-3, gt=0)
     """A row's p_high + p_medium + p_low must be within this of 1."""
     broadcast_join_max_rows: int = Field(2_000_000, ge=0)
@@ -164,7 +166,7 @@ class ClassifierModelSettings(ConfigModel):
     """The encoder student."""
 
     encoder: str = "bundled:minilm"
-    """Any HF encoder reference (bundled:minilm, a local dir, s3://, an HF id where a hub is reachable)."""
+    """Any HF encoder reference (bundled:minilm, a local dir, s3://, ``hub:org/name`` where a hub is reachable)."""
     pooling: Literal["mean", "cls"] = "mean"
     """Pooling of token states into one vector."""
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -404,6 +406,9 @@ class ExplainerConfig(_TableJob):
     """The decoder student."""
     kd: TokenKDSettings = Field(default_factory=TokenKDSettings)
     """Loss mix and divergence."""
+    prompt_version: str = Field(EXPLAINER_PROMPT_VERSION, pattern=PATH_COMPONENT_PATTERN)
+    """Explainer prompt version (``lantern_batch.prompts.EXPLAINER_PROMPT_VERSIONS``); recorded in
+    the export, where precompute reads it to build the same prompt."""
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     """Prompt budgets."""
     train: ExplainerTrainSettings = Field(default_factory=ExplainerTrainSettings)
@@ -438,7 +443,7 @@ class TeacherSFTConfig(_TableJob):
     """D_seed (``data.seed``) and its held-out split."""
     lora: LoraSettings = Field(default_factory=LoraSettings)
     """Optional LoRA (merged on export)."""
-    prompt_version: str = "v1"
+    prompt_version: str = Field("v1", pattern=PATH_COMPONENT_PATTERN)
     """Teacher prompt version (``lantern_batch.prompts.PROMPT_VERSIONS``); use the version
     synthesis runs the teacher with, so what SFT teaches is what synthesis asks."""
     prompt: TeacherPromptSettings = Field(default_factory=TeacherPromptSettings)
@@ -468,8 +473,8 @@ class TeacherSFTConfig(_TableJob):
 class ChainStage(ConfigModel):
     """One stage of a chain: a name and dotted overrides of the stage's job config."""
 
-    name: str
-    """Stage name: its export goes to ``<chain.out>/<name>``."""
+    name: str = Field(pattern=PATH_COMPONENT_PATTERN)
+    """Stage name: its export goes to ``<chain.out>/<name>`` (letters, digits, ``_ . -``)."""
     set: list[str] = Field(default_factory=list)
     """``dotted.key=value`` overrides applied to ``base`` for this stage."""
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from lantern_batch.config import ConfigModel, InputTables
+from lantern_batch.config import PATH_COMPONENT_PATTERN, ConfigModel, InputTables
 
 
 class EvaluateConfig(ConfigModel):
@@ -38,7 +38,7 @@ class EvaluateConfig(ConfigModel):
     labels: str = "runs/demo/labels"
     """Output directory of ``synthesize``: holds ``labels/teacher=NAME/`` and, with several
     teachers, ``fused/``."""
-    teacher: str | None = None
+    teacher: str | None = Field(None, pattern=PATH_COMPONENT_PATTERN)
     """Which teacher's labels the students are compared with: a NAME under
     ``labels/teacher=NAME/``, or ``fused``. None: ``fused`` when it exists, else the only
     teacher (the first by name when there are several)."""
@@ -72,6 +72,11 @@ class EvaluateConfig(ConfigModel):
     max_explanations: int = Field(20_000, gt=0)
     """Most explanations judged (ROUGE and the explanation validator): a deterministic sample
     of the held-out compared pairs that carry a student explanation; ROUGE costs ~1 ms a pair."""
+    max_policy_pairs: int = Field(200_000, gt=0)
+    """Most held-out pairs the fit policy (:func:`lantern_batch.policy.score_pair`) labels for the
+    first screen's table of models: a deterministic sample (by pair key hash) above it. The
+    policy is what the demo world is generated from, so its label is the demo's ground truth;
+    pure Python, ~50 us a pair."""
     num_examples: int = Field(8, ge=0, le=200)
     """Explanation examples shown side by side with the teacher's."""
     title: str = "lantern_batch evaluation"
@@ -91,6 +96,7 @@ class EvaluateConfig(ConfigModel):
             f"read precompute scores from {self.scores}/scores/ (ds {self.ds or '_LATEST'})",
             f"read members {self.inputs.members} and jobs {self.inputs.jobs} (grounding of explanations)",
             "judge explanations of held-out pairs only (split from the classifier/explainer resolved_config.yaml)",
+            "label held-out pairs by the fit policy (lantern_batch.policy) for the table of models",
             "read metrics.json of: " + (", ".join(
                 p for p in (self.teacher_model, self.classifier, self.explainer) if p) or "none"),
             f"write {self.out}/index.html and {self.out}/metrics.json",

@@ -14,10 +14,16 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from lantern_batch.config import ConfigModel, InputTables, RayConfig, ValidationConfig
+from lantern_batch.config import (
+    PATH_COMPONENT_PATTERN,
+    ConfigModel,
+    InputTables,
+    RayConfig,
+    ValidationConfig,
+)
 from lantern_batch.prompts import JOB_TOKENS, MEMBER_TOKENS, PROMPT_VERSION
 
-TEACHER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+TEACHER_NAME_PATTERN = PATH_COMPONENT_PATTERN
 
 
 class PromptConfig(ConfigModel):
@@ -45,7 +51,7 @@ class VLLMStageConfig(ConfigModel):
     """
 
     engine_kwargs: dict[str, Any] = Field(default_factory=lambda: {
-        "dtype": "bfloat16",
+        "dtype": "auto",
         "max_model_len": 3072,
         "enable_prefix_caching": True,
     })
@@ -85,10 +91,11 @@ class TeacherSpec(ConfigModel):
     """``vllm``: an open LLM in vLLM actors; ``engagement``: a logistic model of the apply log
     with ordinal calibration on D_seed; ``openai``: a black-box OpenAI-compatible endpoint."""
     model: str = "bundled:smollm2"
-    """``vllm``: a model reference (local dir, ``bundled:``, ``s3://``, hub id); ``openai``: the
-    served model name; ``engagement``: unused."""
-    prompt_version: str = PROMPT_VERSION
-    """Prompt version (``lantern_batch.prompts.PROMPT_VERSIONS``); recorded on every row."""
+    """``vllm``: a model reference (local dir, ``bundled:``, ``s3://``, ``hub:org/name``);
+    ``openai``: the served model name; ``engagement``: unused."""
+    prompt_version: str = Field(PROMPT_VERSION, pattern=PATH_COMPONENT_PATTERN)
+    """Prompt version (``lantern_batch.prompts.PROMPT_VERSIONS``); recorded on every row and a
+    directory name under ``OUT/_commits/`` (letters, digits, ``_ . -``)."""
     weight: float = Field(1.0, ge=0)
     """Weight of this teacher's probabilities in the fused soft labels."""
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)

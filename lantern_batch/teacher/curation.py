@@ -17,11 +17,17 @@ Import rules, one outcome per sheet row (counts conserve):
 * blank ``accept`` -> rejected as ``undecided``; an edited label outside High/Medium/Low ->
   ``bad_edited_label``; an accepted row without any explanation -> ``empty_explanation``;
   a repeated pair id -> ``duplicate_pair`` (the first row wins).
+
+``review.csv`` is opened in spreadsheets, so a text cell that a spreadsheet would run as a
+formula (one starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return: OWASP's CSV
+injection list) is written with a leading ``'``; importing a CSV removes it again, so the round
+trip is lossless. ``review.parquet`` holds the values unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -48,6 +54,8 @@ REJECTED_SCHEMA = pa.schema([
     ("teacher", pa.string()), ("fit_label", pa.string()), ("explanation", pa.string()),
     ("reason", pa.string()),
 ])
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+"""A cell a spreadsheet would evaluate, after any quotes of earlier neutralisation."""
 _YES = {"yes", "y", "true", "1", "accept", "accepted"}
 _NO = {"no", "n", "false", "0", "reject", "rejected"}
 
@@ -78,6 +86,38 @@ def review_sheet(labels: pa.Table, members: dict[str, dict], jobs: dict[str, dic
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+def neutralise_cell(value: str | None) -> str | None:
+    """``value`` with a leading ``'`` when a spreadsheet would run it as a formula.
+
+    Values that already start with quotes before a formula character get one more quote, so
+    :func:`restore_cell` inverts this exactly for every string.
+    """
+    return "'" + value if value and _FORMULA.match(value) else value
+
+
+def restore_cell(value: str | None) -> str | None:
+    """Inverse of :func:`neutralise_cell`: drop the one ``'`` it added, leave anything else."""
+    return value[1:] if value and value.startswith("'") and _FORMULA.match(value, 1) else value
+
+
+def _map_text_columns(table: pa.Table, fn) -> pa.Table:
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            values = [fn(v) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, field, pa.array(values, field.type))
+    return table
+
+
+def csv_safe(sheet: pa.Table) -> pa.Table:
+    """The sheet with every text cell passed through :func:`neutralise_cell` (for ``review.csv``)."""
+    return _map_text_columns(sheet, neutralise_cell)
+
+
+def csv_restored(table: pa.Table) -> pa.Table:
+    """A sheet read from CSV with every text cell passed through :func:`restore_cell`."""
+    return _map_text_columns(table, restore_cell)
+
+
 def run_export(cfg: CurateExportConfig) -> int:
     """Entry point of ``lantern-batch curate export``."""
     cols = ["pair_id", "member_id", "job_id", "teacher", "prompt_version", "fit_label", "p_high",
@@ -98,7 +138,7 @@ def run_export(cfg: CurateExportConfig) -> int:
     write_resolved_config(cfg, cfg.out, name="export_config.yaml")
     io.write_table(sheet, cfg.out, basename="review.parquet")
     buf = pa.BufferOutputStream()
-    pacsv.write_csv(sheet, buf)
+    pacsv.write_csv(csv_safe(sheet), buf)
     io.write_text(io.join(cfg.out, "review.csv"), buf.getvalue().to_pybytes().decode())
     event(log, "curate.export", rows=sheet.num_rows, out=cfg.out)
     return 0
@@ -112,7 +152,7 @@ def _read_review(path: str) -> pa.Table:
         with fs.open_input_stream(p) as f:
             convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in SHEET_COLUMNS if not c.startswith("p_")},
                                            strings_can_be_null=True)
-            table = pacsv.read_csv(f, convert_options=convert)
+            table = csv_restored(pacsv.read_csv(f, convert_options=convert))
     else:
         table = io.read_table(path, table="review")
     required = ["pair_id", "member_id", "job_id", "fit_label", "explanation", "accept", "edited_label",

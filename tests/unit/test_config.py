@@ -108,3 +108,55 @@ def test_dates_stay_strings_in_overrides_and_files(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("out: 2026-11-24\n")
     assert load_config(_Job, f).out == "2026-11-24"
+
+
+_PATH_COMPONENT_FIELDS = [
+    ("lantern_batch.teacher.config:SynthesizeConfig", "teachers: [{name: t, prompt_version: '{v}'}]",
+     "teachers.0.prompt_version"),
+    ("lantern_batch.distill.config:TeacherSFTConfig", "prompt_version: '{v}'", "prompt_version"),
+    ("lantern_batch.distill.config:ClassifierConfig", "train: {run_name: '{v}'}", "train.run_name"),
+    ("lantern_batch.distill.config:ExplainerConfig", "data: {teacher: '{v}'}", "data.teacher"),
+    ("lantern_batch.distill.config:ChainConfig", "stages: [{name: '{v}'}]", "stages.0.name"),
+    ("lantern_batch.evaluate.config:EvaluateConfig", "teacher: '{v}'", "teacher"),
+]
+
+
+def _config_class(spec: str) -> type[ConfigModel]:
+    import importlib
+
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+_FIELD_IDS = [key for _, _, key in _PATH_COMPONENT_FIELDS]
+
+
+@pytest.mark.parametrize("value", ["../x", "..", "a/b", "/abs", "", ".hidden", "x" * 65],
+                         ids=["parent", "dotdot", "slash", "absolute", "empty", "dotfile", "too_long"])
+@pytest.mark.parametrize("spec, yaml_text, key", _PATH_COMPONENT_FIELDS, ids=_FIELD_IDS)
+def test_path_component_values_are_validated(spec, yaml_text, key, value, tmp_path):
+    """Values joined into paths (prompt versions, run, stage and teacher names) are one plain
+    directory name; anything else is an error naming the key, never echoing the value."""
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml_text.replace("{v}", value) + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(_config_class(spec), f)
+    assert f"{key}:" in str(e.value)
+
+
+@pytest.mark.parametrize("spec, yaml_text, key", _PATH_COMPONENT_FIELDS, ids=_FIELD_IDS)
+def test_plain_path_component_values_load(spec, yaml_text, key, tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml_text.replace("{v}", "engagement-v1.2_b") + "\n")
+    cfg = load_config(_config_class(spec), f)
+    node = cfg
+    for part in key.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    assert node == "engagement-v1.2_b"
+
+
+def test_prompt_version_override_is_validated():
+    from lantern_batch.teacher.config import SynthesizeConfig
+
+    with pytest.raises(ConfigError, match=r"teachers\.0\.prompt_version"):
+        load_config(SynthesizeConfig, None, ["teachers=[{name: t, prompt_version: '../x'}]"])

@@ -1,5 +1,6 @@
 """lantern_batch.models: every reference form, the convert-once cache, versions, bad references,
-and that the converted SmolLM2 really generates text. (S3 references: tests/integration/test_s3.py.)
+and that the converted SmolLM2 really generates text. (S3 references against a real S3 server:
+tests/integration/test_s3.py; here an in-memory fsspec filesystem stands in for hostile listings.)
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 
+import fsspec
 import pytest
 
-from lantern_batch import models
+from lantern_batch import io, models
 from lantern_batch.errors import InputError
 
 
@@ -94,7 +97,122 @@ def test_bad_reference_lists_the_accepted_forms(ref, message):
 def test_hub_id_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="HF_HUB_OFFLINE is set"):
-        models.resolve("HuggingFaceTB/SmolLM2-135M-Instruct")
+        models.resolve("hub:HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """The hub is reachable (HF_HUB_OFFLINE unset), but any download fails the test."""
+    import huggingface_hub
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"unexpected hub download {args} {kwargs}")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", forbidden)
+
+
+@pytest.mark.parametrize("ref", ["models/classifier", "classifier", "runs/demo/models/explainer",
+                                 "./models/classifier", "/no/such/model"])
+def test_missing_path_is_an_error_never_a_hub_download(ref, no_hub, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=f"cannot resolve model reference '{ref}': no such local directory"):
+        models.resolve(ref)
+
+
+def test_missing_path_that_looks_like_a_hub_id_hints_at_the_hub_prefix(no_hub, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="write 'hub:org/name'"):
+        models.resolve("org/name")
+
+
+def test_existing_relative_directory_resolves(no_hub, tmp_path, monkeypatch, tiny_bert_dir):
+    shutil.copytree(tiny_bert_dir, tmp_path / "models" / "classifier")
+    monkeypatch.chdir(tmp_path)
+    assert models.resolve("models/classifier") == (tmp_path / "models" / "classifier").resolve()
+    assert models.resolve("./models/classifier/") == (tmp_path / "models" / "classifier").resolve()
+
+
+def test_hub_prefix_is_the_explicit_switch(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot(repo_id, cache_dir):
+        calls.append(repo_id)
+        return str(tmp_path)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    assert models.resolve("hub:HuggingFaceTB/SmolLM2-135M-Instruct") == tmp_path
+    assert calls == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    for bad in ("hub:", "hub:../x", "hub:a/b/c", "hub:/abs"):
+        with pytest.raises(InputError, match="does not name a hub model"):
+            models.resolve(bad)
+    assert calls == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+
+
+# --------------------------------------------------------------------------- s3 object keys
+
+
+@pytest.fixture
+def memory_bucket(monkeypatch, tmp_path):
+    """An in-memory fsspec filesystem in place of S3, and a fresh bucket name on it.
+
+    Memory keys keep ``..`` and ``//`` verbatim, as S3 keys do. They start with ``/``, so the
+    model URI is ``s3://`` + that key (``s3:///bucket/...``).
+    """
+    fs = fsspec.filesystem("memory")
+    bucket = f"/bkt-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(io, "s3fs_filesystem", lambda: fs)
+    monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
+    yield fs, bucket
+    fs.rm(bucket, recursive=True)
+
+
+def _upload_model(fs, prefix: str, model_dir: Path) -> None:
+    for f in model_dir.iterdir():
+        fs.pipe_file(f"{prefix}/{f.name}", f.read_bytes())
+
+
+def test_s3_model_downloads_into_the_cache(memory_bucket, tiny_bert_dir, tmp_path):
+    fs, bucket = memory_bucket
+    _upload_model(fs, f"{bucket}/m", tiny_bert_dir)
+    fs.pipe_file(f"{bucket}/m/sub/extra.txt", b"nested")
+    local = models.resolve(f"s3://{bucket}/m")
+    assert local.is_relative_to(tmp_path / "cache" / "models")
+    assert models.model_version(local) == models.model_version(tiny_bert_dir)
+    assert (local / "sub" / "extra.txt").read_bytes() == b"nested"
+
+
+def _hostile_keys(outside: Path) -> list[str]:
+    return [
+        "../escaped.txt",                     # up out of the cache entry
+        "sub/../../escaped.txt",              # up, after a harmless segment
+        "/" + str(outside).lstrip("/"),       # prefix//tmp/...: an absolute path after the join
+        "sub//weights.bin",                   # an empty segment
+        "./config.json",                      # a '.' segment
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_s3_model_keys_outside_the_prefix_are_rejected(index, memory_bucket, tiny_bert_dir, tmp_path):
+    fs, bucket = memory_bucket
+    outside = tmp_path / "outside" / "escaped.txt"
+    rel = _hostile_keys(outside)[index]
+    _upload_model(fs, f"{bucket}/m", tiny_bert_dir)
+    fs.pipe_file(f"{bucket}/m/{rel}", b"payload")
+    with pytest.raises(InputError) as err:
+        models.resolve(f"s3://{bucket}/m")
+    assert f"object key '{bucket}/m/{rel}'" in str(err.value)
+    assert not outside.exists()
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    assert written == [], "nothing may be written when a key is rejected"
+
+
+@pytest.mark.parametrize("rel", ["config.json", "sub/model.safetensors", "a.b/c-d_e.json", "..hidden/x"])
+def test_safe_relative_key_accepts_plain_keys(rel):
+    assert models.safe_relative_key(rel, f"bkt/m/{rel}", "s3://bkt/m") == rel
 
 
 def test_model_version_is_stable_and_tracks_content(tmp_path, tiny_bert_dir):

@@ -1,4 +1,4 @@
-"""Curation: the review sheet and the import rules (CSV round trip)."""
+"""Curation: the review sheet, the import rules (CSV round trip) and CSV formula neutralisation."""
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -6,7 +6,14 @@ import pyarrow.csv as pacsv
 from lantern_batch.io import read_table, write_table
 from lantern_batch.schema import DIMENSIONS, SEED_SCHEMA, TEACHER_LABELS_SCHEMA
 from lantern_batch.teacher.config import CurateExportConfig, CurateImportConfig
-from lantern_batch.teacher.curation import apply_decisions, run_export, run_import
+from lantern_batch.teacher.curation import (
+    _read_review,
+    apply_decisions,
+    neutralise_cell,
+    restore_cell,
+    run_export,
+    run_import,
+)
 
 
 def _labels(world):
@@ -57,3 +64,56 @@ def test_apply_decisions_empty_explanation_and_bad_accept():
     seed, rejected, counts = apply_decisions(review)
     assert seed.num_rows == 0
     assert rejected.column("reason").to_pylist() == ["empty_explanation", "bad_accept_value"]
+
+
+_FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+2", "-2+3", "@SUM(A1:A2)", "\tcmd", "\rcmd",
+             "'=already quoted", "''+twice"]
+_PLAIN = ["'Tis a fit.", "Plain reason.", "a=b", "x - y"]
+
+
+def test_neutralise_and_restore_cells():
+    for v in _FORMULAS:
+        assert neutralise_cell(v) == "'" + v and restore_cell(neutralise_cell(v)) == v
+    for v in [*_PLAIN, "", None]:
+        assert neutralise_cell(v) == v and restore_cell(v) == v
+
+
+def test_review_csv_neutralises_formulas_and_import_restores_them(tiny_world, tmp_path):
+    labels = _labels(tiny_world)
+    values = ["=HYPERLINK(\"http://x\",\"y\")", "+1+2", "@SUM(A1:A2)", "\rcmd", "'=already quoted",
+              "'Tis a fit."]
+    rows = labels.to_pylist()
+    for i, (r, v) in enumerate(zip(rows, values, strict=True)):
+        r["explanation"], r["pair_id"] = v, f"{v}#{i}"
+    rows[0]["teacher"] = "=cmd|' /C calc'!A0"
+    write_table(pa.Table.from_pylist(rows, schema=labels.schema), str(tmp_path / "labels"))
+    cfg = CurateExportConfig(labels=str(tmp_path / "labels"), members=str(tiny_world / "members"),
+                             jobs=str(tiny_world / "jobs"), out=str(tmp_path / "cur"), limit=None)
+    assert run_export(cfg) == 0
+    original = read_table(str(tmp_path / "cur" / "review.parquet"))
+    raw = pacsv.read_csv(tmp_path / "cur" / "review.csv",
+                         parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                         convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    formula_starts = ("=", "+", "-", "@", "\t", "\r")
+    for column in raw.column_names:
+        for cell in raw.column(column).to_pylist():
+            assert not (isinstance(cell, str) and cell.startswith(formula_starts)), (column, cell)
+    by_pair = {r["pair_id"]: r for r in raw.to_pylist()}
+    assert by_pair["'=HYPERLINK(\"http://x\",\"y\")#0"]["teacher"] == "'=cmd|' /C calc'!A0"
+    assert {r["explanation"] for r in raw.to_pylist()} == {neutralise_cell(v) for v in values}
+
+    read_back = _read_review(str(tmp_path / "cur" / "review.csv"))
+    for column in ("pair_id", "teacher", "explanation", "member_summary", "job_summary", "fit_label"):
+        assert read_back.column(column).to_pylist() == original.column(column).to_pylist(), column
+
+    # A reviewer accepts every row in the CSV; D_seed gets the original (non-blank) text back.
+    sheet = raw.to_pylist()
+    for row in sheet:
+        row["accept"] = "yes"
+    pacsv.write_csv(pa.Table.from_pylist(sheet), tmp_path / "cur" / "review.csv")
+    assert run_import(CurateImportConfig(review=str(tmp_path / "cur" / "review.csv"), out=str(tmp_path / "seed"))) == 0
+    seed = {r["pair_id"]: r for r in read_table(str(tmp_path / "seed" / "seed")).to_pylist()}
+    assert len(seed) == len(values)
+    for i, v in enumerate(values):
+        assert seed[f"{v}#{i}".strip()]["explanation"] == v.strip()  # import strips blanks
+    assert seed[f"{values[0]}#0"]["source"] == "curated:=cmd|' /C calc'!A0"
