@@ -6,37 +6,48 @@
 
 What leaves the machine: only the member and job fields the config allows
 (``openai.member_fields`` / ``openai.job_fields``; the member's free-text ``summary`` is not in
-the default), with e-mail addresses, phone numbers and URLs in free text replaced by
-``[email]`` / ``[phone]`` / ``[url]`` (``openai.redact``). The prompt is the same versioned
-teacher prompt as the vLLM stage's, so labels from T1 and T2 are comparable.
+the default), with e-mail addresses (also ``name(at)host(dot)com`` forms), phone numbers and
+URLs (also scheme-less ones such as ``jane.de/about``) in free text replaced by ``[email]`` /
+``[phone]`` / ``[url]`` (``openai.redact``). The prompt is the same versioned teacher prompt as
+the vLLM stage's, so labels from T1 and T2 are comparable. Only the configured endpoint is
+contacted: redirects are not followed (a 3xx is a row error), and no ``OPENAI_*`` organisation
+or project header from the environment is sent.
 
-Requests: at most ``max_concurrency`` in flight per actor (a thread pool); HTTP 429, 5xx,
-timeouts and connection errors are retried up to ``max_retries`` times with exponential
-backoff and jitter (a ``Retry-After`` header wins); other 4xx are row errors. Structured
-output via ``response_format`` (JSON schema) and ``logprobs``/``top_logprobs`` when the
-endpoint supports them; p_high/p_medium/p_low come from the label position's top logprobs,
-else one-hot. An unparseable answer is asked once more with temperature 0.7.
+Requests go through the ``openai`` SDK: at most ``max_concurrency`` in flight per actor (a
+thread pool); the SDK retries HTTP 408, 409, 429, 5xx, timeouts and connection errors up to
+``max_retries`` times, waiting what a valid ``Retry-After`` header asks (up to two minutes; a
+missing, negative or unparseable one falls back to exponential backoff from ``backoff_s``,
+capped at ``max_backoff_s``, with jitter). Other statuses are row errors
+(``request_failed:http_<status>``), and so is a 200 whose body is no usable chat completion
+(``request_failed:bad_response:<why>``): one bad response never fails the batch. Structured
+output via ``response_format`` (JSON schema) and ``logprobs``/``top_logprobs`` when the endpoint
+supports them; p_high/p_medium/p_low come from the label position's top logprobs, else one-hot.
+An unparseable answer is asked once more with temperature 0.7.
 
 Response cache: one JSON file per request under ``OUT/cache/teacher=NAME/<hh>/<sha256>.json``,
-keyed by the hash of the whole request body (model, messages, parameters): a rerun or a resumed
-run pays for no request twice. It lives under the run's output, so deleting the output deletes
-it (same retention as the labels). Token accounting: ``usage`` of each response (cached
-responses cost 0) is summed into the run summary.
+keyed by the hash of the endpoint's base URL and the whole request body (model, messages,
+parameters), so a different endpoint or model never reuses another's answers. Only responses
+that became a label are cached: an unparseable or invalid answer is asked again by a rerun. A
+rerun or a resumed run pays for no labelled request twice. The cache lives under the run's
+output, so deleting the output deletes it (same retention as the labels). Token accounting:
+``usage`` of each response (cached responses cost 0) is summed into the run summary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
 import threading
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import openai
 import pyarrow as pa
 
 from lantern_batch import io
@@ -56,20 +67,79 @@ from lantern_batch.teacher.soft_labels import label_probs, one_hot
 log = get_logger(__name__)
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|dev|ai|co|me)(?:/[^\s<>\"']*)?",
-                  re.IGNORECASE)
-_PHONE = re.compile(r"(?<![\w/+])\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?![\w/])")
+# "name(at)host(dot)com", "name [at] host [dot] com", "name@host(dot)com" and mixes.
+_AT = r"(?:@|\s*[(\[{<]\s*at\s*[)\]}>]\s*)"
+_DOT = r"(?:\.|\s*[(\[{<]\s*dot\s*[)\]}>]\s*)"
+_OBFUSCATED_EMAIL = re.compile(
+    rf"[A-Za-z0-9._%+-]+{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}[A-Za-z]{{2,}}\b", re.IGNORECASE)
+# The rest of a URL; trailing sentence punctuation is not part of it.
+_URL_REST = r"[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]}]"
+_SCHEME_URL = re.compile(rf"\b(?:(?:https?|ftp)://|www\.){_URL_REST}", re.IGNORECASE)
+_HOST = r"(?<![\w@.-])(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+# A scheme-less host without a path counts as a URL only with one of these (lower-case) TLDs:
+# "ASP.NET", "Node.js" or "team.it" (a missing space) are not addresses.
+_BARE_TLDS = ("com|org|net|edu|gov|io|dev|ai|co|info|biz|app|xyz|tech|site|online|page|blog|cloud|"
+              "eu|uk|de|fr|nl|ch|es|se|dk|fi|ie|pt|ca|au|nz|jp|cn|br")
+_BARE_DOMAIN = re.compile(rf"{_HOST}(?:{_BARE_TLDS})(?::\d{{2,5}})?(?:/{_URL_REST}|/)?(?![\w-])")
+# With a path, any lower-case TLD counts ("jane.de/about") except file suffixes ("Node.js/React").
+_PATH_DOMAIN = re.compile(rf"{_HOST}(?P<tld>[a-z]{{2,24}})(?::\d{{2,5}})?/{_URL_REST}")
+_FILE_SUFFIXES = frozenset({
+    "js", "ts", "jsx", "tsx", "py", "rs", "sh", "md", "pl", "rb", "go", "cs", "cc", "cpp", "hpp", "java",
+    "kt", "json", "yml", "yaml", "xml", "html", "htm", "css", "php", "txt", "csv", "pdf", "doc", "docx",
+    "ppt", "pptx", "xls", "xlsx", "png", "jpg", "jpeg", "gif", "svg", "exe", "zip", "gz", "tar", "ipynb",
+    "sql", "toml", "ini", "lock",
+})
+# Digits in groups (letters may touch them: "call5551234567"); _phone decides by digit count.
+_PHONE = re.compile(r"(?<![\d_/+.,])\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?![\d/]|[.,]\d)")
+# A local 7-digit number: exchange (first digit 2-9) and line, "555-1234" / "555.1234".
+_LOCAL_PHONE = re.compile(r"(?<![\d_/+.,$€£-])[2-9]\d{2}[-.]\d{4}(?![\d/-]|[.,]\d)")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+_CURRENCY = r"[$€£¥]|\b(?:USD|EUR|GBP|CHF|CAD|AUD|INR|JPY)\b"
+_MONEY_BEFORE = re.compile(rf"(?:{_CURRENCY})\s*$", re.IGNORECASE)
+_MONEY_AFTER = re.compile(rf"\s*(?:{_CURRENCY}|[kKmM]\b|%|(?:per|p\.a|a year)\b|/\s*(?:yr|year|month|h)\b)",
+                          re.IGNORECASE)
 FREE_TEXT = {"headline", "summary", "description", "current_title", "title"}
 
 
+def _is_amount(m: re.Match[str]) -> bool:
+    """Whether a digit run reads as money or a quantity: a currency or unit right before or after
+    it ("$500-1000", "85.000-95.000 EUR", "30-40%", "120 000 per year"), or a range of round
+    numbers ("100000-120000")."""
+    text = m.string
+    if _MONEY_BEFORE.search(text[max(0, m.start() - 8):m.start()]) or _MONEY_AFTER.match(text, m.end()):
+        return True
+    parts = re.split(r"\s*-\s*", m.group())
+    return len(parts) > 1 and all(re.sub(r"[.,\s]", "", p).endswith("000") for p in parts)
+
+
+def _phone(m: re.Match[str]) -> str:
+    groups = re.findall(r"\d+", m.group())
+    if not 9 <= sum(len(g) for g in groups) <= 15:  # fewer: years, ranges, amounts, versions
+        return m.group()
+    if all(_YEAR.fullmatch(g) for g in groups) or _is_amount(m):  # "2019 2020 2021", salaries
+        return m.group()
+    return "[phone]"
+
+
 def redact(text: str | None) -> str | None:
-    """Replace e-mail addresses, URLs and phone numbers in ``text``."""
+    """Replace e-mail addresses, URLs and phone numbers in ``text`` with ``[email]``, ``[url]``
+    and ``[phone]``.
+
+    Also caught: obfuscated addresses (``name(at)host(dot)com``, ``name [at] host [dot] com``),
+    scheme-less URLs (``jane.de/about``, ``www.x.org``, ``github.com/jane``), local 7-digit
+    numbers (``555-1234``) and numbers glued to words (``call5551234567``). Kept: version
+    numbers (``Python 3.11``), years and year ranges (``2019-2021``), dates, salaries and other
+    amounts (``$120,000``, ``85.000-95.000 EUR``), technology names (``ASP.NET``, ``Node.js``).
+    """
     if not text:
         return text
     text = _EMAIL.sub("[email]", text)
-    text = _URL.sub("[url]", text)
-    # 9-15 digits: phone numbers; fewer are years, year ranges ("2015-2019"), amounts.
-    return _PHONE.sub(lambda m: "[phone]" if 9 <= sum(c.isdigit() for c in m.group()) <= 15 else m.group(), text)
+    text = _OBFUSCATED_EMAIL.sub("[email]", text)
+    text = _SCHEME_URL.sub("[url]", text)
+    text = _PATH_DOMAIN.sub(lambda m: m.group() if m.group("tld") in _FILE_SUFFIXES else "[url]", text)
+    text = _BARE_DOMAIN.sub("[url]", text)
+    text = _PHONE.sub(_phone, text)
+    return _LOCAL_PHONE.sub(lambda m: m.group() if _is_amount(m) else "[phone]", text)
 
 
 def allowed_view(row: dict[str, Any] | None, fields: list[str], do_redact: bool) -> dict[str, Any]:
@@ -88,30 +158,57 @@ def allowed_view(row: dict[str, Any] | None, fields: list[str], do_redact: bool)
     return out
 
 
+def response_problem(resp: Any) -> str | None:
+    """Why ``resp`` is not a usable chat completion (a short code), or None when it is.
+
+    Checked before anything reads the response, for fresh and cached responses alike, so a
+    malformed body from any endpoint is one row's error, never an exception in the batch.
+    """
+    if not isinstance(resp, dict):
+        return "not_an_object"
+    choices = resp.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "no_choices"
+    choice = choices[0]
+    if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+        return "bad_choice"
+    content = choice["message"].get("content")
+    if content is not None and not isinstance(content, str):
+        return "bad_content"
+    if resp.get("usage") is not None and not isinstance(resp["usage"], dict):
+        return "bad_usage"
+    return None
+
+
 class ResponseCache:
-    """JSON responses on disk or S3, keyed by request hash (see module doc)."""
+    """JSON responses on disk or S3, keyed by endpoint and request hash (see module doc)."""
 
-    def __init__(self, directory: str | None):
+    def __init__(self, directory: str | None, endpoint: str = ""):
         self.directory = directory
+        self.endpoint = endpoint.rstrip("/")
 
-    @staticmethod
-    def key(body: dict[str, Any]) -> str:
-        blob = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    def key(self, body: dict[str, Any]) -> str:
+        """Hash of this cache's endpoint, the body's model and the whole body: another endpoint
+        or another model never gets this request's answer."""
+        scoped = {"endpoint": self.endpoint, "model": body.get("model"), "body": body}
+        blob = json.dumps(scoped, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _path(self, key: str) -> str:
         return io.join(self.directory, key[:2], f"{key}.json")  # type: ignore[arg-type]
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The cached response, or None when absent, unreadable or not a usable response."""
         if not self.directory:
             return None
         path = self._path(key)
         if not io.exists(path):
             return None
         try:
-            return json.loads(io.read_text(path))
-        except (OSError, json.JSONDecodeError):
+            resp = json.loads(io.read_text(path))
+        except (OSError, ValueError, RecursionError):
             return None
+        return resp if response_problem(resp) is None else None
 
     def put(self, key: str, response: dict[str, Any]) -> None:
         if self.directory:
@@ -119,16 +216,41 @@ class ResponseCache:
 
 
 class RequestFailed(Exception):
-    """A request that failed for good; ``reason`` is a short code (``http_400``, ...)."""
+    """A request that failed for good; ``reason`` is a short code (``http_400``,
+    ``retries_exhausted:http_503``, ``bad_response:not_json``, ...)."""
 
     def __init__(self, reason: str, attempts: int):
         self.reason, self.attempts = reason, attempts
         super().__init__(reason)
 
 
+# Longest Retry-After wait honoured; the SDK does not retry at all when asked to wait longer.
+RETRY_AFTER_MAX_S = 120.0
+_RETRIED_STATUSES = frozenset({408, 409, 429})
+
+
+class _OpenAI(openai.OpenAI):
+    """``openai.OpenAI`` whose exponential backoff is ``backoff`` (the config's ``backoff_s`` /
+    ``max_backoff_s``). What to retry, how often and the ``Retry-After`` parsing stay the SDK's."""
+
+    backoff: Callable[[int], float]
+
+    def _calculate_retry_timeout(self, remaining_retries: int, options: Any,
+                                 response_headers: Any = None) -> float:
+        retry_after = self._parse_retry_after_header(response_headers)
+        if retry_after is not None and math.isfinite(retry_after) and 0 < retry_after <= RETRY_AFTER_MAX_S:
+            return retry_after
+        return self.backoff(options.get_max_retries(self.max_retries) - remaining_retries)
+
+
 @dataclass
 class ChatClient:
-    """A minimal chat-completions client with retries and backoff (thread-safe)."""
+    """A chat-completions client on the ``openai`` SDK (thread-safe).
+
+    The SDK does the retries (``max_retries``), the per-request ``timeout_s`` and honours
+    ``Retry-After``; ``backoff_s`` / ``max_backoff_s`` shape its backoff (:meth:`backoff`).
+    Redirects are not followed, and without ``api_key`` no ``Authorization`` header is sent.
+    """
 
     base_url: str
     api_key: str | None
@@ -138,64 +260,107 @@ class ChatClient:
     timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
-        import httpx
-
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        self._http = httpx.Client(base_url=self.base_url.rstrip("/"), headers=headers, timeout=self.timeout_s)
         self.retries = 0
         self._lock = threading.Lock()
+        self._local = threading.local()
+        http = openai.DefaultHttpxClient(follow_redirects=False, event_hooks={"request": [self._count_attempt]})
+        self._sdk = _OpenAI(
+            base_url=self.base_url.rstrip("/"),
+            # The SDK needs a key; without one the Authorization header is omitted per request.
+            api_key=self.api_key or "unset",
+            default_headers={"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()},
+            max_retries=self.max_retries, timeout=self.timeout_s, http_client=http,
+        )
+        self._sdk.backoff = self.backoff
+        self._options: dict[str, Any] = {} if self.api_key else {"headers": {"Authorization": openai.Omit()}}
 
-    def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
-        if retry_after:
-            try:
-                delay = min(self.max_backoff_s, float(retry_after))
-            except ValueError:
-                pass
-        time.sleep(delay)
+    def _count_attempt(self, _request: Any) -> None:
+        self._local.attempts = getattr(self._local, "attempts", 0) + 1
+
+    def backoff(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (0 = the first) when no usable ``Retry-After``
+        was sent: ``backoff_s * 2**retry``, capped at ``max_backoff_s``, times a jitter in [0.5, 1]."""
+        return min(self.max_backoff_s, self.backoff_s * 2 ** min(retry, 64)) * (0.5 + random.random() / 2)
+
+    def _failure(self, exc: openai.OpenAIError, attempts: int) -> str:
+        """The reason code of a request the SDK gave up on."""
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            reason, retried = f"http_{status}", status in _RETRIED_STATUSES or status >= 500
+        elif isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+            cause = exc.__cause__
+            reason = type(cause).__name__.lower() if cause is not None else type(exc).__name__.lower()
+            retried = True
+        else:
+            reason, retried = type(exc).__name__.lower(), False
+        return f"retries_exhausted:{reason}" if retried and attempts > self.max_retries else reason
 
     def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """POST ``/chat/completions``; returns (response JSON, attempts).
 
         Raises:
-            RequestFailed: a non-retryable status, or retries exhausted.
+            RequestFailed: a non-retryable status, retries exhausted, or a response body that is
+                not a usable chat completion (``bad_response:<why>``).
         """
-        import httpx
-
-        attempt = 0
-        while True:
-            try:
-                resp = self._http.post("/chat/completions", json=body)
-                if resp.status_code == 200:
-                    return resp.json(), attempt + 1
-                retryable = resp.status_code == 429 or resp.status_code >= 500
-                reason, retry_after = f"http_{resp.status_code}", resp.headers.get("Retry-After")
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                retryable, reason, retry_after = True, type(exc).__name__.lower(), None
-            if not retryable:
-                raise RequestFailed(reason, attempt + 1)
-            if attempt >= self.max_retries:
-                raise RequestFailed(f"retries_exhausted:{reason}", attempt + 1)
-            with self._lock:
-                self.retries += 1
-            self._sleep(attempt, retry_after)
-            attempt += 1
+        self._local.attempts = 0
+        try:
+            content = self._sdk.post("/chat/completions", body=body, cast_to=bytes, options=self._options)
+            failure = None
+        except openai.OpenAIError as exc:
+            content, failure = None, exc
+        attempts = max(1, self._local.attempts)
+        with self._lock:
+            self.retries += attempts - 1
+        if failure is not None:
+            raise RequestFailed(self._failure(failure, attempts), attempts) from failure
+        try:
+            resp = json.loads(content)  # type: ignore[arg-type]
+        except (ValueError, RecursionError):  # not JSON, or bytes that decode to no text
+            raise RequestFailed("bad_response:not_json", attempts) from None
+        problem = response_problem(resp)
+        if problem is not None:
+            raise RequestFailed(f"bad_response:{problem}", attempts)
+        return resp, attempts
 
     def close(self) -> None:
-        self._http.close()
+        self._sdk.close()
 
 
 def _logprob_positions(choice: dict[str, Any]) -> tuple[list[str], list[list[tuple[int, str, float]]]] | None:
-    """Token texts and top candidates from an OpenAI ``logprobs.content`` list."""
-    content = (choice.get("logprobs") or {}).get("content")
-    if not content:
+    """Token texts and top candidates from an OpenAI ``logprobs.content`` list; None when absent
+    or malformed (the label then gets one-hot probabilities)."""
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list) or not content:
         return None
-    texts = [c.get("token", "") for c in content]
-    positions = [[(-1, t.get("token", ""), float(t.get("logprob", float("-inf")))) for t in (c.get("top_logprobs") or [])]
-                 for c in content]
+    texts: list[str] = []
+    positions: list[list[tuple[int, str, float]]] = []
+    for c in content:
+        if not isinstance(c, dict):
+            return None
+        token, tops = c.get("token", ""), c.get("top_logprobs") or []
+        if not isinstance(token, str) or not isinstance(tops, list):
+            return None
+        cands = []
+        for t in tops:
+            if not isinstance(t, dict):
+                return None
+            text, logprob = t.get("token", ""), t.get("logprob")
+            logprob = float("-inf") if logprob is None else logprob
+            if not isinstance(text, str) or isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
+                return None
+            cands.append((-1, text, float(logprob)))
+        texts.append(token)
+        positions.append(cands)
     return texts, positions
+
+
+def _tokens(usage: dict[str, Any], key: str) -> int:
+    """A token count from ``usage``; 0 when missing or not a non-negative number."""
+    v = usage.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        return 0
+    return int(v)
 
 
 class BlackBoxTeacher:
@@ -212,7 +377,7 @@ class BlackBoxTeacher:
         self.client = ChatClient(base_url, os.environ.get(openai_cfg["api_key_env"]),
                                  openai_cfg["max_retries"], openai_cfg["backoff_s"],
                                  openai_cfg["max_backoff_s"], openai_cfg["timeout_s"])
-        self.cache = ResponseCache(cache_dir if openai_cfg["cache"] else None)
+        self.cache = ResponseCache(cache_dir if openai_cfg["cache"] else None, endpoint=base_url)
         self.pool = ThreadPoolExecutor(max_workers=openai_cfg["max_concurrency"])
         self.max_chars = int(prompt["max_explanation_chars"])
         self.check_outputs = bool(prompt.get("check_outputs", True))
@@ -236,9 +401,9 @@ class BlackBoxTeacher:
             body["seed"] = 17
         return body
 
-    def _call(self, body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, bool]:
-        """(response, failure reason, served from cache)."""
-        key = self.cache.key(body)
+    def _call(self, key: str, body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, bool]:
+        """(response, failure reason, served from cache). Nothing is cached here: a response
+        is cached by :meth:`_one` once it has become a label."""
         cached = self.cache.get(key)
         if cached is not None:
             return cached, None, True
@@ -246,26 +411,28 @@ class BlackBoxTeacher:
             resp, _ = self.client.complete(body)
         except RequestFailed as exc:
             return None, exc.reason, False
-        self.cache.put(key, resp)
         return resp, None, False
 
     def _one(self, row: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {"prompt_tokens": 0, "output_tokens": 0, "cache_hits": 0}
         first_reason = None
         for retry in (False, True):
-            resp, failure, hit = self._call(self.request_body(row, retry))
+            body = self.request_body(row, retry)
+            key = self.cache.key(body)
+            resp, failure, hit = self._call(key, body)
             result["cache_hits"] += int(hit)
             if resp is None:
                 result["error"] = f"request_failed:{failure}"
                 return result
             if not hit:
                 usage = resp.get("usage") or {}
-                result["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-                result["output_tokens"] += int(usage.get("completion_tokens") or 0)
-            choice = (resp.get("choices") or [{}])[0]
-            text = (choice.get("message") or {}).get("content") or ""
+                result["prompt_tokens"] += _tokens(usage, "prompt_tokens")
+                result["output_tokens"] += _tokens(usage, "completion_tokens")
+            choice = resp["choices"][0]
+            text = choice["message"].get("content") or ""
+            finish_reason = choice.get("finish_reason")
             try:
-                parsed = parse_output(text, finish_reason=choice.get("finish_reason"),
+                parsed = parse_output(text, finish_reason=finish_reason if isinstance(finish_reason, str) else None,
                                       max_explanation_chars=self.max_chars)
                 if self.check_outputs:
                     check_label(parsed, row.get("member"), row.get("job"))
@@ -273,6 +440,8 @@ class BlackBoxTeacher:
                 first_reason = first_reason or exc.reason
                 result["retried"] = True
                 continue
+            if not hit:
+                self.cache.put(key, resp)
             probs, found = None, False
             lp = _logprob_positions(choice)
             if lp is not None:
