@@ -16,6 +16,12 @@ Reads (every input optional; a missing one makes its report section "not availab
 Explanations are judged on held-out pairs only (:class:`HeldoutSplit`): pairs a student trained
 on would flatter it.
 
+The first screen's table of models (``results["models"]``) puts each model's fit labels on
+held-out pairs side by side: the teacher before and after SFT (its export's ``metrics.json``),
+the teacher labels, the classifier and the label the explainer's text states, each against the
+fit policy (:func:`lantern_batch.policy.score_pair` of the pair's member and job rows: what the
+demo world is generated from, so its ground truth) and against the teacher.
+
 Writes ``OUT/index.html`` (self-contained: plots are embedded PNG), ``OUT/metrics.json`` and the
 resolved config. Tables are streamed in record batches with only the needed columns; label
 columns of at most ``max_pairs`` pairs and the explanations of at most ``max_explanations``
@@ -45,6 +51,7 @@ from lantern_batch.errors import NotPublishedError
 from lantern_batch.evaluate import metrics as m
 from lantern_batch.evaluate.config import EvaluateConfig
 from lantern_batch.logs import event, get_logger, timed
+from lantern_batch.policy import score_pair
 from lantern_batch.schema import FIT_LABELS, first_occurrence_mask
 
 log = get_logger(__name__)
@@ -54,12 +61,18 @@ KEY_SEP = "\x1f"
 BATCH_ROWS = 65_536
 #: Run summaries a stage may leave next to its output (first found wins).
 SUMMARY_NAMES = ("summary.json", "_summary.json", "run_summary.json", "_manifest.json", "manifest.json")
-#: Member and job columns the explanation validator reads (those the tables have are read).
+#: Member and job columns the explanation validator and the fit policy read (those the tables
+#: have are read).
 MEMBER_COLUMNS = ("member_id", "headline", "summary", "current_title", "seniority", "years_experience",
-                  "skills", "experience", "location")
-JOB_COLUMNS = ("job_id", "title", "company", "description", "seniority", "required_skills", "location")
+                  "skills", "experience", "education", "location")
+JOB_COLUMNS = ("job_id", "title", "company", "description", "seniority", "required_skills", "location",
+               "workplace_type")
 #: Result fields that hold explanation text: kept out of ``metrics.json``.
 TEXT_FIELDS = ("teacher_explanation", "student_explanation")
+#: Result lists of explanation pairs whose text ``metrics.json`` leaves out (ids, labels, reasons kept).
+PAIR_LISTS = ("worst_explanations", "good_explanations")
+#: Explanations shown on the first screen: this many that pass every check, and the worst this many.
+SUMMARY_EXAMPLES = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +362,8 @@ def _read_entities(inputs: EvalInputs, cfg: EvaluateConfig) -> None:
     for path, key, what in ((cfg.inputs.members, "member_id", "members"), (cfg.inputs.jobs, "job_id", "jobs")):
         ds = _dataset_at(path)
         if ds is None or key not in ds.schema.names:
-            inputs.notes.append(f"{what}: not found at {path} (explanations are judged without grounding checks)")
+            inputs.notes.append(f"{what}: not found at {path} (explanations are judged without grounding "
+                                "checks, and the pairs get no policy labels)")
             continue
         setattr(inputs, "member_ds" if what == "members" else "job_ds", ds)
 
@@ -427,13 +441,16 @@ def _unavailable(reason: str) -> dict[str, Any]:
     return {"available": False, "reason": reason}
 
 
+def _prefixed(table: pa.Table, prefix: str) -> pa.Table:
+    """``table`` with every column but the key prefixed (``t_`` teacher, ``s_`` student)."""
+    return table.rename_columns([c if c in ("member_id", "job_id") else f"{prefix}{c}" for c in table.column_names])
+
+
 def _shared_pairs(inputs: EvalInputs) -> pa.Table | None:
     if inputs.teacher is None or inputs.student is None:
         return None
-    t = inputs.teacher.table.rename_columns(
-        [c if c in ("member_id", "job_id") else f"t_{c}" for c in inputs.teacher.table.column_names])
-    s = inputs.student.table.rename_columns(
-        [c if c in ("member_id", "job_id") else f"s_{c}" for c in inputs.student.table.column_names])
+    t = _prefixed(inputs.teacher.table, "t_")
+    s = _prefixed(inputs.student.table, "s_")
     joined = t.join(s, keys=["member_id", "job_id"], join_type="inner", use_threads=False)
     # Deterministic order (joins are not): by key.
     return joined.sort_by([("member_id", "ascending"), ("job_id", "ascending")])
@@ -492,7 +509,10 @@ def compute_results(inputs: EvalInputs, cfg: EvaluateConfig) -> dict[str, Any]:
         "teacher": inputs.teacher.distribution if inputs.teacher else None,
         "student": inputs.student.distribution if inputs.student else None,
     }
-    res.update(_explanation_results(inputs, cfg, shared))
+    explanations = _explanation_results(inputs, cfg, shared)
+    judged = explanations.pop("judged", [])
+    res.update(explanations)
+    res["models"] = _model_results(inputs, cfg, shared, judged, res)
 
     throughput: list[dict[str, Any]] = []
     throughput += m.throughput_rows("synthesize", inputs.synthesis_summary)
@@ -542,13 +562,17 @@ def _explanations_unavailable(reason: str, heldout: dict[str, Any] | None = None
         out["explanations"]["heldout"] = heldout
     out["examples"] = []
     out["worst_explanations"] = []
+    out["good_explanations"] = []
     return out
 
 
 def _explanation_results(inputs: EvalInputs, cfg: EvaluateConfig, shared: pa.Table | None) -> dict[str, Any]:
     """ROUGE and the validator's verdicts on the student's and the teacher's explanations of
     held-out pairs the student was asked to explain (a stable sample of at most
-    ``max_explanations``); the five worst student explanations next to the teacher's."""
+    ``max_explanations``); the five worst student explanations next to the teacher's, and
+    :data:`SUMMARY_EXAMPLES` valid ones (the lowest pair-key hashes: a stable choice). Every judged
+    pair's row (with the policy's label and the label its explanation states) is returned under
+    ``judged`` for :func:`_model_results`; the caller removes it."""
     if shared is None:
         return _explanations_unavailable("no shared (teacher, student) pairs")
     if inputs.student is None or not inputs.student.has_explanation:
@@ -592,6 +616,9 @@ def _explanation_results(inputs: EvalInputs, cfg: EvaluateConfig, shared: pa.Tab
     job_rows = [jobs.get(k.split(KEY_SEP, 1)[1]) for k in sample_keys]
     grounded = [mem is not None and job is not None for mem, job in zip(member_rows, job_rows, strict=True)]
 
+    policy = [_policy_label(mem, job) for mem, job in zip(member_rows, job_rows, strict=True)]
+    stated, _ = m.explanation_labels(student_expl)
+
     s_checks = m.judge_explanations(student_expl, s_labels, member_rows, job_rows)
     out: dict[str, Any] = {"explanations": {
         "available": True,
@@ -610,19 +637,25 @@ def _explanation_results(inputs: EvalInputs, cfg: EvaluateConfig, shared: pa.Tab
     else:
         out["rouge"] = _unavailable("the teacher labels carry no explanations for the judged pairs")
 
-    rows = _pair_rows(sample_keys, t_labels, s_labels, teacher_expl, student_expl, s_checks, t_checks)
+    rows = _pair_rows(sample_keys, t_labels, s_labels, teacher_expl, student_expl, s_checks, t_checks,
+                      policy, stated)
     out["worst_explanations"] = [rows[i] for i in m.worst_explanations(s_checks, 5)]
+    valid = [i for i, c in enumerate(s_checks) if c.ok]
+    order = np.argsort(_hash_unit([sample_keys[i] for i in valid]), kind="stable")[:SUMMARY_EXAMPLES]
+    out["good_explanations"] = [rows[valid[int(i)]] for i in order]
     out["examples"] = _examples(rows, s_labels, cfg.num_examples) if teacher_has else []
+    out["judged"] = rows
     return out
 
 
-def _pair_rows(keys, t_labels, s_labels, t_expl, s_expl, s_checks, t_checks) -> list[dict[str, Any]]:
+def _pair_rows(keys, t_labels, s_labels, t_expl, s_expl, s_checks, t_checks, policy, stated) -> list[dict[str, Any]]:
     rows = []
     for i, key in enumerate(keys):
         member_id, job_id = key.split(KEY_SEP, 1)
         rows.append({
             "member_id": member_id, "job_id": job_id,
             "teacher_label": t_labels[i], "student_label": s_labels[i],
+            "policy_label": policy[i], "stated_label": stated[i],
             "teacher_explanation": t_expl[i], "student_explanation": s_expl[i],
             "student_reasons": list(s_checks[i].reasons),
             "teacher_reasons": list(t_checks[i].reasons) if t_checks is not None else None,
@@ -642,6 +675,216 @@ def _examples(rows: list[dict[str, Any]], s_labels: list[str | None], n: int) ->
             if by_label[name] and len(picked) < n:
                 picked.append(by_label[name].pop(0))
     return [rows[i] for i in picked]
+
+
+# ---------------------------------------------------------------------------------------------
+# The table of models (first screen)
+
+
+def _policy_label(member: dict[str, Any] | None, job: dict[str, Any] | None) -> str | None:
+    """The fit policy's label of a pair; None when its member or job row is unknown or malformed."""
+    if member is None or job is None:
+        return None
+    try:
+        return score_pair(member, job).fit_label
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def policy_labels(inputs: EvalInputs, member_ids: list[Any], job_ids: list[Any]) -> list[str | None]:
+    """:func:`lantern_batch.policy.score_pair` label per pair from the members and jobs tables
+    (streamed: only the rows of these pairs are read); None where a row is missing."""
+    members = read_rows(inputs.member_ds, "member_id", {str(x) for x in member_ids}, MEMBER_COLUMNS)
+    jobs = read_rows(inputs.job_ds, "job_id", {str(x) for x in job_ids}, JOB_COLUMNS)
+    return [_policy_label(members.get(str(mid)), jobs.get(str(jid))) for mid, jid in zip(member_ids, job_ids, strict=True)]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _agreement_cell(reference: list[str | None], labels: list[str | None], what: str) -> dict[str, Any]:
+    scores = m.label_agreement(reference, labels)
+    if not scores["n"]:
+        return _unavailable(f"no pair has both a {what} label and a label of this model")
+    return {"available": True, **scores}
+
+
+def _model_row(key: str, name: str, pairs: str, labels: list[str | None], policy: list[str | None] | dict[str, Any],
+               teacher: list[str | None] | dict[str, Any] | None, probs: np.ndarray | dict[str, Any] | None,
+               cfg: EvaluateConfig, **extra: Any) -> dict[str, Any]:
+    """One row of the table of models: a model's ``labels`` (one per pair) against the policy's and
+    the teacher's labels of the same pairs.
+
+    ``policy`` and ``teacher`` are those reference labels, aligned with ``labels``, or a
+    not-available dict saying why there are none; ``teacher`` None: not applicable (the row is
+    the teacher). ``probs`` [n, 3] gives the ECE against the policy; a not-available dict, or None
+    when the model has no probabilities at all (not applicable).
+    """
+    row: dict[str, Any] = {"key": key, "model": name, "available": True, "pairs": pairs,
+                           "n": sum(1 for x in labels if x in FIT_LABELS), **extra}
+    row["policy"] = policy if isinstance(policy, dict) else _agreement_cell(policy, labels, "policy")
+    row["teacher"] = teacher if teacher is None or isinstance(teacher, dict) else _agreement_cell(teacher, labels, "teacher")
+    if probs is None or isinstance(probs, dict):
+        row["ece"] = probs
+    elif isinstance(policy, dict):
+        row["ece"] = _unavailable(policy["reason"])
+    else:
+        ece = m.calibration_against(probs, policy, cfg.calibration_bins)
+        row["ece"] = {"available": True, **ece} if ece["n"] else _unavailable("no pair has a policy label")
+    return row
+
+
+SFT_ROWS = {"before": "T2 before SFT", "after": "T2 after SFT"}
+
+
+def _sft_row(inputs: EvalInputs, cfg: EvaluateConfig, when: str) -> dict[str, Any]:
+    """The teacher's label agreement before or after SFT, as its export's ``metrics.json`` records
+    it (``label_agreement_before`` / ``_after``: distill teacher-sft's held-out D_seed pairs, whose
+    labels are the policy's)."""
+    head = {"key": f"t2_{when}", "model": SFT_ROWS[when]}
+    metrics = inputs.training.get("teacher_sft")
+    if metrics is None:
+        reason = ("no teacher_model export is configured" if not cfg.teacher_model
+                  else f"no readable metrics.json in the teacher export {cfg.teacher_model}")
+        return {**head, **_unavailable(reason)}
+    part = metrics.get(f"label_agreement_{when}")
+    if not isinstance(part, dict) or not _number(part.get("accuracy")) or not _number(part.get("n")) or not part["n"]:
+        reason = f"the teacher export's metrics.json records no label_agreement_{when} with an accuracy and n"
+        if isinstance(part, dict) and not part:
+            reason += " (teacher SFT had no held-out seed pairs)"
+        return {**head, **_unavailable(reason)}
+    n = int(part["n"])
+    policy: dict[str, Any] = {"available": True, "n": n, "agreement": float(part["accuracy"]),
+                              "macro_f1": float(part["macro_f1"]) if _number(part.get("macro_f1")) else None}
+    if isinstance(part.get("confusion"), list):
+        policy["confusion"] = part["confusion"]
+    ece = ({"available": True, "n": n, "ece": float(part["ece"])} if _number(part.get("ece"))
+           else _unavailable("the teacher export's metrics.json records no ECE"))
+    return {**head, "available": True, "n": n, "policy": policy, "teacher": None, "ece": ece,
+            "pairs": "held-out D_seed pairs of distill teacher-sft (seed labels are the policy's)",
+            "from": io.join(cfg.teacher_model or "", "metrics.json")}
+
+
+def _heldout_label_rows(inputs: EvalInputs, cfg: EvaluateConfig,
+                        shared: pa.Table | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The teacher-label row and the classifier row: held-out pairs (the students' split) the
+    teacher labelled and the scores cover (only one side's when the other is missing), a stable
+    sample of at most ``max_policy_pairs``, against the policy labels of those pairs."""
+    teacher_name = f"teacher ({inputs.teacher_name})" if inputs.teacher_name else "teacher"
+    names = (("teacher", teacher_name), ("classifier", "classifier"))
+
+    def unavailable(reason: str) -> tuple[list[dict[str, Any]], None]:
+        return [{"key": k, "model": n, **_unavailable(reason)} for k, n in names], None
+
+    if shared is not None:
+        pairs, what = shared, "held-out pairs the teacher labelled and the classifier scored"
+    elif inputs.teacher is not None:
+        pairs, what = _prefixed(inputs.teacher.table, "t_"), "held-out pairs the teacher labelled"
+    elif inputs.student is not None:
+        pairs, what = _prefixed(inputs.student.table, "s_"), "held-out pairs the classifier scored"
+    else:
+        return unavailable("no teacher labels and no published precompute scores")
+    if not inputs.heldout.known:
+        return unavailable(f"the held-out split is unknown: {inputs.heldout.reason or 'no student export was read'}")
+    compared = pairs.num_rows
+    held = inputs.heldout.mask(pairs.column("member_id").to_pylist(), pairs.column("job_id").to_pylist())
+    pairs = pairs.filter(pa.array(held))
+    if pairs.num_rows == 0:
+        return unavailable(f"none of the {compared:,} compared pairs is held out from training")
+    sampled = pairs.num_rows > cfg.max_policy_pairs
+    if sampled:
+        order = np.argsort(_hash_unit(_key_column(pairs).to_pylist()), kind="stable")[: cfg.max_policy_pairs]
+        pairs = pairs.take(pa.array(np.sort(order), pa.int64()))
+    member_ids, job_ids = pairs.column("member_id").to_pylist(), pairs.column("job_id").to_pylist()
+    meta: dict[str, Any] = {"compared_pairs": compared, "heldout_pairs": int(held.sum()), "pairs": pairs.num_rows,
+                            "sampled": sampled, "rules": inputs.heldout.rules}
+    policy: list[str | None] | dict[str, Any]
+    if inputs.member_ds is None or inputs.job_ds is None:
+        policy = _unavailable("no members or jobs table was found, so the policy labels cannot be computed")
+    else:
+        policy = policy_labels(inputs, member_ids, job_ids)
+        meta["policy_unknown"] = sum(1 for x in policy if x is None)
+        if meta["policy_unknown"] == len(policy):
+            policy = _unavailable("no held-out pair's member and job rows were found in the members and jobs tables")
+
+    t_labels = pairs.column("t_fit_label").to_pylist() if "t_fit_label" in pairs.column_names else None
+    s_labels = pairs.column("s_fit_label").to_pylist() if "s_fit_label" in pairs.column_names else None
+    rows: list[dict[str, Any]] = []
+    if t_labels is None:
+        rows.append({"key": "teacher", "model": teacher_name, **_unavailable("no teacher labels")})
+    else:
+        t_probs = _probs(pairs, "t_")
+        rows.append(_model_row("teacher", teacher_name, what, t_labels, policy, None,
+                               t_probs if t_probs is not None else _unavailable("the teacher labels carry no probabilities"),
+                               cfg))
+    if s_labels is None:
+        reason = ("no published precompute scores" if inputs.student is None
+                  else "the teacher labels and the scores share no (member_id, job_id) pair")
+        rows.append({"key": "classifier", "model": "classifier", **_unavailable(reason)})
+    else:
+        s_probs = _probs(pairs, "s_")
+        rows.append(_model_row("classifier", "classifier", what, s_labels, policy,
+                               t_labels if t_labels is not None else _unavailable("no teacher labels"),
+                               s_probs if s_probs is not None else _unavailable("the scores carry no probabilities"),
+                               cfg))
+    return rows, meta
+
+
+def _explainer_row(judged: list[dict[str, Any]], explanations: dict[str, Any], cfg: EvaluateConfig) -> dict[str, Any]:
+    """The label each judged held-out explanation states (:func:`lantern_batch.quality.stated_labels`:
+    exactly one), against the policy's and the teacher's label of its pair."""
+    head = {"key": "explainer", "model": "explainer (stated label)"}
+    if not judged:
+        return {**head, **_unavailable(explanations.get("reason") or "no held-out explanation was judged")}
+    stated, counts = m.explanation_labels([row["student_explanation"] for row in judged])
+    if not counts["stated"]:
+        return {**head, **_unavailable(f"none of the {len(judged):,} judged explanations states a single fit label "
+                                       f"({counts['none']:,} state none, {counts['several']:,} several)")}
+    policy: list[str | None] | dict[str, Any] = [row["policy_label"] for row in judged]
+    if all(x is None for x in policy):
+        policy = _unavailable("no judged pair's member and job rows were found, so the policy labels cannot be computed")
+    return _model_row("explainer", head["model"], "held-out pairs with a published explanation (those judged)",
+                      stated, policy, [row["teacher_label"] for row in judged], None, cfg,
+                      judged=len(judged), no_label=counts["none"], several_labels=counts["several"])
+
+
+def _calibration_before_after(inputs: EvalInputs, cfg: EvaluateConfig, calibration: dict[str, Any]) -> dict[str, Any]:
+    """The classifier's ECE before and after temperature calibration as its export's
+    ``metrics.json`` records them (``uncalibrated.ece`` and ``ece``: distill's held-out split and
+    bins); when it records no pair of them, the reason and the report's own ECE (the published
+    scores against the teacher)."""
+    metrics = inputs.training.get("classifier")
+    uncalibrated = (metrics or {}).get("uncalibrated")
+    before = uncalibrated.get("ece") if isinstance(uncalibrated, dict) else None
+    after = (metrics or {}).get("ece")
+    if _number(before) and _number(after):
+        return {"available": True, "from": io.join(cfg.classifier or "", "metrics.json"),
+                "before": float(before), "after": float(after),
+                "temperature": metrics.get("calibration_temperature") if _number(metrics.get("calibration_temperature")) else None,
+                "n": int(metrics["n"]) if _number(metrics.get("n")) else None,
+                "against": metrics.get("against") if isinstance(metrics.get("against"), str) else None}
+    if metrics is None:
+        reason = (f"no readable metrics.json in the classifier export {cfg.classifier}" if cfg.classifier
+                  else "no classifier export is configured")
+    else:
+        reason = "the classifier's metrics.json records no ECE before and after temperature calibration (uncalibrated.ece, ece)"
+    out = _unavailable(reason)
+    if calibration.get("available"):
+        out.update({"report_ece": calibration["ece"], "report_n": calibration["pairs"]})
+    return out
+
+
+def _model_results(inputs: EvalInputs, cfg: EvaluateConfig, shared: pa.Table | None,
+                   judged: list[dict[str, Any]], res: dict[str, Any]) -> dict[str, Any]:
+    """``results["models"]``: the first screen's table (one row per model: n, agreement with the
+    policy and with the teacher, macro-F1 against the policy, ECE) and the classifier's
+    calibration before and after temperature scaling."""
+    label_rows, heldout = _heldout_label_rows(inputs, cfg, shared)
+    rows = [_sft_row(inputs, cfg, "before"), _sft_row(inputs, cfg, "after"), *label_rows,
+            _explainer_row(judged, res.get("explanations") or {}, cfg)]
+    return {"rows": rows, "heldout": heldout,
+            "calibration": _calibration_before_after(inputs, cfg, res.get("calibration") or {})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -674,12 +917,12 @@ def run(cfg: EvaluateConfig) -> int:
 
 
 def metrics_json(results: dict[str, Any]) -> str:
-    """``metrics.json``: every number of the report; explanation text left out (the worst
-    explanations keep their ids, labels and reasons)."""
+    """``metrics.json``: every number of the report; explanation text left out (the worst and the
+    good explanations keep their ids, labels and reasons)."""
     numbers = {k: v for k, v in results.items() if k != "examples"}
-    if "worst_explanations" in numbers:
-        numbers["worst_explanations"] = [{k: v for k, v in row.items() if k not in TEXT_FIELDS}
-                                         for row in numbers["worst_explanations"]]
+    for key in PAIR_LISTS:
+        if key in numbers:
+            numbers[key] = [{k: v for k, v in row.items() if k not in TEXT_FIELDS} for row in numbers[key]]
     return json.dumps(numbers, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 

@@ -6,13 +6,15 @@ renders what they return. Labels are the strings of :data:`~lantern_batch.schema
 
 Agreement: :func:`confusion_matrix`, :func:`accuracy`, :func:`per_class_scores`,
 :func:`macro_f1`, :func:`reliability_curve`, :func:`expected_calibration_error`,
-:func:`mean_total_variation`, :func:`label_distribution`.
+:func:`mean_total_variation`, :func:`label_distribution`; :func:`label_agreement` and
+:func:`calibration_against` (one model's labels and probabilities against a reference: the fit
+policy's or the teacher's labels).
 
 Explanations: :func:`rouge_scores` (ROUGE-1/2/L F-measure; the same function distill's
 held-out metrics use), :func:`consistency` (the text states exactly one fit label, the row's),
 :func:`judge_explanations` / :func:`explanation_quality` (verdicts of the one explanation
 validator, :mod:`lantern_batch.quality`: valid rate, reasons, grounding errors, repetition) and
-:func:`worst_explanations`.
+:func:`worst_explanations`; :func:`explanation_labels` (the label each explanation states).
 """
 
 from __future__ import annotations
@@ -168,6 +170,37 @@ def mean_total_variation(p: np.ndarray, q: np.ndarray) -> float | None:
     return float(0.5 * np.abs(p - q).sum(axis=1).mean())
 
 
+def label_agreement(reference: Sequence[str | None], predicted: Sequence[str | None]) -> dict[str, Any]:
+    """How often ``predicted`` is the ``reference`` label, over the pairs where both are fit labels.
+
+    Returns:
+        ``n`` (pairs counted), ``agreement`` (accuracy; None when ``n`` is 0), ``macro_f1`` and
+        ``confusion`` (reference rows, predicted columns, FIT_LABELS order).
+    """
+    conf = confusion_matrix(reference, predicted)
+    return {"n": int(conf.sum()), "agreement": accuracy(conf), "macro_f1": macro_f1(conf), "confusion": conf.tolist()}
+
+
+def calibration_against(probs: np.ndarray, reference: Sequence[str | None], n_bins: int = 10) -> dict[str, Any]:
+    """ECE of the top-label confidence of ``probs`` [n, 3] against ``reference`` labels.
+
+    Rows whose reference is not a fit label are left out (a pair the policy could not score).
+
+    Returns:
+        ``n`` (rows counted) and ``ece`` (None when ``n`` is 0).
+    """
+    ref = _label_index(reference)
+    keep = ref >= 0
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(probs) != len(ref):
+        raise ValueError(f"probs has {len(probs)} rows, reference {len(ref)} labels")
+    if not keep.any():
+        return {"n": 0, "ece": None}
+    pred, confidence = top_label_confidence(probs[keep])
+    bins = reliability_curve(confidence, pred == ref[keep], n_bins)
+    return {"n": int(keep.sum()), "ece": expected_calibration_error(bins)}
+
+
 def label_distribution(labels: Iterable[str | None]) -> dict[str, Any]:
     """Count and share of each fit label; ``other`` counts anything else (None, typos)."""
     idx = _label_index(labels)
@@ -224,6 +257,22 @@ def consistency(labels: Sequence[str | None], explanations: Sequence[str | None]
             counts["consistent" if found[0] == label else "wrong_label"] += 1
     n = len(labels)
     return {"rate": counts["consistent"] / n if n else None, "n": n, **counts, "stated": stated}
+
+
+def explanation_labels(explanations: Sequence[str | None]) -> tuple[list[str | None], dict[str, int]]:
+    """The one fit label each explanation states (:func:`lantern_batch.quality.stated_labels`).
+
+    Returns:
+        (label per explanation, None where it states none or several; counts ``stated``,
+        ``none`` (blank texts included) and ``several``).
+    """
+    labels: list[str | None] = []
+    counts = {"stated": 0, "none": 0, "several": 0}
+    for text in explanations:
+        found = [] if _blank(text) else stated_labels(text)
+        labels.append(found[0] if len(found) == 1 else None)
+        counts["stated" if len(found) == 1 else "none" if not found else "several"] += 1
+    return labels, counts
 
 
 def judge_explanations(

@@ -7,6 +7,12 @@ with matplotlib's Agg backend and embedded as base64 ``data:`` URIs; the page lo
 asset (no scripts, fonts or stylesheets from the network), so it can be mailed or opened from
 S3 as is. Every section renders from whatever is available and says "not available" (with the
 reason) otherwise. All text from the data (explanations, ids) is HTML-escaped by Jinja2.
+
+The first screen (``#summary``) answers the reader's questions side by side, each with its n:
+the table of models (``results["models"]``: fit labels on held-out pairs against the fit policy
+and the teacher), the classifier's calibration before and after temperature scaling, the
+explanation valid rate, consistency and grounding, and three good and three bad explanations
+next to the teacher's.
 """
 
 from __future__ import annotations
@@ -275,17 +281,59 @@ TEMPLATE = r"""<!doctype html>
 {% macro na(section) -%}
 <p class="na">Not available: {{ section.reason }}</p>
 {%- endmacro %}
+{% macro cell(c, n, key, show) -%}
+{% if c is none %}<td class="num" title="not applicable">&mdash;</td>
+{% elif not c.available %}<td><span class="na">not available: {{ c.reason }}</span></td>
+{% else %}<td class="num">{{ show(c[key]) }}{% if c.n != n %} <span class="note">(n={{ fmt(c.n) }})</span>{% endif %}</td>
+{% endif %}
+{%- endmacro %}
+{% macro example_row(e, verdict) -%}
+<tr><td class="meta">{{ verdict }}<br>{{ e.member_id }}<br>{{ e.job_id }}{% if e.policy_label %}<br><span class="note">policy:</span> <span class="lbl lbl-{{ e.policy_label }}">{{ e.policy_label }}</span>{% endif %}</td>
+    <td><span class="lbl lbl-{{ e.student_label }}">{{ e.student_label }}</span> {{ e.student_explanation if e.student_explanation else "(no explanation)" }}
+        <div class="note">{{ ("fails: " ~ e.student_reasons|join(", ")) if e.student_reasons else "passes every check" }}</div></td>
+    <td><span class="lbl lbl-{{ e.teacher_label }}">{{ e.teacher_label }}</span> {{ e.teacher_explanation if e.teacher_explanation else "(no explanation)" }}
+        {% if e.teacher_reasons is not none %}<div class="note">{{ ("fails: " ~ e.teacher_reasons|join(", ")) if e.teacher_reasons else "passes every check" }}</div>{% endif %}</td></tr>
+{%- endmacro %}
 {% macro plot(name, alt) -%}
 {% if plots[name] %}<img class="plot" data-plot="{{ name }}" alt="{{ alt }}" src="data:image/png;base64,{{ plots[name] }}">{% endif %}
 {%- endmacro %}
 
 <section id="summary">
   <h2>Summary</h2>
+  <h3>Fit labels on held-out pairs</h3>
+  {% set mo = r.models %}{% set h = mo.heldout %}
+  {% if mo.rows %}
+  <table id="models">
+    <tr><th>model</th><th>n</th><th>agreement with the policy</th><th>agreement with the teacher</th><th>macro-F1 vs policy</th><th>ECE vs policy</th></tr>
+    {% for row in mo.rows %}
+    <tr data-model="{{ row.key }}"><td>{{ row.model }}</td>
+      {% if row.available %}<td class="num">{{ fmt(row.n) }}</td>
+      {{ cell(row.policy, row.n, "agreement", pct) }}{{ cell(row.teacher, row.n, "agreement", pct) }}{{ cell(row.policy, row.n, "macro_f1", fmt) }}{{ cell(row.ece, row.n, "ece", fmt) }}
+      {% else %}<td colspan="5"><span class="na">not available: {{ row.reason }}</span></td>{% endif %}</tr>
+    {% endfor %}
+  </table>
+  <p class="note">The policy label is <code>lantern_batch.policy.score_pair(member, job).fit_label</code>: the fit policy the demo world is
+    generated from, so its ground truth. T2 rows: the teacher export's metrics.json, measured by distill teacher-sft on its own held-out
+    D_seed pairs (seed labels are the policy's; not the pairs below).
+    {% if h %}Teacher and classifier rows: {{ fmt(h.pairs) }} held-out pairs{% if h.sampled %} (a stable sample of {{ fmt(h.heldout_pairs) }}){% endif %}
+    of the {{ fmt(h.compared_pairs) }} compared; the pairs the students trained on are left out{% if h.policy_unknown %}; {{ fmt(h.policy_unknown) }} pairs
+    whose member or job row is missing have no policy label{% endif %}.{% endif %}
+    {% for row in mo.rows if row.key == "explainer" and row.available %}Explainer: the one fit label its text states, on the {{ fmt(row.judged) }}
+    judged held-out explanations; n counts those that state one ({{ fmt(row.no_label) }} state none, {{ fmt(row.several_labels) }} several).{% endfor %}
+    ECE: top-label confidence against the policy label. (n=&hellip;) in a cell: the pairs it counts, where fewer than the row's n; &mdash;: not applicable.</p>
+  {% else %}<p class="na">Not available: {{ mo.reason or "not computed" }}</p>{% endif %}
   <div class="cards">
     <div class="card"><div class="v">{{ fmt(r.agreement.pairs) if r.agreement.available else "n/a" }}</div><div class="k">pairs compared (teacher &amp; student)</div></div>
     <div class="card"><div class="v">{{ pct(r.agreement.accuracy) if r.agreement.available else "n/a" }}</div><div class="k">student-teacher accuracy</div></div>
     <div class="card"><div class="v">{{ fmt(r.agreement.macro_f1) if r.agreement.available else "n/a" }}</div><div class="k">macro-F1</div></div>
     <div class="card"><div class="v">{{ fmt(r.calibration.ece) if r.calibration.available else "n/a" }}</div><div class="k">ECE (calibration error)</div></div>
+    {% set c = mo.calibration %}
+    <div class="card" id="calibration-card">{% if c.available %}<div class="v">{{ fmt(c.before) }} &rarr; {{ fmt(c.after) }}</div>
+      <div class="k">classifier ECE before &rarr; after temperature calibration{% if c.temperature is not none %} (T={{ fmt(c.temperature) }}){% endif %}:
+        held-out n={{ fmt(c.n) }}{% if c.against %}, against the {{ c.against }} labels{% endif %} (its metrics.json)</div>
+      {% else %}<div class="v">{{ fmt(c.report_ece) if c.report_ece is defined else "&mdash;"|safe }}</div>
+      <div class="k">{% if c.report_ece is defined %}ECE of the published scores vs the teacher, n={{ fmt(c.report_n) }}; {% endif %}calibration
+        before / after: not available: {{ c.reason }}</div>{% endif %}</div>
   </div>
   <h3>Student explanations of held-out pairs</h3>
   {% if r.explanations.available %}{% set q = r.explanations.student %}
@@ -298,6 +346,18 @@ TEMPLATE = r"""<!doctype html>
   </div>
   <p class="note">Judged by the explanation validator on {{ fmt(r.explanations.heldout.judged_pairs) }} held-out pairs; the five worst are
     <a href="#worst">under Explanations</a>.</p>
+  {% else %}{{ na(r.explanations) }}{% endif %}
+  <h3>Three good and three bad explanations, next to the teacher's</h3>
+  {% if r.explanations.available %}
+  <table class="examples" id="summary-examples">
+    <tr><th>pair</th><th>student</th><th>teacher</th></tr>
+    {% for e in good %}{{ example_row(e, "good") }}
+    {% else %}<tr><td colspan="3"><span class="na">not available: no judged student explanation passes every check</span></td></tr>{% endfor %}
+    {% for e in worst[:3] %}{{ example_row(e, "bad") }}
+    {% else %}<tr><td colspan="3" class="note">no judged student explanation fails a check</td></tr>{% endfor %}
+  </table>
+  <p class="note">Good: held-out explanations that pass every check of the validator (a stable choice by pair-key hash); bad: the judged ones
+    that fail the most checks.</p>
   {% else %}{{ na(r.explanations) }}{% endif %}
   {% if r.inputs.notes %}
   <h3>Notes on the inputs</h3>
@@ -487,6 +547,7 @@ def render_report(results: dict[str, Any], title: str = "lantern_batch evaluatio
         plots=build_plots(results),
         examples=results.get("examples") or [],
         worst=results.get("worst_explanations") or [],
+        good=results.get("good_explanations") or [],
         quality_rows=quality_rows(results.get("explanations") or {}),
         labels=list(FIT_LABELS),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -504,6 +565,8 @@ class _Defaulting(dict):
         for key in ("agreement", "calibration", "rouge", "explanations", "throughput"):
             self.setdefault(key, {"available": False, "reason": "not computed"})
         self.setdefault("inputs", {"notes": []})
+        self.setdefault("models", {"rows": [], "heldout": None,
+                                   "calibration": {"available": False, "reason": "not computed"}})
         self.setdefault("distributions", {"seed": None, "teacher": None, "student": None})
         self.setdefault("training", {})
         self["training"] = {k: self["training"].get(k) for k in ("teacher_sft", "classifier", "explainer")}

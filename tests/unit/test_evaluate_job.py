@@ -25,6 +25,7 @@ from lantern_batch.distill.config import ClassifierConfig, ExplainerConfig
 from lantern_batch.distill.data import heldout_mask
 from lantern_batch.evaluate.config import EvaluateConfig
 from lantern_batch.evaluate.job import run
+from lantern_batch.policy import score_pair
 from lantern_batch.schema import FIT_LABELS
 
 NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
@@ -76,16 +77,32 @@ def _student_text(pair: dict) -> str | None:
             "degenerate_all": "High, Medium, Low", "degenerate_one": "Medium"}[kind]
 
 
+SFT_AGREEMENT = {"before": {"n": 40, "accuracy": 0.35, "macro_f1": 0.3, "ece": 0.21,
+                             "confusion": [[4, 5, 1], [6, 8, 4], [4, 6, 2]]},
+                  "after": {"n": 40, "accuracy": 0.8, "macro_f1": 0.78, "ece": 0.05,
+                            "confusion": [[9, 1, 0], [2, 14, 2], [1, 2, 9]]}}
+"""What the fixture's teacher export records (the keys distill teacher-sft's ``finalize`` writes)."""
+CLASSIFIER_ECE = {"before": 0.12, "after": 0.04}
+SHIFT = {"High": "Medium", "Medium": "Low", "Low": "High"}
+
+
 def make_eval_inputs(root: Path, *, with_explainer: bool = True, holdout_fraction: float | None = HOLDOUT,
-                     student_text: Callable[[dict], str | None] | None = None) -> dict:
+                     student_text: Callable[[dict], str | None] | None = None,
+                     teacher_label: Callable[[dict], str] | None = None,
+                     student_label: Callable[[dict], str] | None = None,
+                     with_teacher_metrics: bool = True) -> dict:
     """Write a small demo layout under ``root``; return the facts the tests check.
 
     Teacher: label by skill overlap (2 -> High, 1 -> Medium, 0 -> Low), with a valid
-    explanation. Student: the teacher's label, except every 5th shared pair is shifted one label
-    down (High -> Medium -> Low -> High). ``student_text(pair)`` gives the student explanation of
-    each pair (None: not selected for one; "": selected, the explainer failed); the default is
-    :func:`_student_text`. The classifier and explainer exports record ``holdout_fraction`` in
-    their resolved_config.yaml (None: they record no split).
+    explanation; in this world that is also the fit policy's label (``pair["policy_label"]``,
+    :func:`lantern_batch.policy.score_pair`). Student: the teacher's label, except every 5th
+    shared pair is shifted one label down (High -> Medium -> Low -> High). ``teacher_label(pair)``
+    and ``student_label(pair)`` override those labels (the pair holds ``index``,
+    ``policy_label`` and, for the student, ``teacher_label``). ``student_text(pair)`` gives the
+    student explanation of each pair (None: not selected for one; "": selected, the explainer
+    failed); the default is :func:`_student_text`. The classifier and explainer exports record
+    ``holdout_fraction`` in their resolved_config.yaml (None: they record no split); the teacher
+    export's metrics.json is left out with ``with_teacher_metrics=False``.
     """
     student_text = student_text or _student_text
     members = pa.table({
@@ -109,7 +126,8 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True, holdout_fractio
     io.write_table(pa.table({"fit_label": ["High"] * 10 + ["Medium"] * 25 + ["Low"] * 15}),
                    str(root / "data" / "seed"))
 
-    shift = {"High": "Medium", "Medium": "Low", "Low": "High"}
+    member_rows = {r["member_id"]: r for r in members.to_pylist()}
+    job_rows = {r["job_id"]: r for r in jobs.to_pylist()}
     keys = list(_pairs())
     held = heldout_mask([k[0] for k in keys], [k[1] for k in keys], holdout_fraction or HOLDOUT, "lantern")
     t_rows, s_rows, pairs = [], [], []
@@ -117,13 +135,19 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True, holdout_fractio
         m, j = int(mid[1:]), int(jid[1:])
         matched = [s for s in _job_skills(j) if s in _member_skills(m)]
         missing = [s for s in _job_skills(j) if s not in matched]
+        policy = score_pair(member_rows[mid], job_rows[jid]).fit_label
         label = {2: "High", 1: "Medium", 0: "Low"}[len(matched)]
+        if teacher_label is not None:
+            label = teacher_label({"index": i, "policy_label": policy})
         t_expl = fit_text(label, matched, missing)
         t_rows.append({"pair_id": f"{mid}|{jid}", "member_id": mid, "job_id": jid, "teacher": "tiny",
                        "fit_label": label, "p_high": PROBS[label][0], "p_medium": PROBS[label][1],
                        "p_low": PROBS[label][2], "explanation": t_expl})
-        s_label = shift[label] if i % 5 == 0 else label
-        pair = {"index": i, "member_id": mid, "job_id": jid, "teacher_label": label, "student_label": s_label,
+        s_label = SHIFT[label] if i % 5 == 0 else label
+        if student_label is not None:
+            s_label = student_label({"index": i, "policy_label": policy, "teacher_label": label})
+        pair = {"index": i, "member_id": mid, "job_id": jid, "policy_label": policy,
+                "teacher_label": label, "student_label": s_label,
                 "teacher_explanation": t_expl, "matched": matched, "missing": missing,
                 "heldout": bool(held[i]), "student_kind": None}
         s_expl = student_text(pair) if with_explainer else None
@@ -163,7 +187,9 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True, holdout_fractio
 
     models = root / "models"
     io.write_text(str(models / "classifier" / "metrics.json"),
-                  json.dumps({"accuracy": 0.9, "macro_f1": 0.88, "ece": 0.04, "samples_per_s": 55.0}))
+                  json.dumps({"n": 50, "accuracy": 0.9, "macro_f1": 0.88, "ece": CLASSIFIER_ECE["after"],
+                              "uncalibrated": {"n": 50, "accuracy": 0.9, "ece": CLASSIFIER_ECE["before"]},
+                              "calibration_temperature": 1.5, "against": "teacher", "samples_per_s": 55.0}))
     split = {"data": {"holdout_fraction": holdout_fraction}}
     if holdout_fraction is not None:
         write_resolved_config(load_config(ClassifierConfig, base=split), str(models / "classifier"))
@@ -175,8 +201,10 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True, holdout_fractio
                                   "examples": [{"student": "You are a High fit because of SQL."}]}))
         if holdout_fraction is not None:
             write_resolved_config(load_config(ExplainerConfig, base=split), str(models / "explainer"))
-    io.write_text(str(models / "teacher" / "metrics.json"),
-                  json.dumps({"before": {"accuracy": 0.35}, "after": {"accuracy": 0.8}}))
+    if with_teacher_metrics:
+        io.write_text(str(models / "teacher" / "metrics.json"),
+                      json.dumps({"label_agreement_before": SFT_AGREEMENT["before"],
+                                  "label_agreement_after": SFT_AGREEMENT["after"], "heldout_pairs": 40}))
     return {"teacher_labels": [p["teacher_label"] for p in pairs],
             "student_labels": [p["student_label"] for p in pairs],
             "pairs": pairs, "student_rows": len(s_rows)}
@@ -370,7 +398,7 @@ def test_throughput_and_training_sections(evaluated):
     assert rows[("precompute", "timings.explainer")] == 20.0
     assert rows[("synthesize", "output_tokens_per_s")] == 210.0
     assert rows[("distill classifier", "samples_per_s")] == 55.0
-    assert metrics["training"]["teacher_sft"]["after"]["accuracy"] == 0.8
+    assert metrics["training"]["teacher_sft"]["label_agreement_after"]["accuracy"] == 0.8
     # Numbers and ids of the models' metrics.json are kept, their free text is not.
     assert metrics["training"]["explainer"] == {"rouge1": 0.5, "rouge2": 0.3, "rougeL": 0.45,
                                                 "base": {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15},
@@ -453,3 +481,179 @@ def test_cli_dry_run_and_shortcuts(tmp_path, capsys):
                  "--out", str(tmp_path / "r"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"ds: '{DS}'" in out and "# plan" in out and str(tmp_path / "r") in out
+
+
+def _macro_f1(reference: list[str], predicted: list[str]) -> float:
+    """Mean F1 over the labels that occur (every label occurs in the cases below)."""
+    scores = []
+    for name in FIT_LABELS:
+        tp = sum(r == p == name for r, p in zip(reference, predicted, strict=True))
+        n_pred, n_ref = predicted.count(name), reference.count(name)
+        scores.append(2 * tp / (n_pred + n_ref) if n_pred + n_ref else 0.0)
+    return sum(scores) / len(scores)
+
+
+def _ece_by_confidence(confidence: list[float], correct: list[bool]) -> float:
+    """ECE when every confidence value falls in a bin of its own (0.6 and 0.8 with 10 bins)."""
+    total = len(confidence)
+    return sum(
+        sum(c == value for c in confidence) / total
+        * abs(sum(ok for c, ok in zip(confidence, correct, strict=True) if c == value)
+              / sum(c == value for c in confidence) - value)
+        for value in set(confidence))
+
+
+def _stated(pair: dict) -> str | None:
+    """The one label the default student texts state: the row's (valid and ungrounded texts),
+    "Medium" (the bare "Medium"), none for "High, Medium, Low" and for a failed explanation."""
+    return {"good": pair["student_label"], "ungrounded": pair["student_label"], "degenerate_one": "Medium",
+            "degenerate_all": None, None: None}[pair["student_kind"]]
+
+
+def _models(metrics: dict) -> dict[str, dict]:
+    return {row["key"]: row for row in metrics["models"]["rows"]}
+
+
+def _summary(html: str) -> str:
+    return html[html.index('<section id="summary">'):html.index('<section id="explanations">')]
+
+
+def test_models_table_on_a_constructed_case(tmp_path):
+    # Teacher: the policy's label, wrong on every 3rd pair. Classifier: the policy's label, wrong
+    # on every 4th pair. Agreements on the held-out pairs are then known exactly.
+    facts = make_eval_inputs(
+        tmp_path,
+        teacher_label=lambda p: SHIFT[p["policy_label"]] if p["index"] % 3 == 0 else p["policy_label"],
+        student_label=lambda p: SHIFT[p["policy_label"]] if p["index"] % 4 == 0 else p["policy_label"])
+    # In this world the skill-overlap labels are the policy's: a fixed, hand-checkable truth.
+    for p in facts["pairs"]:
+        overlap = {2: "High", 1: "Medium", 0: "Low"}[len(p["matched"])]
+        assert p["policy_label"] == overlap
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    rows = _models(metrics)
+    assert list(rows) == ["t2_before", "t2_after", "teacher", "classifier", "explainer"]
+    assert rows["teacher"]["model"] == "teacher (tiny)"
+
+    # 1-2: the teacher export's metrics.json, against the policy (D_seed); no teacher column.
+    for when in ("before", "after"):
+        row, want = rows[f"t2_{when}"], SFT_AGREEMENT[when]
+        assert row["available"] and row["n"] == want["n"] and row["teacher"] is None
+        assert (row["policy"]["agreement"], row["policy"]["macro_f1"], row["ece"]["ece"]) == (
+            want["accuracy"], want["macro_f1"], want["ece"])
+
+    held = [p for p in facts["pairs"] if p["heldout"]]
+    policy = [p["policy_label"] for p in held]
+    teacher = [p["teacher_label"] for p in held]
+    student = [p["student_label"] for p in held]
+    assert 0 < len(held) < 100 and metrics["models"]["heldout"]["pairs"] == len(held)
+    assert teacher != policy and student != policy and teacher != student
+
+    # 3: the teacher labels against the policy.
+    t = rows["teacher"]
+    assert t["n"] == t["policy"]["n"] == len(held) and t["teacher"] is None
+    expected = sum(a == b for a, b in zip(teacher, policy, strict=True)) / len(held)
+    assert t["policy"]["agreement"] == pytest.approx(expected)
+    assert expected == pytest.approx(sum(p["index"] % 3 != 0 for p in held) / len(held))
+    assert t["policy"]["macro_f1"] == pytest.approx(_macro_f1(policy, teacher))
+    assert t["ece"]["ece"] == pytest.approx(_ece_by_confidence(
+        [max(PROBS[x]) for x in teacher], [a == b for a, b in zip(teacher, policy, strict=True)]), abs=1e-6)
+
+    # 4: the classifier against the policy and the teacher.
+    c = rows["classifier"]
+    assert c["n"] == c["policy"]["n"] == c["teacher"]["n"] == len(held)
+    assert c["policy"]["agreement"] == pytest.approx(sum(p["index"] % 4 != 0 for p in held) / len(held))
+    assert c["teacher"]["agreement"] == pytest.approx(
+        sum(a == b for a, b in zip(student, teacher, strict=True)) / len(held))
+    assert c["policy"]["macro_f1"] == pytest.approx(_macro_f1(policy, student))
+    assert c["ece"]["ece"] == pytest.approx(_ece_by_confidence(
+        [max(PROBS[x]) for x in student], [a == b for a, b in zip(student, policy, strict=True)]), abs=1e-6)
+
+    # 5: the label the explanation states, on the judged explanations that state one.
+    judged = judged_pairs(facts)
+    stated = [(p, _stated(p)) for p in judged]
+    with_label = [(p, s) for p, s in stated if s is not None]
+    e = rows["explainer"]
+    assert e["judged"] == len(judged) and e["n"] == len(with_label) > 0
+    assert e["no_label"] + e["several_labels"] == len(judged) - len(with_label)
+    assert e["several_labels"] == sum(p["student_kind"] == "degenerate_all" for p in judged)
+    assert e["policy"]["agreement"] == pytest.approx(
+        sum(s == p["policy_label"] for p, s in with_label) / len(with_label))
+    assert e["teacher"]["agreement"] == pytest.approx(
+        sum(s == p["teacher_label"] for p, s in with_label) / len(with_label))
+    assert e["ece"] is None
+
+    # The calibration card: the classifier export's ECE before and after temperature scaling.
+    cal = metrics["models"]["calibration"]
+    assert cal["available"] and (cal["before"], cal["after"]) == (CLASSIFIER_ECE["before"], CLASSIFIER_ECE["after"])
+
+    # The report shows the numbers metrics.json holds.
+    summary = _summary((tmp_path / "report" / "index.html").read_text())
+    row_html = summary[summary.index('data-model="classifier"'):]
+    row_html = row_html[:row_html.index("</tr>")]
+    assert f"{100 * c['policy']['agreement']:.1f}%" in row_html
+    assert f"{100 * c['teacher']['agreement']:.1f}%" in row_html
+
+
+def test_missing_teacher_metrics_gives_not_available_rows(tmp_path):
+    make_eval_inputs(tmp_path, with_teacher_metrics=False)
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    rows = _models(metrics)
+    for key in ("t2_before", "t2_after"):
+        assert rows[key]["available"] is False
+        assert rows[key]["reason"].startswith("no readable metrics.json in the teacher export")
+    assert all(rows[k]["available"] for k in ("teacher", "classifier", "explainer"))
+    summary = _summary((tmp_path / "report" / "index.html").read_text())
+    assert summary.count("not available: no readable metrics.json in the teacher export") == 2
+
+    # A metrics.json without the label agreements; a classifier export without the uncalibrated
+    # ECE (the report's own ECE is shown); no members table (no policy labels).
+    io.write_text(str(tmp_path / "models" / "teacher" / "metrics.json"), json.dumps({"before": {"accuracy": 0.3}}))
+    io.write_text(str(tmp_path / "models" / "classifier" / "metrics.json"), json.dumps({"ece": 0.04}))
+    for f in (tmp_path / "data" / "members").iterdir():
+        f.unlink()
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    rows = _models(metrics)
+    assert "records no label_agreement_before" in rows["t2_before"]["reason"]
+    for key in ("teacher", "classifier", "explainer"):
+        assert rows[key]["available"] and rows[key]["policy"]["available"] is False
+        assert "policy labels cannot be computed" in rows[key]["policy"]["reason"]
+    assert rows["classifier"]["teacher"]["available"] and rows["classifier"]["ece"]["available"] is False
+    cal = metrics["models"]["calibration"]
+    assert cal["available"] is False and cal["report_ece"] == metrics["calibration"]["ece"]
+    summary = " ".join(_summary((tmp_path / "report" / "index.html").read_text()).split())
+    assert "not available: no members or jobs table was found" in summary
+    assert "metrics.json records no ECE before and after temperature calibration" in summary
+
+    # Without a known split the held-out rows are not available either.
+    make_eval_inputs(tmp_path / "nosplit", holdout_fraction=None, with_teacher_metrics=False)
+    assert run(eval_config(tmp_path / "nosplit")) == 0
+    rows = _models(json.loads((tmp_path / "nosplit" / "report" / "metrics.json").read_text()))
+    assert all(not row["available"] for row in rows.values())
+    assert "held-out split is unknown" in rows["classifier"]["reason"]
+
+
+def test_summary_shows_the_models_table_and_good_and_bad_examples(evaluated):
+    root, facts, metrics = evaluated
+    summary = _summary((root / "report" / "index.html").read_text())
+    assert summary.index('id="models"') < summary.index('class="cards"')  # the table comes first
+    assert "Fit labels on held-out pairs" in summary
+    for row in metrics["models"]["rows"]:
+        assert f'data-model="{row["key"]}"' in summary and row["available"]
+    by_key = {(p["member_id"], p["job_id"]): p for p in facts["pairs"]}
+    good, worst = metrics["good_explanations"], metrics["worst_explanations"][:3]
+    assert len(good) == len(worst) == 3
+    examples = summary[summary.index('id="summary-examples"'):]
+    for w in good + worst:
+        pair = by_key[(w["member_id"], w["job_id"])]
+        assert pair["heldout"] and pair["selected"]
+        assert html_escape(pair["student_explanation"]) in examples
+        assert html_escape(pair["teacher_explanation"]) in examples
+    assert all(p["student_reasons"] == [] and by_key[(p["member_id"], p["job_id"])]["student_kind"] == "good"
+               for p in good)
+    assert all(w["student_reasons"] for w in worst)
+    assert examples.count(">good<br>") == 3 and examples.count(">bad<br>") == 3
+    # metrics.json keeps their ids and labels, not their text.
+    assert "student_explanation" not in good[0] and good[0]["policy_label"] in FIT_LABELS

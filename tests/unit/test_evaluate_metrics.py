@@ -241,3 +241,28 @@ def test_throughput_rows():
         ("timings.total.wall", "seconds"): 30.0,
     }
     assert m.throughput_rows("x", None) == []
+
+
+def test_label_agreement_and_calibration_against_a_reference():
+    ref = [H, H, M, L, None]  # the last pair has no reference label (the policy could not score it)
+    pred = [H, M, M, L, H]
+    a = m.label_agreement(ref, pred)
+    assert a["n"] == 4 and a["agreement"] == pytest.approx(3 / 4)
+    assert a["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    # High: P 1, R .5 -> 2/3; Medium: P .5, R 1 -> 2/3; Low: 1.
+    assert a["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert m.label_agreement([None], [H]) == {"n": 0, "agreement": None, "macro_f1": None,
+                                              "confusion": [[0, 0, 0], [0, 0, 0], [0, 0, 0]]}
+    probs = np.array([[0.9, 0.05, 0.05], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05]])
+    # Kept rows: confidence .9 (right), .6 (wrong), .7 (right), .8 (right), one per bin of 10:
+    # ECE = (.1 + .6 + .3 + .2) / 4.
+    c = m.calibration_against(probs, ref, 10)
+    assert c["n"] == 4 and c["ece"] == pytest.approx((0.1 + 0.6 + 0.3 + 0.2) / 4)
+    assert m.calibration_against(probs[:1], [None], 10) == {"n": 0, "ece": None}
+
+
+def test_explanation_labels_counts_none_and_several():
+    texts = ["This is a High fit.", "High, Medium, Low", "", None, "Not a High fit; a partial match.", "No label here."]
+    labels, counts = m.explanation_labels(texts)
+    assert labels == [H, None, None, None, M, None]
+    assert counts == {"stated": 2, "none": 3, "several": 1}
