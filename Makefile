@@ -36,7 +36,7 @@ demo: setup
 	$(BIN)/lantern-batch demo --config configs/demo_pipeline.yaml
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit

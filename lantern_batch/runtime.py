@@ -32,6 +32,29 @@ S3_ENV_VARS = (
 )
 
 
+def engine_kwargs(kwargs: dict) -> dict:
+    """vLLM engine kwargs with the project's ``dtype: auto`` resolved for this process's hardware.
+
+    vLLM's own ``auto`` is the model's dtype (bfloat16 for SmolLM2), which on a CPU without
+    native bf16 (AVX-512 BF16 / AMX) runs through emulation: SmolLM2-135M generated 9.9 output
+    tokens/s in bfloat16 against 38.1 in float32 on such a 2-core host. So ``auto`` here is
+    vLLM's ``auto`` on a GPU, ``bfloat16`` on a CPU that has native bf16, ``float32`` on one that
+    does not. Call it where the engine starts (inside the actor: the worker's hardware counts).
+    An explicit dtype is passed through.
+    """
+    if kwargs.get("dtype", "auto") != "auto":
+        return dict(kwargs)
+    import torch
+
+    from lantern_batch.classifier import bf16_supported
+
+    if torch.cuda.is_available():
+        return {**kwargs, "dtype": "auto"}
+    dtype = "bfloat16" if bf16_supported("cpu") else "float32"
+    event(log, "runtime.engine_dtype", dtype=dtype)
+    return {**kwargs, "dtype": dtype}
+
+
 def shutdown_engine(llm: object | None) -> None:
     """Stop a ``vllm.LLM``'s engine process now, quietly (idempotent; None is a no-op)."""
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)

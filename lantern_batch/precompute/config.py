@@ -105,7 +105,7 @@ class ExplainerStageConfig(ConfigModel):
     """Token budget of the job section of the prompt."""
     engine_kwargs: dict[str, Any] = Field(
         default_factory=lambda: {
-            "dtype": "bfloat16",
+            "dtype": "auto",
             "max_model_len": 2048,
             "enforce_eager": True,
             # KV cache size set explicitly: vLLM-CPU otherwise reserves a share of the NUMA

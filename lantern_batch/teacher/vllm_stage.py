@@ -108,8 +108,10 @@ class VLLMTeacher:
         self.model_ref = teacher["model"]
         self.prompt = prompt
         self.topk = topk
-        engine_kwargs = {**vllm_cfg["engine_kwargs"], **teacher.get("engine_kwargs", {})}
-        self.llm = LLM(model=str(resolve(self.model_ref)), **engine_kwargs)
+        from lantern_batch.runtime import engine_kwargs
+
+        kwargs = engine_kwargs({**vllm_cfg["engine_kwargs"], **teacher.get("engine_kwargs", {})})
+        self.llm = LLM(model=str(resolve(self.model_ref)), **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.max_chars = int(prompt["max_explanation_chars"])

@@ -137,7 +137,7 @@ def base_config(world: Path, out: Path, classifier: Path, explainer: Path, ds: s
             # explanations fail (counted, never error rows).
             "member_tokens": 120,
             "job_tokens": 120,
-            "engine_kwargs": {"dtype": "bfloat16", "max_model_len": 384, "enforce_eager": True,
+            "engine_kwargs": {"dtype": "auto", "max_model_len": 384, "enforce_eager": True,
                               "kv_cache_memory_bytes": 64 * 1024**2, "seed": 0},
             "sampling_params": {"max_tokens": 24, "temperature": 0.0},
         },

@@ -39,12 +39,15 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def t1_server(tiny_llama_dir, tmp_path_factory):
-    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 with a 256 MiB KV cache."""
+    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 with a 256 MiB KV cache
+    (bf16 only where this CPU has it natively, as the pipeline's own engines)."""
+    from lantern_batch.runtime import engine_kwargs
+
     port = _free_port()
     log_path = tmp_path_factory.mktemp("t1_server") / "server.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_llama_dir),
            "--served-model-name", "t1", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager",
+           "--dtype", engine_kwargs({"dtype": "auto"})["dtype"], "--max-model-len", "2048", "--enforce-eager",
            "--kv-cache-memory-bytes", str(256 * 2**20), "--disable-log-stats",
            "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
     with open(log_path, "wb") as log:
