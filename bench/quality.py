@@ -153,7 +153,8 @@ def bench_teacher_sft(args, tmp: Path) -> dict:
         f"data.holdout_fraction={args.teacher_heldout / seed_rows:.4f}",
         f"prompt_version={args.teacher_prompt}",
         f"prompt.member_tokens={args.teacher_tokens}", f"prompt.job_tokens={args.teacher_tokens}",
-        "prompt.max_target_tokens=96", "lora.enabled=true", "lora.r=16", "lora.alpha=32",
+        f"prompt.max_target_tokens={args.teacher_target_tokens}", f"prompt.max_length={args.teacher_max_length}",
+        f"lora.enabled={not args.teacher_full}", "lora.r=16", "lora.alpha=32",
         f"train.epochs={args.teacher_epochs}", "train.batch_size=4", f"train.lr={args.teacher_lr}",
         f"train.label_loss_weight={args.teacher_label_weight}",
         f"train.storage_path={tmp / 'train_t'}", "train.log_every_steps=10", "train.checkpoint_every_steps=1000",
@@ -166,7 +167,8 @@ def bench_teacher_sft(args, tmp: Path) -> dict:
     before, after = m["label_agreement_before"], m["label_agreement_after"]
     return {
         "train_examples": m["data"]["num_train"], "heldout": m["heldout_pairs"], "prompt_version": args.teacher_prompt,
-        "prompt_tokens": args.teacher_tokens, "epochs": args.teacher_epochs, "lr": args.teacher_lr,
+        "prompt_tokens": args.teacher_tokens, "target_tokens": args.teacher_target_tokens,
+        "lora": not args.teacher_full, "epochs": args.teacher_epochs, "lr": args.teacher_lr,
         "label_loss_weight": args.teacher_label_weight,
         "train_samples_per_s": m["train"].get("samples_per_s"),
         "before": before, "after": after, "seconds": round(seconds, 1),
@@ -236,6 +238,9 @@ def main() -> int:
     parser.add_argument("--teacher-prompt", default="v2", help="teacher prompt version")
     parser.add_argument("--teacher-label-weight", type=float, default=1.0, help="train.label_loss_weight")
     parser.add_argument("--teacher-tokens", type=int, default=60, help="member/job prompt budgets")
+    parser.add_argument("--teacher-target-tokens", type=int, default=96, help="prompt.max_target_tokens")
+    parser.add_argument("--teacher-max-length", type=int, default=3072, help="prompt.max_length")
+    parser.add_argument("--teacher-full", action="store_true", help="full fine-tuning instead of LoRA")
     args = parser.parse_args()
 
     from lantern_batch.config import RayConfig

@@ -518,6 +518,12 @@ def _conform_examples(table: pa.Table, schema: pa.Schema, reason: pa.ChunkedArra
     return pa.Table.from_arrays(arrays, schema=pa.schema([*schema, pa.field("reason", pa.string())]))
 
 
+def _split_rows(table: pa.Table, heldout: bool) -> pa.Table:
+    """The rows of one side of the split (``map_batches``)."""
+    mask = pc.fill_null(table.column("heldout"), False)
+    return table.filter(mask if heldout else pc.invert(mask))
+
+
 def _count_rows(path: str) -> int:
     import pyarrow.dataset as pads
 
@@ -609,7 +615,10 @@ def prepare_examples(
         datasets.append(ds)
     rows = datasets[0] if len(datasets) == 1 else datasets[0].union(*datasets[1:])
     if data.max_examples:
-        rows = rows.limit(int(data.max_examples / max(1e-9, 1 - data.holdout_fraction)) + 1)
+        # The cap is on training rows; every held-out row stays, so evaluation has its whole split.
+        train = rows.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={"heldout": False})
+        held = rows.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={"heldout": True})
+        rows = train.limit(int(data.max_examples)).union(held)
 
     entity_rows = _count_rows(inputs.members) + _count_rows(inputs.jobs)
     pair_rows = _count_rows(inputs.pairs)

@@ -63,11 +63,12 @@ def aligned_token_ids(tokenizer: Any, explanation: str, token_ids: list[int] | N
 class ExplainerExampleBuilder:
     """``map_batches`` callable class: joined rows → token-id examples (loads the tokenizer once)."""
 
-    def __init__(self, tokenizer_dir: str, prompt: dict[str, int]):
+    def __init__(self, tokenizer_dir: str, prompt: dict[str, int], prompt_version: str):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.prompt = prompt
+        self.version = prompt_version
 
     def __call__(self, table: pa.Table) -> pa.Table:
         from lantern_batch.distill.decoder import build_lm_example, chat_prompt_ids, eos_id
@@ -81,7 +82,8 @@ class ExplainerExampleBuilder:
         out: dict[str, list] = {f.name: [] for f in EXAMPLE_SCHEMA}
         for i in range(table.num_rows):
             msgs = explainer_messages(cols["member"][i], cols["job"][i], cols["query"][i], cols["fit_label"][i],
-                                      member_tokens=self.prompt["member_tokens"], job_tokens=self.prompt["job_tokens"])
+                                      member_tokens=self.prompt["member_tokens"], job_tokens=self.prompt["job_tokens"],
+                                      version=self.version)
             prompt_ids = chat_prompt_ids(tok, msgs)
             text = cols["explanation"][i]
             stored = cols["explanation_token_ids"][i]
@@ -289,9 +291,8 @@ def finalize(cfg: ExplainerConfig, checkpoint: Any, prepared: Any, plan: dict[st
         model.to("cpu", torch.bfloat16).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         from lantern_batch.models import model_version
-        from lantern_batch.prompts import EXPLAINER_PROMPT_VERSION
 
-        meta = {"kind": "explainer", "prompt_version": EXPLAINER_PROMPT_VERSION,
+        meta = {"kind": "explainer", "prompt_version": cfg.prompt_version,
                 "member_tokens": cfg.prompt.member_tokens, "job_tokens": cfg.prompt.job_tokens,
                 "max_new_tokens": cfg.eval.max_new_tokens, "training_data_fingerprint": prepared.fingerprint,
                 "source": cfg.student.source, "layers": keep}
@@ -323,10 +324,12 @@ def run(cfg: ExplainerConfig) -> int:
     prompt = cfg.prompt.model_dump()
     prepared = prepare_examples(
         task="explainer", inputs=cfg.inputs, data=cfg.data, work_dir=work,
-        builder=ExplainerExampleBuilder, builder_kwargs={"tokenizer_dir": source, "prompt": prompt},
+        builder=ExplainerExampleBuilder, builder_kwargs={"tokenizer_dir": source, "prompt": prompt,
+                                                       "prompt_version": cfg.prompt_version},
         schema=EXAMPLE_SCHEMA,
         hash_fields=("member_id", "job_id", "fit_label", "explanation", "kd_aligned"),
-        settings_for_fingerprint={"prompt": prompt, "source": cfg.student.source},
+        settings_for_fingerprint={"prompt": prompt, "prompt_version": cfg.prompt_version,
+                                  "source": cfg.student.source},
     )
     aligned = _count_aligned(prepared.examples)
     prepared.counts["kd_aligned"] = aligned

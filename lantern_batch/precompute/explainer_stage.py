@@ -53,6 +53,9 @@ class ExplainerSettings:
 
     model_dir: str
     version: str
+    prompt_version: str = "e1"
+    """Explainer prompt version the model was trained with (its export's ``lantern_batch.json``;
+    exports that predate the field were trained on e1)."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     sampling_params: dict[str, Any] = field(default_factory=dict)
     max_explanation_chars: int = 600
@@ -161,7 +164,9 @@ class ExplainerActor:
 
         self.settings = settings
         self.meter = meter
-        self.llm = LLM(model=settings.model_dir, **settings.engine_kwargs)
+        from lantern_batch.runtime import engine_kwargs
+
+        self.llm = LLM(model=settings.model_dir, **engine_kwargs(settings.engine_kwargs))
         self.params = SamplingParams(**settings.sampling_params)
         self.retry_params = SamplingParams(**{**settings.sampling_params, **settings.retry_sampling_params})
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
@@ -263,7 +268,8 @@ def canary_explanations(gate: dict[str, Any], settings: ExplainerSettings, limit
     if n == 0:
         return {**report, "status": "failed", "reason": "no usable canary pairs to explain"}
     messages = [json.dumps(prompts.explainer_messages(m, j, q, lab, member_tokens=gate["member_tokens"],
-                                                      job_tokens=gate["job_tokens"]), ensure_ascii=False)
+                                                      job_tokens=gate["job_tokens"],
+                                                      version=settings.prompt_version), ensure_ascii=False)
                 for m, j, q, lab in usable]
     rows = pa.table({
         "fit_label": pa.array([lab for *_, lab in usable], pa.string()),

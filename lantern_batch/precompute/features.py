@@ -336,7 +336,8 @@ def stage_inputs(rows: pa.Table, mode: str, options: dict) -> pa.Table:
         labels = rows.column("fit_label").to_pylist()
         blobs = [
             None if miss else json.dumps(prompts.explainer_messages(
-                m, j, q, lab, member_tokens=options["member_tokens"], job_tokens=options["job_tokens"]),
+                m, j, q, lab, member_tokens=options["member_tokens"], job_tokens=options["job_tokens"],
+                version=options.get("prompt_version", prompts.EXPLAINER_PROMPT_VERSION)),
                 ensure_ascii=False)
             for m, j, q, lab, miss in zip(members, jobs, queries, labels, missing, strict=True)
         ]

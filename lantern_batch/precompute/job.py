@@ -193,6 +193,7 @@ def _resolve_models(cfg: PrecomputeConfig) -> dict[str, Any]:
         explainer = ExplainerSettings(
             model_dir=str(exp_dir),
             version="exp-" + models.model_version(exp_dir),
+            prompt_version=_explainer_prompt_version(exp_dir),
             engine_kwargs=dict(cfg.explainer.engine_kwargs),
             sampling_params=dict(cfg.explainer.sampling_params),
             max_explanation_chars=cfg.explainer.max_explanation_chars,
@@ -200,6 +201,19 @@ def _resolve_models(cfg: PrecomputeConfig) -> dict[str, Any]:
             retry_sampling_params=dict(cfg.explainer.retry_sampling_params),
         )
     return {"classifier": classifier, "explainer": explainer}
+
+
+def _explainer_prompt_version(model_dir: Any) -> str:
+    """The explainer prompt version an explainer was trained with, from its export's metadata;
+    e1 for a model without one (exports before the field, or a plain model)."""
+    import json
+    from pathlib import Path
+
+    from lantern_batch.models import METADATA_FILE
+
+    path = Path(model_dir) / METADATA_FILE
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    return str(meta.get("prompt_version") or "e1")
 
 
 def _run(cfg: PrecomputeConfig, run_id: str) -> int:
@@ -229,7 +243,7 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
         policy = Policy(tuple(p.labels), p.top_n_per_member, p.sample_rate, p.seed)
     fp_settings = {
         "prompt_version": prompts.PROMPT_VERSION,
-        "explainer_prompt_version": prompts.EXPLAINER_PROMPT_VERSION if explainer else None,
+        "explainer_prompt_version": explainer.prompt_version if explainer else None,
         "classifier_max_length": classifier.max_length,
         "classifier_max_chars": classifier.max_chars,
         "classifier_dtype": cfg.classifier.dtype,

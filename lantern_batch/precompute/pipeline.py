@@ -501,7 +501,8 @@ class Pipeline:
                 res = s.explainer_resources
                 to_explain = _pairs_of(selected, "__explain", (True,))
                 joined = self._join(to_explain, "explainer",
-                                    {"member_tokens": res["member_tokens"], "job_tokens": res["job_tokens"]},
+                                    {"member_tokens": res["member_tokens"], "job_tokens": res["job_tokens"],
+                                     "prompt_version": s.explainer.prompt_version},
                                     res["batch_size"])
                 # Prompts are tokenised and checked against the context first (no vLLM), so the
                 # engine starts only when some prompt can be explained.

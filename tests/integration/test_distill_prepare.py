@@ -50,7 +50,8 @@ def test_explainer_never_trains_on_invalid_explanations(ray_local, tiny_world, t
     work = tmp_path / "work"
     prepared = prepare_examples(
         task="explainer", inputs=inputs, data=data, work_dir=str(work), builder=ExplainerExampleBuilder,
-        builder_kwargs={"tokenizer_dir": str(tiny_llama_dir), "prompt": prompt}, schema=EXAMPLE_SCHEMA,
+        builder_kwargs={"tokenizer_dir": str(tiny_llama_dir), "prompt": prompt, "prompt_version": "e2"},
+        schema=EXAMPLE_SCHEMA,
         hash_fields=("member_id", "job_id", "explanation"), settings_for_fingerprint={})
 
     # Every input row ends as an example or an error row.
@@ -66,3 +67,25 @@ def test_explainer_never_trains_on_invalid_explanations(ray_local, tiny_world, t
     # The policy's own explanations are grounded in the same member and job rows: all examples.
     examples = read_examples(str(work / "examples"), columns=["member_id", "job_id", "explanation"])
     assert sorted(examples.column("explanation").to_pylist()) == sorted(r["explanation"] for r in rows[3:])
+
+
+def test_max_examples_caps_training_rows_and_keeps_every_heldout_row(ray_local, tiny_world, tiny_llama_dir,
+                                                                     labels_with_degenerate_text, tmp_path):
+    from lantern_batch.config import InputTables
+    from lantern_batch.distill.config import DataSettings
+    from lantern_batch.distill.data import heldout_mask, prepare_examples
+    from lantern_batch.distill.train_explainer import EXAMPLE_SCHEMA, ExplainerExampleBuilder
+
+    synth, rows = labels_with_degenerate_text
+    inputs = InputTables(**{k: str(tiny_world / k) for k in ("members", "jobs", "pairs")})
+    data = DataSettings(teacher_labels=str(synth), seed=None, holdout_fraction=0.5, max_examples=5)
+    prompt = {"member_tokens": 60, "job_tokens": 60, "max_length": 384, "max_target_tokens": 128}
+    prepared = prepare_examples(
+        task="explainer", inputs=inputs, data=data, work_dir=str(tmp_path / "work"), builder=ExplainerExampleBuilder,
+        builder_kwargs={"tokenizer_dir": str(tiny_llama_dir), "prompt": prompt, "prompt_version": "e2"},
+        schema=EXAMPLE_SCHEMA, hash_fields=("member_id", "job_id", "explanation"), settings_for_fingerprint={})
+    held = heldout_mask([r["member_id"] for r in rows], [r["job_id"] for r in rows], 0.5, data.split_salt)
+    good_held = sum(1 for r, h in zip(rows[3:], held[3:], strict=True) if h)
+    assert 0 < good_held < len(rows) - 3
+    assert prepared.num_train == 5
+    assert prepared.num_heldout == good_held  # the cap never shrinks the evaluation split

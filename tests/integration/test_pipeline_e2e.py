@@ -100,6 +100,9 @@ def test_precompute_published_with_conservation(demo_run):
         if r["explanation"] is not None:
             assert check_explanation(r["explanation"], r["fit_label"], members[r["member_id"]], jobs[r["job_id"]]).ok
     assert "explanations" in manifest["quality_gate"]
+    # The explainer's export records the prompt version it was trained with; precompute built it.
+    trained = json.loads((root / "models" / "explainer" / "lantern_batch.json").read_text())["prompt_version"]
+    assert trained == "e2" and manifest["fingerprints"]["explainer_prompt_version"] == trained
     errors = io.read_table(str(root / "errors" / "ds=2026-11-24"))
     assert errors.num_rows == counts["rows_error"]
     assert (root / "scores" / "_LATEST").read_text().strip().endswith("2026-11-24")

@@ -198,11 +198,55 @@ def test_v2_leads_with_evidence_inside_one_data_tag_and_is_compact():
 
 
 def test_explainer_messages_are_label_conditioned():
-    msgs = prompts.explainer_messages(member(), job(), None, "Medium")
+    msgs = prompts.explainer_messages(member(), job(), None, "Medium", version="e1")
     assert "The candidate is a Medium fit. Explain why in 2-3 sentences" in msgs[-1]["content"]
-    assert prompts.EXPLAINER_PROMPT_VERSION
+    e2 = prompts.explainer_messages(member(), job(), None, "Medium")[-1]["content"]
+    assert prompts.EXPLAINER_PROMPT_VERSION == "e2"
+    assert "The candidate is a Medium fit. Explain why in 2-4 sentences" in e2
     with pytest.raises(ValueError):
         prompts.explainer_messages(member(), job(), None, "Great")
+    with pytest.raises(ValueError, match="unknown explainer prompt version"):
+        prompts.explainer_messages(member(), job(), None, "High", version="e9")
+
+
+def test_v3_and_e2_carry_whole_evidence_lines_and_no_free_text():
+    m = member(summary="I build reliable services. " * 50, skills=["python", "go", "kubernetes"] * 30)
+    j = job()
+    for text in (prompts.teacher_messages(m, j, None, "v3", member_tokens=150, job_tokens=150)[-1]["content"],
+                 prompts.explainer_messages(m, j, None, "Low", member_tokens=150, job_tokens=150)[-1]["content"]):
+        evidence = text.split("<pair_evidence>\n", 1)[1].split("\n</pair_evidence>", 1)[0]
+        lines = evidence.split("\n")
+        full = prompts.classifier_text(m, j, None, max_chars=10_000, free_text=False).split("\n")
+        assert all(ln in full or ln.startswith("Company: ") for ln in lines)  # whole lines only
+        assert "reliable services" not in evidence and not any(ln.startswith("Member skills:") for ln in lines)
+        assert any(ln.startswith("Required skills listed:") for ln in lines)
+        assert f"Company: {j['company']}" in lines
+    # A small budget drops trailing lines, never cuts one.
+    short = prompts.teacher_messages(m, j, None, "v3", member_tokens=20, job_tokens=20)[-1]["content"]
+    body = short.split("<pair_evidence>\n", 1)[1].split("\n</pair_evidence>", 1)[0]
+    assert len(body) <= 160 and all(ln in prompts.classifier_text(m, j, None, 10_000, free_text=False).split("\n")
+                                    or ln.startswith("Company: ") for ln in body.split("\n"))
+
+
+# A prompt version's output never changes once released: a change is a new version. These are
+# the SHA-256 (prompt_hash) of each version's messages for the fixed pair above.
+GOLDEN = {
+    "v0": "ab717abbf82feaa98c0063b9b992da68348b362146c91e5b7bb7a2b173c9f1ba",
+    "v1": "8a142690dfc5abd63c19dd24c16fe2f004f0619e15678c1ac5c73ad360bdb0f0",
+    "v2": "0e5dd7c30bbec80ff8c1a900ac344a3a5f1ea30396c02efdb335e5b893318764",
+    "v3": "32abc6a97b294a3313313c4309d7eaeb1b6f62d92cdbcb751ad1698d00b0a85e",
+    "e1": "cff4ee2dc5563af2501ba408f199e40fc1a585b89e18e2085e2f50d350e50ce4",
+    "e2": "3bc38b53f4a4cc611e7398f38c7f2ace19b38f9cc61f72346eaa1871f93036d6",
+}
+
+
+@pytest.mark.parametrize("version", sorted(GOLDEN))
+def test_released_prompt_versions_never_change(version):
+    if version.startswith("e"):
+        msgs = prompts.explainer_messages(member(), job(), "python", "High", version=version)
+    else:
+        msgs = prompts.teacher_messages(member(), job(), "python", version)
+    assert prompts.prompt_hash(msgs) == GOLDEN[version]
 
 
 def test_classifier_text_bounded_and_compressed():
