@@ -24,7 +24,7 @@ TINY = [
     "generate.num_members=40", "generate.num_jobs=20", "generate.num_pairs=160", "generate.num_seed=100",
     "generate.inject_bad_rows=0.03",
     "teacher_sft.train.max_steps=1", "teacher_sft.train.batch_size=1", "teacher_sft.eval.num_pairs=2",
-    "synthesize.sample_fraction=0.15",
+    "synthesize.sample_fraction=0.15", "synthesize.vllm.sampling_params.max_tokens=128",
     "classifier.train.epochs=1",
     "explainer.train.max_steps=2", "explainer.eval.num_pairs=2",
     "precompute.explainer.policy.sample_rate=0.1", "precompute.ds=2026-11-24",
