@@ -122,11 +122,12 @@ def train_loop(config: dict[str, Any]) -> None:
         teacher, teacher_tok, teacher_meta = load_classifier(resolve_model_dir(cfg.kd.teacher_model))
         teacher.to(ctx.device)
     engine = build_engine(model, cfg.train, plan["total_steps"], ctx)
-    state, checkpoint = restore(config.get("run_dir"))
+    state, checkpoint = restore(config.get("run_dir"), config.get("data_fingerprint"))
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             engine.load(d)
-    loop = StepLoop(engine=engine, train=cfg.train, plan=plan, ctx=ctx, state=state, what="classifier")
+    loop = StepLoop(engine=engine, train=cfg.train, plan=plan, ctx=ctx, state=state, what="classifier",
+                    data_fingerprint=config.get("data_fingerprint"))
     shard = ray.train.get_dataset_shard("train")
     engine.module.train()
     iter_kwargs: dict[str, Any] = {"batch_format": "numpy", "prefetch_batches": 1}
@@ -268,7 +269,8 @@ def run(cfg: ClassifierConfig) -> int:
     event(log, "classifier.plan", **plan)
     result = fit(train_loop=train_loop, loop_config={"cfg": cfg.model_dump(mode="json"), "plan": plan},
                  train_dataset=train_dataset(prepared), train=cfg.train,
-                 run_name=cfg.training_run_name("classifier", prepared.fingerprint))
+                 run_name=cfg.training_run_name("classifier", prepared.fingerprint),
+                 data_fingerprint=prepared.fingerprint)
     metrics = on_eval_worker(finalize, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
     if cfg.min_accuracy is not None and metrics["accuracy"] < cfg.min_accuracy:
         raise QualityGateError(f"classifier held-out accuracy {metrics['accuracy']:.3f} is below "

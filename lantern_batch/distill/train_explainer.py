@@ -151,11 +151,12 @@ def decoder_train_loop(config: dict[str, Any]) -> None:
 
         teacher = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(kd.teacher_model)), dtype=torch.float32)
         teacher.to(ctx.device).eval()
-    state, checkpoint = restore(config.get("run_dir"))
+    state, checkpoint = restore(config.get("run_dir"), config.get("data_fingerprint"))
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             engine.load(d)
-    loop = StepLoop(engine=engine, train=cfg.train, plan=plan, ctx=ctx, state=state, what=kind)
+    loop = StepLoop(engine=engine, train=cfg.train, plan=plan, ctx=ctx, state=state, what=kind,
+                    data_fingerprint=config.get("data_fingerprint"))
     shard = ray.train.get_dataset_shard("train")
     engine.module.train()
     iter_kwargs: dict[str, Any] = {"batch_format": "pyarrow", "prefetch_batches": 1}
@@ -360,7 +361,8 @@ def train_decoder(kind: str, cfg: Any, prepared: Any, source: str, finalize_fn: 
         loop_config["label_prefix_len"] = len(label_token_ids(tok)[0])
     result = fit(train_loop=decoder_train_loop, loop_config=loop_config,
                  train_dataset=train_dataset(prepared), train=cfg.train,
-                 run_name=cfg.training_run_name(kind, prepared.fingerprint))
+                 run_name=cfg.training_run_name(kind, prepared.fingerprint),
+                 data_fingerprint=prepared.fingerprint)
     on_eval_worker(finalize_fn, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
 
 

@@ -17,7 +17,8 @@ Checkpoint layout (one directory per report)::
     model.pt              rank 0: the unwrapped model's (trainable) state dict
     optimizer.pt          rank 0 (DDP): optimizer + scheduler state
     ds/                   DeepSpeed: every rank's ZeRO shards (engine.save_checkpoint)
-    files.rank<r>.json    every rank that wrote files: their relative paths and sizes
+    files.rank<r>.json    every rank that wrote files: their relative paths, sizes and sha256,
+                          the step and the training data's fingerprint
 
 Resume after a kill. Ray Train resumes from the checkpoints its controller has registered in
 the run's ``checkpoint_manager_snapshot.json``; a worker uploads a checkpoint first and the
@@ -26,7 +27,12 @@ between leaves a complete checkpoint on storage that Ray's snapshot does not lis
 first registration there is no snapshot at all, and the rerun would start from step 0).
 :func:`restore` therefore also scans the run directory and takes the newest *complete*
 checkpoint (every ``files.rank<r>.json`` present, every file it lists present with its size)
-when it is newer than the one Ray hands back.
+when it is newer than the one Ray hands back, and only one written for the same training data.
+
+Nothing is unpickled from storage unverified: before a restore every file is checked against
+its manifest's sha256, and our own files load with ``torch.load(weights_only=True)`` (tensors
+and plain containers only). DeepSpeed's loader unpickles its shards itself; the hash check is
+what guards those.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lantern_batch import io
+from lantern_batch.errors import InputError
 from lantern_batch.logs import event, get_logger
 
 log = get_logger(__name__)
@@ -95,6 +102,7 @@ def fit(
     train_dataset: Any,
     train: Any,
     run_name: str,
+    data_fingerprint: str,
 ) -> Any:
     """Run ``train_loop`` on Ray Train workers; returns the ``ray.train.Result``.
 
@@ -105,6 +113,9 @@ def fit(
         train_dataset: Ray Dataset of training examples (split per worker).
         train: :class:`lantern_batch.distill.config.TrainSettings`.
         run_name: run directory under ``train.storage_path``.
+        data_fingerprint: the training data's fingerprint. Every checkpoint records it; a run
+            directory whose checkpoints were written for other data is never resumed (an
+            explicit ``train.run_name`` reused for new data is an error naming both).
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -116,12 +127,13 @@ def fit(
     if not train.resume:
         io.delete_dir(existing)
     elif io.exists(existing):
+        check_run_data(existing, run_name, data_fingerprint)
         event(log, "train.resume_candidate", run=run_name, storage=train.storage_path)
     scaling = train.scaling
     resources = {"CPU": scaling.cpus_per_worker}
     trainer = TorchTrainer(
         train_loop_per_worker=functools.partial(loop_in_driver_cwd, train_loop, os.getcwd()),
-        train_loop_config={**loop_config, "run_dir": existing},
+        train_loop_config={**loop_config, "run_dir": existing, "data_fingerprint": data_fingerprint},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -141,6 +153,21 @@ def fit(
     event(log, "train.done", run=run_name, seconds=round(time.perf_counter() - start, 1),
           checkpoint=getattr(result.checkpoint, "path", None))
     return result
+
+
+def check_run_data(run_dir: str, run_name: str, data_fingerprint: str) -> None:
+    """Refuse to resume ``run_dir`` when its checkpoints were trained on other data.
+
+    Ray Train resumes any run of the same name; a run name given explicitly and reused for new
+    data would otherwise continue the old run's optimizer and step count on the new data.
+    Checkpoints written before fingerprints were recorded count as other data.
+    """
+    found = {fp for fp in checkpoint_fingerprints(run_dir) if fp != data_fingerprint}
+    if found:
+        raise InputError(
+            f"train.run_name {run_name!r}: {run_dir} holds checkpoints of training data "
+            f"{', '.join(sorted(str(f) for f in found))}, this run's data is {data_fingerprint}; "
+            "use another run_name, or train.resume=false to start it over")
 
 
 def loop_in_driver_cwd(train_loop: Callable[[dict], None], cwd: str, config: dict) -> None:
@@ -241,12 +268,13 @@ def worker_setup(train: Any) -> WorkerContext:
     return WorkerContext(rank, world, device, bool(train.scaling.use_gpu))
 
 
-def restore(run_dir: str | None = None) -> tuple[dict[str, Any] | None, Any]:
+def restore(run_dir: str | None = None, data_fingerprint: str | None = None) -> tuple[dict[str, Any] | None, Any]:
     """The checkpoint to resume from and its trainer state (``(None, None)`` on a fresh run).
 
     Ray Train's latest registered checkpoint, unless ``run_dir`` holds a newer complete one
-    that a killed run uploaded but Ray never registered (see the module docstring). With
-    several workers rank 0 chooses and the others follow, so all load the same checkpoint.
+    that a killed run uploaded but Ray never registered (see the module docstring); the scan
+    adopts only checkpoints written for ``data_fingerprint``. With several workers rank 0
+    chooses and the others follow, so all load the same checkpoint.
     """
     import ray.train
 
@@ -260,7 +288,7 @@ def restore(run_dir: str | None = None) -> tuple[dict[str, Any] | None, Any]:
     ctx = ray.train.get_context()
     choice: list[Any] = [None]
     if ctx.get_world_rank() == 0:
-        found = latest_complete_checkpoint(run_dir)
+        found = latest_complete_checkpoint(run_dir, data_fingerprint)
         if found is not None and found[1] > (int(state["step"]) if state else -1):
             choice[0] = found[0]
     if ctx.get_world_size() > 1:
@@ -279,26 +307,50 @@ def restore(run_dir: str | None = None) -> tuple[dict[str, Any] | None, Any]:
     return {**new_state, "restored_via": "storage_scan"}, unregistered
 
 
-def write_manifest(directory: str, rank: int, file_ranks: list[int], step: int) -> None:
-    """Record this rank's checkpoint files (relative path → size) as ``files.rank<rank>.json``;
-    rank 0's also names the ranks whose manifests a complete checkpoint has."""
+def write_manifest(directory: str, rank: int, file_ranks: list[int], step: int,
+                   data_fingerprint: str | None = None) -> None:
+    """Record this rank's checkpoint files as ``files.rank<rank>.json``: relative path → size
+    (``files``) and → sha256 (``sha256``), the step and the training data's fingerprint; rank 0's
+    also names the ranks whose manifests a complete checkpoint has."""
     files: dict[str, int] = {}
+    digests: dict[str, str] = {}
     for root, _, names in os.walk(directory):
         for name in names:
             full = os.path.join(root, name)
             rel = os.path.relpath(full, directory).replace(os.sep, "/")
             if not rel.startswith(MANIFEST_PREFIX):
                 files[rel] = os.path.getsize(full)
-    manifest = {"rank": rank, "step": step, "files": files}
+                digests[rel] = _sha256_file(full)
+    manifest: dict[str, Any] = {"rank": rank, "step": step, "files": files, "sha256": digests,
+                                "data_fingerprint": data_fingerprint}
     if rank == 0:
         manifest["file_ranks"] = sorted(file_ranks)
     with open(os.path.join(directory, f"{MANIFEST_PREFIX}{rank}.json"), "w") as f:
         json.dump(manifest, f)
 
 
-def checkpoint_step_if_complete(checkpoint_dir: str) -> int | None:
+def _sha256_file(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_manifest(fs: Any, root: str, rank: int) -> dict[str, Any] | None:
+    try:
+        with fs.open_input_stream(f"{root}/{MANIFEST_PREFIX}{rank}.json") as f:
+            return json.loads(f.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint_step_if_complete(checkpoint_dir: str, data_fingerprint: str | None = None) -> int | None:
     """The step of the checkpoint in ``checkpoint_dir`` (local or ``s3://``) when every file its
-    manifests list is present with the recorded size; None when incomplete or unreadable."""
+    manifests list is present with the recorded size (and, given ``data_fingerprint``, it was
+    written for that training data); None when incomplete, unreadable or of other data."""
     import pyarrow.fs as pafs
 
     fs, root = io.filesystem(checkpoint_dir)
@@ -309,17 +361,12 @@ def checkpoint_step_if_complete(checkpoint_dir: str) -> int | None:
     sizes = {i.path[len(root):].lstrip("/"): i.size for i in infos if i.type == pafs.FileType.File}
 
     def manifest(rank: int) -> dict[str, Any] | None:
-        name = f"{MANIFEST_PREFIX}{rank}.json"
-        if name not in sizes:
-            return None
-        try:
-            with fs.open_input_stream(f"{root}/{name}") as f:
-                return json.loads(f.read().decode())
-        except (OSError, ValueError):
-            return None
+        return _read_manifest(fs, root, rank) if f"{MANIFEST_PREFIX}{rank}.json" in sizes else None
 
     first = manifest(0)
     if first is None:
+        return None
+    if data_fingerprint is not None and first.get("data_fingerprint") != data_fingerprint:
         return None
     for rank in first.get("file_ranks", [0]):
         m = first if rank == 0 else manifest(rank)
@@ -330,25 +377,62 @@ def checkpoint_step_if_complete(checkpoint_dir: str) -> int | None:
     return int(first["step"])
 
 
-def latest_complete_checkpoint(run_dir: str) -> tuple[str, int] | None:
-    """``(path, step)`` of the complete checkpoint with the highest step under ``run_dir``."""
+def _checkpoint_dirs(run_dir: str) -> list[str]:
     import pyarrow.fs as pafs
 
     fs, root = io.filesystem(run_dir)
     try:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=False, allow_not_found=True))
     except OSError:
-        return None
+        return []
+    return [io.join(run_dir, i.base_name) for i in infos
+            if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+
+
+def latest_complete_checkpoint(run_dir: str, data_fingerprint: str | None = None) -> tuple[str, int] | None:
+    """``(path, step)`` of the complete checkpoint with the highest step under ``run_dir``
+    (given ``data_fingerprint``, only among those written for that training data)."""
     best: tuple[str, int] | None = None
-    for info in infos:
-        name = info.base_name
-        if info.type != pafs.FileType.Directory or not name.startswith("checkpoint_"):
-            continue
-        path = io.join(run_dir, name)
-        step = checkpoint_step_if_complete(path)
+    for path in _checkpoint_dirs(run_dir):
+        step = checkpoint_step_if_complete(path, data_fingerprint)
         if step is not None and (best is None or step > best[1]):
             best = (path, step)
     return best
+
+
+def checkpoint_fingerprints(run_dir: str) -> set[str | None]:
+    """The training-data fingerprints the complete checkpoints under ``run_dir`` record (None
+    for a checkpoint written before fingerprints were recorded)."""
+    found: set[str | None] = set()
+    for path in _checkpoint_dirs(run_dir):
+        if checkpoint_step_if_complete(path) is None:
+            continue
+        fs, root = io.filesystem(path)
+        first = _read_manifest(fs, root, 0) or {}
+        found.add(first.get("data_fingerprint"))
+    return found
+
+
+def verify_checkpoint(directory: str) -> None:
+    """Check every file of a local checkpoint directory against its manifests' sha256 before
+    anything in it is unpickled; a file that differs, or is not listed, is an error."""
+    manifests = [n for n in os.listdir(directory) if n.startswith(MANIFEST_PREFIX)]
+    if not manifests:
+        raise InputError(f"checkpoint {directory} has no {MANIFEST_PREFIX}<rank>.json manifest: "
+                         "refusing to load files it cannot verify")
+    listed: dict[str, str] = {}
+    for name in manifests:
+        with open(os.path.join(directory, name)) as f:
+            listed.update(json.load(f).get("sha256") or {})
+    for root, _, names in os.walk(directory):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), directory).replace(os.sep, "/")
+            if rel.startswith(MANIFEST_PREFIX):
+                continue
+            want = listed.get(rel)
+            if want is None or _sha256_file(os.path.join(root, name)) != want:
+                raise InputError(f"checkpoint {directory}: {rel} does not match the sha256 its manifest "
+                                 "recorded: refusing to load it")
 
 
 def linear_warmup_decay(optimizer: Any, total_steps: int, warmup_ratio: float) -> Any:
@@ -437,12 +521,15 @@ class Engine:
         """Restore model and optimizer state from a checkpoint directory."""
         import torch
 
+        # DeepSpeed's own loader unpickles its files: everything is checked against the run's
+        # manifest first. Our files hold tensors and plain containers only (weights_only).
+        verify_checkpoint(directory)
         if self.deepspeed:
             self.module.load_checkpoint(os.path.join(directory, DS_DIR), tag="zero")
             return
         state = torch.load(os.path.join(directory, MODEL_FILE), map_location="cpu", weights_only=True)
         self.model.load_state_dict(state, strict=not self.only_trainable)
-        opt = torch.load(os.path.join(directory, OPTIM_FILE), map_location="cpu", weights_only=False)
+        opt = torch.load(os.path.join(directory, OPTIM_FILE), map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(opt["optimizer"])
         self.scheduler.load_state_dict(opt["scheduler"])
 
@@ -537,8 +624,9 @@ class StepLoop:
 
     def __init__(self, *, engine: Engine, train: Any, plan: dict[str, int], ctx: WorkerContext,
                  state: dict[str, Any] | None, what: str, rows_per_example: int = 1,
-                 extra_state: dict[str, Any] | None = None):
+                 extra_state: dict[str, Any] | None = None, data_fingerprint: str | None = None):
         self.engine, self.train, self.plan, self.ctx, self.what = engine, train, plan, ctx, what
+        self.data_fingerprint = data_fingerprint
         self.step = int(state["step"]) if state else 0
         self.epoch = int(state["epoch"]) if state else 0
         self.micro_in_epoch = int(state["micro_in_epoch"]) if state else 0
@@ -662,7 +750,7 @@ class StepLoop:
             has_files = self.engine.deepspeed or self.ctx.rank == 0
             if has_files:
                 file_ranks = list(range(self.ctx.world_size)) if self.engine.deepspeed else [0]
-                write_manifest(tmp, self.ctx.rank, file_ranks, self.step)
+                write_manifest(tmp, self.ctx.rank, file_ranks, self.step, self.data_fingerprint)
             checkpoint = ray.train.Checkpoint.from_directory(tmp) if has_files else None
             ray.train.report(metrics, checkpoint=checkpoint)
             if self.ctx.rank == 0:

@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from lantern_batch.distill.trainer import (
     MANIFEST_PREFIX,
     STATE_FILE,
@@ -93,3 +95,100 @@ def test_train_loop_runs_from_the_driver_working_directory(tmp_path, monkeypatch
     assert list(inspect.signature(wrapped).parameters) == ["config"]  # how Ray Train calls it
     wrapped({"path": "runs"})
     assert seen == {"exists": True, "cwd": str(tmp_path)}
+
+
+def _fingerprinted_checkpoint(run, name, step, fingerprint, tmp_path):
+    src = _rank_dir(tmp_path, name, 0, {STATE_FILE: json.dumps({"step": step}).encode(), "model.pt": b"w" * 8},
+                    [0], step)
+    manifest = src / f"{MANIFEST_PREFIX}0.json"
+    body = json.loads(manifest.read_text())
+    body["data_fingerprint"] = fingerprint
+    manifest.write_text(json.dumps(body))
+    _upload(src, run / name)
+
+
+def test_storage_scan_adopts_only_checkpoints_of_the_same_training_data(tmp_path):
+    run = tmp_path / "run"
+    _fingerprinted_checkpoint(run, "checkpoint_a", 4, "data-A", tmp_path)
+    _fingerprinted_checkpoint(run, "checkpoint_b", 9, "data-B", tmp_path)
+    assert latest_complete_checkpoint(str(run), "data-A")[1] == 4
+    assert latest_complete_checkpoint(str(run), "data-B")[1] == 9
+    assert latest_complete_checkpoint(str(run), "data-C") is None
+    assert checkpoint_step_if_complete(str(run / "checkpoint_b"), "data-A") is None
+
+
+def test_an_explicit_run_name_reused_for_other_data_is_an_error_naming_both(tmp_path):
+    from lantern_batch.distill.config import TrainSettings
+    from lantern_batch.distill.trainer import fit
+    from lantern_batch.errors import InputError
+
+    storage = tmp_path / "train"
+    _fingerprinted_checkpoint(storage / "nightly", "checkpoint_000001", 3, "data-old", tmp_path)
+    train = TrainSettings(storage_path=str(storage), run_name="nightly", resume=True)
+    with pytest.raises(InputError) as err:
+        fit(train_loop=lambda config: None, loop_config={}, train_dataset=None, train=train,
+            run_name="nightly", data_fingerprint="data-new")
+    assert "data-old" in str(err.value) and "data-new" in str(err.value) and "nightly" in str(err.value)
+    assert (storage / "nightly" / "checkpoint_000001").is_dir()  # nothing deleted
+
+
+def _engine(tmp_path):
+    import torch
+
+    from lantern_batch.distill.trainer import Engine, linear_warmup_decay
+
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = linear_warmup_decay(optimizer, total_steps=10, warmup_ratio=0.1)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    return Engine(module=model, model=model, optimizer=optimizer, scheduler=scheduler)
+
+
+class _Payload:
+    """A pickle that runs code when loaded (what a writer of the storage bucket could plant)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_restore_unpickles_nothing_but_tensors_and_checks_the_manifest(tmp_path):
+    import pickle
+
+    import torch
+
+    from lantern_batch.distill.trainer import OPTIM_FILE, verify_checkpoint
+    from lantern_batch.errors import InputError
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    saved = _engine(tmp_path)
+    saved.save(str(ckpt), rank=0)
+    (ckpt / STATE_FILE).write_text(json.dumps({"step": 1}))
+    write_manifest(str(ckpt), 0, [0], 1, "data-A")
+    # The optimizer state is tensors and plain containers: loadable with weights_only.
+    torch.load(ckpt / OPTIM_FILE, weights_only=True)
+    fresh = _engine(tmp_path)
+    fresh.load(str(ckpt))
+    assert fresh.scheduler.last_epoch == saved.scheduler.last_epoch
+    assert torch.equal(fresh.optimizer.state_dict()["state"][0]["exp_avg"],
+                       saved.optimizer.state_dict()["state"][0]["exp_avg"])
+
+    # A planted pickle is refused: by the manifest's hash, and by weights_only when the
+    # manifest was rewritten to match.
+    marker = tmp_path / "pwned"
+    (ckpt / OPTIM_FILE).write_bytes(pickle.dumps({"optimizer": _Payload(str(marker))}))
+    with pytest.raises(InputError, match="sha256"):
+        fresh.load(str(ckpt))
+    write_manifest(str(ckpt), 0, [0], 1, "data-A")
+    verify_checkpoint(str(ckpt))
+    with pytest.raises(pickle.UnpicklingError):
+        fresh.load(str(ckpt))
+    assert not marker.exists()
+    os.remove(ckpt / f"{MANIFEST_PREFIX}0.json")
+    with pytest.raises(InputError, match="manifest"):
+        fresh.load(str(ckpt))
