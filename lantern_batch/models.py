@@ -251,9 +251,39 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- s3 and hub
 
 
+#: An S3 export's pointer to its live version, and the folder of its immutable versions
+#: (written by :func:`lantern_batch.distill.export.publish_dir`).
+EXPORT_POINTER = "CURRENT"
+EXPORT_VERSIONS = "versions"
+
+
+def export_root(ref: str) -> str:
+    """The directory that holds an export's files: ``<ref>/versions/<live>`` for an S3 export
+    with a ``CURRENT`` pointer, ``ref`` itself otherwise (local exports, older flat S3 exports).
+
+    Raises:
+        InputError: the pointer is unreadable or names something that is not a version folder.
+    """
+    from lantern_batch import io
+
+    ref = str(ref).rstrip("/")
+    if not io.is_s3(ref) or not io.exists(io.join(ref, EXPORT_POINTER)):
+        return ref
+    try:
+        version = str(json.loads(io.read_text(io.join(ref, EXPORT_POINTER)))["version"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"model at {ref}: {EXPORT_POINTER} is not a version pointer "
+                         f"({type(exc).__name__})") from exc
+    safe_relative_key(version, f"{EXPORT_POINTER} -> {version}", ref)
+    if "/" in version:
+        raise InputError(f"model at {ref}: {EXPORT_POINTER} names {version!r}, not a version folder")
+    return io.join(ref, EXPORT_VERSIONS, version)
+
+
 def _from_s3(uri: str) -> Path:
     from lantern_batch.io import s3fs_filesystem
 
+    uri = export_root(uri)
     return _from_fsspec(s3fs_filesystem(), uri, uri.split("://", 1)[1].rstrip("/"))
 
 

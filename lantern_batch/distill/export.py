@@ -2,15 +2,26 @@
 
 A local target is replaced as a whole: the new directory is copied next to it, the old one is
 renamed aside and the new one renamed into place, so a reader (precompute, vLLM) sees either the
-old export or the new one, never a half-written mix. On S3 the files are uploaded under the
-prefix after the old objects there are removed (S3 has no directory rename; readers of an S3
-export should read it after the job finished).
+old export or the new one, never a half-written mix.
+
+S3 has no directory rename, so an S3 export is a set of immutable versions and a pointer::
+
+    s3://bucket/models/classifier/
+        CURRENT                        {"version": "20261202T171500.123456Z-1a2b3c4d"}: one PUT, the switch
+        versions/<version>/...         a complete export, never written again
+
+The new version is uploaded in full before ``CURRENT`` names it; only then are versions older
+than the previous one (and files of the old flat layout) deleted, and a failure there is a
+warning, never a failed export. :func:`lantern_batch.models.export_root` follows the pointer
+(and reads the flat layout of older exports as before).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 import uuid
 
 from lantern_batch import io
@@ -22,12 +33,9 @@ log = get_logger(__name__)
 def publish_dir(local_dir: str, target: str) -> str:
     """Copy the directory ``local_dir`` to ``target`` (replacing it); returns ``target``."""
     if io.is_s3(target):
-        import pyarrow.fs as pafs
-
-        fs, path = io.filesystem(target)
-        io.delete_dir(target)
-        pafs.copy_files(os.path.abspath(local_dir), path, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=fs)
+        version = _publish_s3_version(local_dir, target)
+        event(log, "export.published", target=target, version=version)
+        return target
     else:
         target_abs = os.path.abspath(target)
         parent = os.path.dirname(target_abs)
@@ -43,3 +51,49 @@ def publish_dir(local_dir: str, target: str) -> str:
             shutil.rmtree(old, ignore_errors=True)
     event(log, "export.published", target=target)
     return target
+
+
+#: Versions kept on S3: the live one and the one before it (a reader that followed the old
+#: pointer just before the switch can still download it).
+KEEP_VERSIONS = 2
+
+
+def _publish_s3_version(local_dir: str, target: str) -> str:
+    import pyarrow.fs as pafs
+
+    from lantern_batch.models import EXPORT_POINTER, EXPORT_VERSIONS
+
+    now = time.time()  # versions sort by upload time (microseconds), then a random suffix
+    version = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}.{int(now * 1e6) % 1_000_000:06d}Z-{uuid.uuid4().hex[:8]}"
+    fs, path = io.filesystem(io.join(target, EXPORT_VERSIONS, version))
+    pafs.copy_files(os.path.abspath(local_dir), path, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)
+    io.write_text(io.join(target, EXPORT_POINTER), json.dumps({"version": version}) + "\n")
+    try:
+        _collect_old_versions(target, version)
+    except OSError as exc:  # the new export is live; stale versions are only storage
+        event(log, "export.gc_failed", target=target, error=type(exc).__name__)
+    return version
+
+
+def _collect_old_versions(target: str, live: str) -> None:
+    """Delete versions older than the previous one, and the old flat layout's files."""
+    import pyarrow.fs as pafs
+
+    from lantern_batch.models import EXPORT_POINTER, EXPORT_VERSIONS
+
+    fs, root = io.filesystem(target)
+    entries = fs.get_file_info(pafs.FileSelector(root, recursive=False, allow_not_found=True))
+    versions_root = f"{root}/{EXPORT_VERSIONS}"
+    versions = sorted(i.base_name for i in fs.get_file_info(
+        pafs.FileSelector(versions_root, recursive=False, allow_not_found=True))
+        if i.type == pafs.FileType.Directory and i.base_name != live)
+    for old in versions[: max(0, len(versions) - (KEEP_VERSIONS - 1))]:
+        fs.delete_dir(f"{versions_root}/{old}")
+    for entry in entries:
+        if entry.base_name in (EXPORT_POINTER, EXPORT_VERSIONS):
+            continue
+        if entry.type == pafs.FileType.Directory:
+            fs.delete_dir(entry.path)
+        else:
+            fs.delete_file(entry.path)

@@ -44,7 +44,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import yaml
 
-from lantern_batch import io
+from lantern_batch import io, models
 from lantern_batch.config import config_hash, write_resolved_config
 from lantern_batch.distill.data import heldout_mask
 from lantern_batch.errors import NotPublishedError
@@ -416,7 +416,8 @@ def load_inputs(cfg: EvaluateConfig) -> EvalInputs:
 
     for key, directory in (("teacher_sft", cfg.teacher_model), ("classifier", cfg.classifier),
                            ("explainer", cfg.explainer)):
-        inputs.training[key] = _read_json(io.join(directory, "metrics.json")) if directory else None
+        inputs.training[key] = (_read_json(io.join(models.export_root(directory), "metrics.json"))
+                                if directory else None)
     for candidate in SUMMARY_NAMES:
         summary = _read_json(io.join(cfg.labels, candidate))
         if summary is not None:

@@ -229,3 +229,59 @@ def test_model_reference_on_s3_without_config_is_a_clear_error(s3_server, tmp_pa
         p for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock")
     )
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+
+
+def test_model_export_to_s3_keeps_the_previous_model_until_the_new_one_is_complete(
+        s3_server, tiny_bert_dir, tmp_path, monkeypatch):
+    """An export is uploaded as a new immutable version; the pointer switches only after every
+    file is up, so a crash mid-upload leaves the previous model whole and readable."""
+    import pyarrow.fs as pafs
+
+    from lantern_batch.distill import export
+
+    monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
+    target = s3_server.uri("models", "export-versions")
+    first = tmp_path / "first"
+    shutil.copytree(tiny_bert_dir, first)
+    (first / models.METADATA_FILE).write_text('{"generation": 1}\n')
+    export.publish_dir(str(first), target)
+    assert json.loads((models.resolve(target) / models.METADATA_FILE).read_text()) == {"generation": 1}
+
+    second = tmp_path / "second"
+    shutil.copytree(tiny_bert_dir, second)
+    (second / models.METADATA_FILE).write_text('{"generation": 2}\n')
+    real_copy = pafs.copy_files
+
+    def crash_mid_upload(src, dst, **kwargs):
+        raise OSError("connection reset during upload")
+
+    monkeypatch.setattr(pafs, "copy_files", crash_mid_upload)
+    with pytest.raises(OSError):
+        export.publish_dir(str(second), target)
+    monkeypatch.setattr(pafs, "copy_files", real_copy)
+    live = models.resolve(target)
+    assert json.loads((live / models.METADATA_FILE).read_text()) == {"generation": 1}
+    for f in first.iterdir():
+        assert (live / f.name).read_bytes() == f.read_bytes()
+
+    # A complete publish switches; versions older than the previous one are collected.
+    export.publish_dir(str(second), target)
+    assert json.loads((models.resolve(target) / models.METADATA_FILE).read_text()) == {"generation": 2}
+    export.publish_dir(str(first), target)
+    fs = io.s3fs_filesystem()
+    root = f"{s3_server.bucket}/models/export-versions/{models.EXPORT_VERSIONS}"
+    versions = [v for v in fs.ls(root, refresh=True) if v.rstrip("/") != root]  # not the folder marker
+    assert len(versions) == export.KEEP_VERSIONS
+    assert json.loads((models.resolve(target) / models.METADATA_FILE).read_text()) == {"generation": 1}
+
+
+def test_export_root_reads_the_old_flat_layout_and_refuses_a_bad_pointer(s3_server, tiny_bert_dir, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
+    fs = io.s3fs_filesystem()
+    prefix = f"{s3_server.bucket}/models/flat-export"
+    fs.put(str(tiny_bert_dir), prefix, recursive=True)
+    assert models.export_root(f"s3://{prefix}") == f"s3://{prefix}"
+    fs.pipe_file(f"{prefix}/{models.EXPORT_POINTER}", b'{"version": "../../elsewhere"}')
+    with pytest.raises(InputError, match="not a plain relative path"):
+        models.resolve(f"s3://{prefix}")
