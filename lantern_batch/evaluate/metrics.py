@@ -10,7 +10,7 @@ Agreement: :func:`confusion_matrix`, :func:`accuracy`, :func:`per_class_scores`,
 :func:`calibration_against` (one model's labels and probabilities against a reference: the fit
 policy's or the teacher's labels).
 
-Explanations: :func:`rouge_scores` (ROUGE-1/2/L F-measure; the same function distill's
+Explanations: :func:`rouge_scores` (ROUGE-1/2/L F-measure; :mod:`lantern_batch.metrics`, the function distill's
 held-out metrics use), :func:`consistency` (the text states exactly one fit label, the row's),
 :func:`judge_explanations` / :func:`explanation_quality` (verdicts of the one explanation
 validator, :mod:`lantern_batch.quality`: valid rate, reasons, grounding errors, repetition) and
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lantern_batch.distill.metrics import rouge_scores as rouge_scores
+from lantern_batch.metrics import rouge_scores as rouge_scores
 from lantern_batch.quality import (
     REASONS,
     ExplanationCheck,
@@ -214,7 +214,7 @@ def label_distribution(labels: Iterable[str | None]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Explanations
 #
-# ROUGE is :func:`lantern_batch.distill.metrics.rouge_scores` itself (re-exported here), so the
+# ROUGE is :func:`lantern_batch.metrics.rouge_scores` itself (re-exported here), so the
 # report and the explainer's own metrics.json cannot disagree on the same texts. Everything else
 # reads the verdicts of the one explanation validator, :func:`lantern_batch.quality.check_explanation`.
 

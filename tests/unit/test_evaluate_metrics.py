@@ -88,29 +88,6 @@ def test_label_distribution_counts_other_values():
     assert d["shares"][H] == pytest.approx(0.4)
 
 
-def test_rouge_by_hand():
-    # "the cat sat" vs "the cat sat on the mat": ROUGE-1 P 3/3 R 3/6 -> F 2/3; ROUGE-2 P 2/2
-    # R 2/5 -> F 4/7; ROUGE-L LCS 3 -> 2/3. The identical pair scores 1; the blank and the missing
-    # prediction are failed explanations and score 0; the pair without a reference is left out.
-    out = m.rouge_scores(["the cat sat", "a b c d", None, "  ", "x"],
-                         ["the cat sat on the mat", "a b c d", "x", "y", None])
-    assert (out["n"], out["blank"], out["skipped"]) == (4, 2, 1)
-    assert out["rouge1"] == pytest.approx((2 / 3 + 1) / 4)
-    assert out["rouge2"] == pytest.approx((4 / 7 + 1) / 4)
-    assert out["rougeL"] == pytest.approx((2 / 3 + 1) / 4)
-    assert m.rouge_scores([], [])["rouge1"] is None
-    with pytest.raises(ValueError):
-        m.rouge_scores(["a"], [])
-
-
-def test_rouge_is_distills_rouge():
-    from lantern_batch.distill import metrics as distill_metrics
-
-    assert m.rouge_scores is distill_metrics.rouge_scores
-    preds, refs = ["the member has python skills", "", "they bring sql"], ["the member has python", "a b", "sql"]
-    assert m.rouge_scores(preds, refs) == distill_metrics.rouge_scores(preds, refs)
-
-
 MEMBER = {"member_id": "m1", "current_title": "Software Engineer", "seniority": "mid", "years_experience": 6.0,
           "skills": ["Python", "Go", "SQL"], "location": "Seattle, WA"}
 JOB = {"job_id": "j1", "title": "Senior Software Engineer", "company": "Northwind Labs", "description": "A role.",
