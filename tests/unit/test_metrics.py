@@ -240,3 +240,62 @@ def test_rouge_counts_a_blank_generation_as_zero():
     r = rouge_scores(["the member has python skills", "", None], ["the member has python skills"] * 3)
     assert (r["n"], r["blank"], r["skipped"]) == (3, 2, 0)
     assert r["rouge1"] == r["rouge2"] == r["rougeL"] == pytest.approx(1 / 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# distill's metrics.json and the evaluation report on the same inputs
+
+
+def test_distill_metrics_json_and_the_evaluate_report_give_the_same_numbers(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from lantern_batch.distill import decoder, train_explainer
+    from lantern_batch.distill.train_classifier import evaluate_heldout
+    from lantern_batch.evaluate.job import run
+    from tests.unit.test_evaluate_job import (
+        PROBS,
+        eval_config,
+        fit_text,
+        judged_pairs,
+        make_eval_inputs,
+    )
+
+    def text(pair):
+        if pair["index"] % 8 == 2:
+            return ""  # selected, the explainer failed: a blank prediction (published as null)
+        if pair["index"] % 8 == 6:
+            return "   "  # a blank prediction published as whitespace
+        return fit_text(pair["student_label"], pair["matched"][:1], pair["missing"])
+
+    facts = make_eval_inputs(tmp_path, student_text=text)
+    assert run(eval_config(tmp_path)) == 0
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())
+
+    # The classifier: distill scores its held-out probabilities against the teacher's labels
+    # (train_classifier.evaluate_heldout, what finalize writes to metrics.json); the report scores
+    # the published probabilities and labels (float32 columns) against the same teacher labels.
+    pairs = sorted(facts["pairs"], key=lambda p: (p["member_id"], p["job_id"]))
+    probs = np.array([PROBS[p["student_label"]] for p in pairs], dtype=np.float32).astype(np.float64)
+    held = pa.table({"label": [FIT_LABELS.index(p["teacher_label"]) for p in pairs], "source": ["teacher"] * len(pairs)})
+    distill = json.loads(json.dumps(evaluate_heldout(probs, held)))  # as metrics.json stores it
+    agreement, cal = report["agreement"], report["calibration"]
+    assert distill["n"] == cal["n"] == agreement["pairs"] == 100
+    assert {k: distill[k] for k in ("accuracy", "macro_f1", "per_class", "confusion", "labels")} == \
+        {k: agreement[k] for k in ("accuracy", "macro_f1", "per_class", "confusion", "labels")}
+    assert distill["ece"] == cal["ece"] and len(cal["bins"]) == CALIBRATION_BINS
+    assert cal["ece"] == pytest.approx(sum(b["count"] / cal["n"] * abs(b["accuracy"] - b["confidence"])
+                                           for b in cal["bins"] if b["count"]), abs=1e-15)
+    assert distill["accuracy"] == pytest.approx(0.8) and 0 < distill["ece"] < 1
+
+    # The explainer: distill's held-out ROUGE (train_explainer.rouge_of on the same predictions)
+    # and the report's, blanks scoring 0 in both.
+    judged = judged_pairs(facts)
+    predictions = [p["student_explanation"] for p in judged]
+    assert "" in predictions and "   " in predictions
+    sample = pa.table({"prompt_ids": [[1]] * len(judged), "explanation": [p["teacher_explanation"] for p in judged]})
+    monkeypatch.setattr(decoder, "generate", lambda model, tok, prompts, *a, **k: list(predictions))
+    cfg = SimpleNamespace(eval=SimpleNamespace(max_new_tokens=8, batch_size=4), train=SimpleNamespace(bf16=False))
+    rouge, _ = train_explainer.rouge_of(None, None, sample, cfg)
+    assert rouge == {k: report["rouge"][k] for k in rouge}
+    assert rouge["blank"] == sum(not p.strip() for p in predictions) >= 2 and rouge["n"] == len(judged)
+    assert 0 < rouge["rougeL"] < 1
