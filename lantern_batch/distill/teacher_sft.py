@@ -175,7 +175,7 @@ def label_probabilities(model: Any, tokenizer: Any, prompts: list[list[int]], ba
 
 def agreement(model: Any, tokenizer: Any, sample: pa.Table, cfg: TeacherSFTConfig) -> dict[str, Any]:
     """Label agreement (accuracy, macro-F1, confusion) with the seed labels of ``sample``."""
-    from lantern_batch.distill.metrics import classification_metrics
+    from lantern_batch.metrics import classification_metrics
 
     probs = label_probabilities(model, tokenizer, sample.column("prompt_ids").to_pylist(),
                                 batch_size=cfg.eval.batch_size, bf16=cfg.train.bf16)

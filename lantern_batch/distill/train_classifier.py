@@ -167,8 +167,10 @@ def ranking_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def evaluate_heldout(probs: np.ndarray, table: pa.Table, temperature: float = 1.0) -> dict[str, Any]:
-    """Metrics on held-out examples, against teacher labels and (separately) seed labels."""
-    from lantern_batch.distill.metrics import classification_metrics, softmax
+    """Metrics on held-out examples, against teacher labels and (separately) seed labels
+    (:func:`lantern_batch.metrics.classification_metrics`: the report's numbers for the same
+    probabilities and labels; None scores when there are no held-out examples)."""
+    from lantern_batch.metrics import classification_metrics, softmax
 
     labels = np.asarray(table.column("label").to_numpy(zero_copy_only=False), dtype=np.int64)
     sources = np.asarray(table.column("source").to_pylist(), dtype=object)
@@ -195,8 +197,8 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
     from lantern_batch.classifier import FitClassifier, predict_proba, resolve_model_dir
     from lantern_batch.distill.data import read_examples
     from lantern_batch.distill.export import publish_dir
-    from lantern_batch.distill.metrics import fit_temperature
     from lantern_batch.distill.trainer import MODEL_FILE, eval_device, read_trainer_state
+    from lantern_batch.metrics import fit_temperature
     from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
 
     device = eval_device(cfg.train.scaling)
@@ -216,7 +218,7 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
         labels = np.asarray(heldout.column("label").to_numpy(zero_copy_only=False), dtype=np.int64)
         temperature = fit_temperature(np.log(np.clip(probs, 1e-12, 1.0)), labels)
     calibrated = evaluate_heldout(probs, heldout, temperature)
-    metrics.update({k: calibrated[k] for k in ("n", "accuracy", "macro_f1", "ece", "nll", "confusion",
+    metrics.update({k: calibrated[k] for k in ("n", "accuracy", "macro_f1", "per_class", "ece", "nll", "confusion",
                                               "labels", "against", "ranking_auc_high_vs_low")})
     if "seed" in calibrated:
         metrics["seed"] = calibrated["seed"]
@@ -240,9 +242,9 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
         with open(os.path.join(tmp, "resolved_config.yaml"), "w") as f:
             f.write(dump_config(cfg))
         publish_dir(tmp, cfg.out)
+    scores = {k: (round(metrics[k], 4) if metrics[k] is not None else None) for k in ("accuracy", "macro_f1", "ece")}
     event(log, "classifier.exported", out=cfg.out, version=metrics["version"], heldout=metrics["n"],
-          accuracy=round(metrics["accuracy"], 4), macro_f1=round(metrics["macro_f1"], 4),
-          ece=round(metrics["ece"], 4), temperature=round(temperature, 3))
+          **scores, temperature=round(temperature, 3))
     return metrics
 
 
@@ -272,6 +274,9 @@ def run(cfg: ClassifierConfig) -> int:
                  run_name=cfg.training_run_name("classifier", prepared.fingerprint),
                  data_fingerprint=prepared.fingerprint)
     metrics = on_eval_worker(finalize, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
+    if cfg.min_accuracy is not None and metrics["accuracy"] is None:
+        # No held-out pair (data.holdout_fraction 0): nothing shows the gate is met.
+        raise QualityGateError(f"classifier has no held-out pairs to check min_accuracy {cfg.min_accuracy} against")
     if cfg.min_accuracy is not None and metrics["accuracy"] < cfg.min_accuracy:
         raise QualityGateError(f"classifier held-out accuracy {metrics['accuracy']:.3f} is below "
                                f"min_accuracy {cfg.min_accuracy}")

@@ -227,7 +227,7 @@ def heldout_sample(examples_dir: str, n: int) -> pa.Table:
 
 def rouge_of(model: Any, tokenizer: Any, sample: pa.Table, cfg: Any) -> tuple[dict[str, float], list[str]]:
     from lantern_batch.distill.decoder import generate
-    from lantern_batch.distill.metrics import rouge_scores
+    from lantern_batch.metrics import rouge_scores
 
     prompts = sample.column("prompt_ids").to_pylist()
     preds = generate(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, bf16=cfg.train.bf16)

@@ -15,6 +15,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from lantern_batch.config import PATH_COMPONENT_PATTERN, ConfigModel, InputTables
+from lantern_batch.metrics import CALIBRATION_BINS
 
 
 class EvaluateConfig(ConfigModel):
@@ -58,8 +59,10 @@ class EvaluateConfig(ConfigModel):
     after SFT) is shown."""
     out: str = "runs/demo/report"
     """Report directory: ``index.html`` (self-contained) and ``metrics.json``."""
-    calibration_bins: int = Field(10, ge=2, le=50)
-    """Equal-width confidence bins of the reliability curve and ECE."""
+    calibration_bins: int = Field(CALIBRATION_BINS, ge=2, le=50)
+    """Equal-width confidence bins of the reliability curve and ECE. The default is the project's
+    one binning (:data:`lantern_batch.metrics.CALIBRATION_BINS`), the one distill's metrics.json
+    ECEs use; another count makes the report's ECE incomparable with those."""
     max_pairs: int = Field(2_000_000, gt=0)
     """Most (teacher, student) pairs compared; above it a deterministic sample (by pair key hash)
     is taken so memory stays bounded. Label columns only: ~100 bytes a pair."""

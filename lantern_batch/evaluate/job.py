@@ -51,6 +51,7 @@ from lantern_batch.errors import NotPublishedError
 from lantern_batch.evaluate import metrics as m
 from lantern_batch.evaluate.config import EvaluateConfig
 from lantern_batch.logs import event, get_logger, timed
+from lantern_batch.metrics import calibration, classification_report, rouge_scores
 from lantern_batch.policy import score_pair
 from lantern_batch.schema import FIT_LABELS, first_occurrence_mask
 
@@ -479,31 +480,21 @@ def compute_results(inputs: EvalInputs, cfg: EvaluateConfig) -> dict[str, Any]:
     else:
         t_labels = shared.column("t_fit_label").to_pylist()
         s_labels = shared.column("s_fit_label").to_pylist()
-        conf = m.confusion_matrix(t_labels, s_labels)
+        report = classification_report(t_labels, s_labels)
         t_probs, s_probs = _probs(shared, "t_"), _probs(shared, "s_")
         res["agreement"] = {
             "available": True,
             "pairs": shared.num_rows,
             "sampled": bool(inputs.teacher.sampled or inputs.student.sampled),
-            "accuracy": m.accuracy(conf),
-            "macro_f1": m.macro_f1(conf),
-            "per_class": m.per_class_scores(conf),
-            "confusion": conf.tolist(),
-            "labels": list(FIT_LABELS),
+            **{k: report[k] for k in ("accuracy", "macro_f1", "per_class", "confusion", "labels")},
             "mean_tvd": m.mean_total_variation(t_probs, s_probs) if t_probs is not None and s_probs is not None else None,
         }
         if s_probs is None:
             res["calibration"] = _unavailable("the scores carry no probabilities")
         else:
-            pred, confidence = m.top_label_confidence(s_probs)
-            ref = np.array([FIT_LABELS.index(x) if x in FIT_LABELS else -1 for x in t_labels])
-            bins = m.reliability_curve(confidence, pred == ref, cfg.calibration_bins)
-            res["calibration"] = {
-                "available": True,
-                "pairs": shared.num_rows,
-                "ece": m.expected_calibration_error(bins),
-                "bins": [b.__dict__ for b in bins],
-            }
+            # n, ece and the bins of the reliability curve, as distill's metrics.json computes its ECE.
+            res["calibration"] = {"available": True, "pairs": shared.num_rows,
+                                  **calibration(s_probs, t_labels, cfg.calibration_bins)}
 
     res["distributions"] = {
         "seed": inputs.seed_distribution,
@@ -633,7 +624,7 @@ def _explanation_results(inputs: EvalInputs, cfg: EvaluateConfig, shared: pa.Tab
                                       else _unavailable("the teacher labels carry no explanations for the judged pairs"))
 
     if teacher_has:
-        rouge = m.rouge_scores(student_expl, teacher_expl)
+        rouge = rouge_scores(student_expl, teacher_expl)
         out["rouge"] = {"available": rouge["n"] > 0, "judged_pairs": len(chosen), **rouge}
     else:
         out["rouge"] = _unavailable("the teacher labels carry no explanations for the judged pairs")
@@ -731,8 +722,9 @@ def _model_row(key: str, name: str, pairs: str, labels: list[str | None], policy
     elif isinstance(policy, dict):
         row["ece"] = _unavailable(policy["reason"])
     else:
-        ece = m.calibration_against(probs, policy, cfg.calibration_bins)
-        row["ece"] = {"available": True, **ece} if ece["n"] else _unavailable("no pair has a policy label")
+        ece = calibration(probs, policy, cfg.calibration_bins)
+        row["ece"] = ({"available": True, "n": ece["n"], "ece": ece["ece"]} if ece["n"]
+                      else _unavailable("no pair has a policy label"))
     return row
 
 

@@ -1,17 +1,19 @@
-"""Evaluation metrics: pure functions over label arrays, probabilities and explanation text.
+"""Evaluation-only metrics: pure functions over label arrays, probabilities and explanation text.
 
 No I/O, no Ray: :mod:`lantern_batch.evaluate.job` loads the tables and calls these; the report
 renders what they return. Labels are the strings of :data:`~lantern_batch.schema.FIT_LABELS`
 (High, Medium, Low); probability matrices have the columns ``p_high, p_medium, p_low``.
 
-Agreement: :func:`confusion_matrix`, :func:`accuracy`, :func:`per_class_scores`,
-:func:`macro_f1`, :func:`reliability_curve`, :func:`expected_calibration_error`,
-:func:`mean_total_variation`, :func:`label_distribution`; :func:`label_agreement` and
-:func:`calibration_against` (one model's labels and probabilities against a reference: the fit
-policy's or the teacher's labels).
+The classification report (accuracy, per-class precision/recall/F1, macro-F1, confusion), the
+reliability curve and ECE, and ROUGE are not here: they are :mod:`lantern_batch.metrics`, the
+functions distill's ``metrics.json`` files use, so the report and those files agree on the same
+inputs.
 
-Explanations: :func:`rouge_scores` (ROUGE-1/2/L F-measure; the same function distill's
-held-out metrics use), :func:`consistency` (the text states exactly one fit label, the row's),
+Agreement: :func:`mean_total_variation`, :func:`label_distribution`, :func:`label_agreement`
+(one model's labels against a reference, the fit policy's or the teacher's, in the shape of the
+report's table of models).
+
+Explanations: :func:`consistency` (the text states exactly one fit label, the row's),
 :func:`judge_explanations` / :func:`explanation_quality` (verdicts of the one explanation
 validator, :mod:`lantern_batch.quality`: valid rate, reasons, grounding errors, repetition) and
 :func:`worst_explanations`; :func:`explanation_labels` (the label each explanation states).
@@ -21,12 +23,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from lantern_batch.distill.metrics import rouge_scores as rouge_scores
+from lantern_batch.metrics import classification_report, label_indices
 from lantern_batch.quality import (
     REASONS,
     ExplanationCheck,
@@ -37,127 +38,7 @@ from lantern_batch.quality import (
 from lantern_batch.schema import FIT_LABELS
 
 # ---------------------------------------------------------------------------------------------
-# Label agreement
-
-
-def _label_index(labels: Iterable[str | None]) -> np.ndarray:
-    """Index of each label in FIT_LABELS; -1 for None or anything else."""
-    lookup = {name: i for i, name in enumerate(FIT_LABELS)}
-    return np.array([lookup.get(x, -1) for x in labels], dtype=np.int64)
-
-
-def confusion_matrix(reference: Sequence[str | None], predicted: Sequence[str | None]) -> np.ndarray:
-    """Counts of (reference label, predicted label) pairs.
-
-    Args:
-        reference: the teacher's labels (rows of the matrix).
-        predicted: the student's labels (columns), aligned with ``reference``.
-
-    Returns:
-        int64 array [3, 3] in FIT_LABELS order; pairs where either label is not a fit label
-        are not counted.
-    """
-    if len(reference) != len(predicted):
-        raise ValueError(f"reference has {len(reference)} labels, predicted {len(predicted)}")
-    r, p = _label_index(reference), _label_index(predicted)
-    ok = (r >= 0) & (p >= 0)
-    k = len(FIT_LABELS)
-    return np.bincount(r[ok] * k + p[ok], minlength=k * k).reshape(k, k).astype(np.int64)
-
-
-def accuracy(confusion: np.ndarray) -> float | None:
-    """Share of pairs on the diagonal; None for an empty matrix."""
-    total = int(confusion.sum())
-    return float(np.trace(confusion) / total) if total else None
-
-
-def per_class_scores(confusion: np.ndarray) -> dict[str, dict[str, float | int | None]]:
-    """Precision, recall, F1 and support per label (reference = rows, predicted = columns).
-
-    Precision is None for a label never predicted, recall None for a label never in the
-    reference; F1 is 0 when both are defined and zero, None when either is undefined.
-    """
-    out: dict[str, dict[str, float | int | None]] = {}
-    for i, name in enumerate(FIT_LABELS):
-        tp = int(confusion[i, i])
-        predicted, support = int(confusion[:, i].sum()), int(confusion[i, :].sum())
-        precision = tp / predicted if predicted else None
-        recall = tp / support if support else None
-        if precision is None or recall is None:
-            f1 = None if (precision is None and recall is None) else 0.0
-        else:
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    return out
-
-
-def macro_f1(confusion: np.ndarray) -> float | None:
-    """Unweighted mean F1 over the labels that occur in the reference or the predictions.
-
-    A label that is neither a reference label nor ever predicted has no F1 and is left out;
-    a label with support that is never predicted (or predicted but never in the reference)
-    counts with F1 = 0. None for an empty matrix.
-    """
-    scores = [s["f1"] for s in per_class_scores(confusion).values() if s["f1"] is not None]
-    return float(np.mean(scores)) if scores else None
-
-
-@dataclass(frozen=True)
-class ReliabilityBin:
-    """One confidence bin of a reliability curve."""
-
-    lower: float
-    upper: float
-    count: int
-    confidence: float | None
-    """Mean predicted confidence in the bin (None when empty)."""
-    accuracy: float | None
-    """Share of the bin's predictions that match the reference (None when empty)."""
-
-
-def reliability_curve(confidence: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> list[ReliabilityBin]:
-    """Equal-width confidence bins over [0, 1]: mean confidence vs accuracy per bin.
-
-    Args:
-        confidence: the student's probability of the label it predicted, per pair.
-        correct: whether that label matches the reference, per pair.
-        n_bins: number of bins; bin b holds confidences in [b/n, (b+1)/n), the last bin
-            includes 1.0.
-    """
-    conf = np.asarray(confidence, dtype=np.float64)
-    hit = np.asarray(correct, dtype=bool)
-    if conf.shape != hit.shape:
-        raise ValueError("confidence and correct must have the same length")
-    if n_bins < 1:
-        raise ValueError("n_bins must be >= 1")
-    idx = np.clip((conf * n_bins).astype(np.int64), 0, n_bins - 1)
-    bins = []
-    for b in range(n_bins):
-        sel = idx == b
-        n = int(sel.sum())
-        bins.append(ReliabilityBin(
-            lower=b / n_bins,
-            upper=(b + 1) / n_bins,
-            count=n,
-            confidence=float(conf[sel].mean()) if n else None,
-            accuracy=float(hit[sel].mean()) if n else None,
-        ))
-    return bins
-
-
-def expected_calibration_error(bins: Sequence[ReliabilityBin]) -> float | None:
-    """ECE = sum over bins of (bin count / total) * |bin accuracy - bin mean confidence|."""
-    total = sum(b.count for b in bins)
-    if not total:
-        return None
-    return float(sum(b.count / total * abs(b.accuracy - b.confidence) for b in bins if b.count))
-
-
-def top_label_confidence(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted label index, its probability) per row of ``probs`` [n, 3]."""
-    probs = np.asarray(probs, dtype=np.float64)
-    pred = probs.argmax(axis=1)
-    return pred, probs[np.arange(len(probs)), pred]
+# Label agreement (the counting itself is :mod:`lantern_batch.metrics`)
 
 
 def mean_total_variation(p: np.ndarray, q: np.ndarray) -> float | None:
@@ -175,35 +56,17 @@ def label_agreement(reference: Sequence[str | None], predicted: Sequence[str | N
 
     Returns:
         ``n`` (pairs counted), ``agreement`` (accuracy; None when ``n`` is 0), ``macro_f1`` and
-        ``confusion`` (reference rows, predicted columns, FIT_LABELS order).
+        ``confusion`` (reference rows, predicted columns, FIT_LABELS order): those of
+        :func:`lantern_batch.metrics.classification_report`.
     """
-    conf = confusion_matrix(reference, predicted)
-    return {"n": int(conf.sum()), "agreement": accuracy(conf), "macro_f1": macro_f1(conf), "confusion": conf.tolist()}
-
-
-def calibration_against(probs: np.ndarray, reference: Sequence[str | None], n_bins: int = 10) -> dict[str, Any]:
-    """ECE of the top-label confidence of ``probs`` [n, 3] against ``reference`` labels.
-
-    Rows whose reference is not a fit label are left out (a pair the policy could not score).
-
-    Returns:
-        ``n`` (rows counted) and ``ece`` (None when ``n`` is 0).
-    """
-    ref = _label_index(reference)
-    keep = ref >= 0
-    probs = np.asarray(probs, dtype=np.float64)
-    if len(probs) != len(ref):
-        raise ValueError(f"probs has {len(probs)} rows, reference {len(ref)} labels")
-    if not keep.any():
-        return {"n": 0, "ece": None}
-    pred, confidence = top_label_confidence(probs[keep])
-    bins = reliability_curve(confidence, pred == ref[keep], n_bins)
-    return {"n": int(keep.sum()), "ece": expected_calibration_error(bins)}
+    report = classification_report(reference, predicted)
+    return {"n": report["n"], "agreement": report["accuracy"], "macro_f1": report["macro_f1"],
+            "confusion": report["confusion"]}
 
 
 def label_distribution(labels: Iterable[str | None]) -> dict[str, Any]:
     """Count and share of each fit label; ``other`` counts anything else (None, typos)."""
-    idx = _label_index(labels)
+    idx = label_indices(list(labels))
     n = len(idx)
     counts = {name: int((idx == i).sum()) for i, name in enumerate(FIT_LABELS)}
     other = int((idx < 0).sum())
@@ -214,9 +77,9 @@ def label_distribution(labels: Iterable[str | None]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Explanations
 #
-# ROUGE is :func:`lantern_batch.distill.metrics.rouge_scores` itself (re-exported here), so the
-# report and the explainer's own metrics.json cannot disagree on the same texts. Everything else
-# reads the verdicts of the one explanation validator, :func:`lantern_batch.quality.check_explanation`.
+# ROUGE is :func:`lantern_batch.metrics.rouge_scores`, the function the explainer's own
+# metrics.json uses. Everything here reads the verdicts of the one explanation validator,
+# :func:`lantern_batch.quality.check_explanation`.
 
 GROUNDING_REASONS: tuple[str, ...] = ("ungrounded_skill", "wrong_years", "wrong_seniority", "wrong_location")
 """Validator reasons that say the text states something the member and job rows do not."""

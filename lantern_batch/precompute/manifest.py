@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lantern_batch.metrics import confusion_matrix
 from lantern_batch.schema import FIT_LABELS, SCORES_SCHEMA, TS
 
 
@@ -240,10 +241,8 @@ def agreement_report(teacher: list[str], student: list[str], min_agreement: floa
     """Gate verdict from teacher and classifier labels of the usable canary pairs."""
     n = len(teacher)
     agree = float(np.mean([a == b for a, b in zip(teacher, student, strict=True)])) if n else 0.0
-    confusion = {t: {s: 0 for s in FIT_LABELS} for t in FIT_LABELS}
-    for t, s in zip(teacher, student, strict=True):
-        if t in confusion and s in confusion[t]:
-            confusion[t][s] += 1
+    cm = confusion_matrix(teacher, student)  # a pair with a non-label on either side is not counted
+    confusion = {t: dict(zip(FIT_LABELS, row, strict=True)) for t, row in zip(FIT_LABELS, cm.tolist(), strict=True)}
     report: dict[str, Any] = {
         "pairs": n, "unusable_pairs": unusable, "agreement": round(agree, 4),
         "min_agreement": min_agreement, "min_pairs": min_pairs,

@@ -1,68 +1,13 @@
-"""Held-out metrics against hand-computed values: confusion, macro-F1, ECE, NLL, temperature
-fitting, ROUGE, and the classifier's ranking AUC."""
+"""What distill writes into a classifier's ``metrics.json``: the held-out split against teacher
+and seed labels (the metrics themselves are :mod:`lantern_batch.metrics`, tested in
+tests/unit/test_metrics.py) and the classifier's ranking AUC."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from lantern_batch.distill.metrics import (
-    classification_metrics,
-    confusion_matrix,
-    expected_calibration_error,
-    fit_temperature,
-    macro_f1,
-    rouge_scores,
-    softmax,
-)
-from lantern_batch.distill.train_classifier import ranking_auc
-
-
-def test_confusion_and_macro_f1_by_hand():
-    labels = np.array([0, 0, 1, 1, 2, 2])
-    preds = np.array([0, 1, 1, 1, 2, 0])
-    cm = confusion_matrix(labels, preds)
-    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    # F1: High 2*1/(2+1+1)=0.5, Medium 2*2/(4+1+0)=0.8, Low 2*1/(2+0+1)=2/3
-    assert macro_f1(cm) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
-
-
-def test_ece_of_perfectly_calibrated_and_overconfident_predictions():
-    probs = np.array([[0.8, 0.1, 0.1]] * 10)
-    labels = np.array([0] * 8 + [1] * 2)  # 80% right at 80% confidence
-    assert expected_calibration_error(probs, labels) == pytest.approx(0.0, abs=1e-9)
-    labels = np.array([0] * 5 + [1] * 5)
-    assert expected_calibration_error(probs, labels) == pytest.approx(0.3)
-
-
-def test_classification_metrics_keys_and_values():
-    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
-    m = classification_metrics(probs, np.array([0, 1, 2, 1]))
-    assert m["accuracy"] == 0.75 and m["n"] == 4 and m["labels"] == ["High", "Medium", "Low"]
-    assert m["nll"] == pytest.approx(-np.mean(np.log([0.7, 0.8, 0.6, 0.4])))
-    assert sum(map(sum, m["confusion"])) == 4
-
-
-def test_fit_temperature_recovers_the_generating_temperature():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(4000, 3)) * 3
-    true_t = 2.5
-    labels = np.array([rng.choice(3, p=p) for p in softmax(logits, true_t)])
-    assert fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.1)
-    assert fit_temperature(logits[:0], labels[:0]) == 1.0
-
-
-def test_rouge_identical_disjoint_and_partial():
-    r = rouge_scores(["the member has python skills"], ["the member has python skills"])
-    assert r == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "n": 1, "blank": 0, "skipped": 0}
-    assert rouge_scores(["zebra"], ["python skills"])["rouge1"] == 0.0
-    partial = rouge_scores(["the member has java"], ["the member has python"])
-    assert 0 < partial["rouge2"] < partial["rouge1"] < 1
-
-
-def test_rouge_counts_a_blank_generation_as_zero():
-    # A blank generation is a failed explanation: it stays in the mean with 0, it is not skipped.
-    r = rouge_scores(["the member has python skills", "", None], ["the member has python skills"] * 3)
-    assert (r["n"], r["blank"], r["skipped"]) == (3, 2, 0)
-    assert r["rouge1"] == r["rouge2"] == r["rougeL"] == pytest.approx(1 / 3)
+from lantern_batch.distill.train_classifier import evaluate_heldout, ranking_auc
+from lantern_batch.metrics import classification_metrics, softmax
 
 
 def test_ranking_auc():
@@ -71,3 +16,40 @@ def test_ranking_auc():
     assert ranking_auc(np.array([0.1, 0.2, 0.9, 0.8, 0.5]), labels) == 0.0
     assert ranking_auc(np.array([0.5, 0.5, 0.5, 0.5, 0.5]), labels) == 0.5
     assert ranking_auc(np.array([0.5]), np.array([1])) is None
+
+
+PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1],
+                  [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
+
+
+def _table(labels, sources):
+    return pa.table({"label": pa.array(labels, pa.int64()), "source": sources})
+
+
+def test_evaluate_heldout_scores_teacher_rows_and_seed_rows_apart():
+    table = _table([0, 1, 2, 1, 2, 2], ["teacher"] * 4 + ["seed"] * 2)
+    out = evaluate_heldout(PROBS, table)
+    assert out["against"] == "teacher"
+    assert {k: out[k] for k in ("n", "accuracy", "confusion")} == {
+        "n": 4, "accuracy": 0.75, "confusion": [[1, 0, 0], [1, 1, 0], [0, 0, 1]]}
+    # The seed rows: [.6 .3 .1] (High, label Low: wrong) and [.1 .1 .8] (Low: right).
+    assert out["seed"]["accuracy"] == 0.5 and out["seed"]["n"] == 2
+    assert out == {**classification_metrics(PROBS[:4], [0, 1, 2, 1]), "against": "teacher",
+                   "seed": classification_metrics(PROBS[4:], [2, 2]),
+                   "ranking_auc_high_vs_low": ranking_auc(PROBS[:, 0] - PROBS[:, 2], table.column("label").to_numpy())}
+
+
+def test_evaluate_heldout_seed_only_and_temperature():
+    table = _table([0, 1, 2, 1], ["seed"] * 4)
+    out = evaluate_heldout(PROBS[:4], table, temperature=2.0)
+    assert out["against"] == "seed" and "seed" not in out
+    tempered = softmax(np.log(PROBS[:4]), 2.0)
+    assert out["nll"] == pytest.approx(-np.mean(np.log(tempered[[0, 1, 2, 3], [0, 1, 2, 1]])))
+    assert out["ece"] == classification_metrics(tempered, [0, 1, 2, 1])["ece"]
+
+
+def test_evaluate_heldout_without_heldout_rows_has_no_scores():
+    # data.holdout_fraction 0: nothing was held out, so there is no accuracy (not an accuracy of 0).
+    out = evaluate_heldout(np.zeros((0, 3)), _table([], []))
+    assert out["n"] == 0
+    assert out["accuracy"] is out["macro_f1"] is out["ece"] is out["nll"] is out["ranking_auc_high_vs_low"] is None

@@ -1,4 +1,5 @@
-"""The evaluation metrics against values computed by hand (see the comments for the arithmetic)."""
+"""The evaluation-only metrics against values computed by hand (see the comments for the arithmetic);
+the classification report, calibration and ROUGE they share with distill are tests/unit/test_metrics.py."""
 
 from __future__ import annotations
 
@@ -11,72 +12,7 @@ from lantern_batch.quality import SkillMatcher
 H, M, L = "High", "Medium", "Low"
 
 
-def test_confusion_accuracy_and_per_class_by_hand():
-    ref = [H, H, M, L, L, L]
-    pred = [H, M, M, L, H, None]  # the last pair has no student label: not counted
-    cm = m.confusion_matrix(ref, pred)
-    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
-    assert m.accuracy(cm) == pytest.approx(3 / 5)
-    per = m.per_class_scores(cm)
-    # High: tp 1, predicted 2, support 2 -> P .5, R .5, F1 .5
-    assert (per[H]["precision"], per[H]["recall"], per[H]["f1"]) == pytest.approx((0.5, 0.5, 0.5))
-    # Medium: tp 1, predicted 2, support 1 -> P .5, R 1, F1 2/3
-    assert per[M]["f1"] == pytest.approx(2 / 3) and per[M]["support"] == 1
-    # Low: tp 1, predicted 1, support 2 -> P 1, R .5, F1 2/3
-    assert (per[L]["precision"], per[L]["recall"]) == pytest.approx((1.0, 0.5))
-    assert m.macro_f1(cm) == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
-
-
-def test_macro_f1_matches_sklearn_when_every_label_occurs():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(0)
-    labels = [H, M, L]
-    ref = list(rng.choice(labels, 300))
-    pred = [r if rng.random() < 0.7 else rng.choice(labels) for r in ref]
-    cm = m.confusion_matrix(ref, pred)
-    assert m.macro_f1(cm) == pytest.approx(sklearn_metrics.f1_score(ref, pred, labels=labels, average="macro"))
-    assert cm.tolist() == sklearn_metrics.confusion_matrix(ref, pred, labels=labels).tolist()
-
-
-def test_macro_f1_conventions_for_absent_labels():
-    # Low occurs nowhere: left out. High and Medium: F1 2/3 each.
-    assert m.macro_f1(m.confusion_matrix([H, H, M], [H, M, M])) == pytest.approx(2 / 3)
-    # Low is in the reference but never predicted: F1 0 counts. High: P .5, R 1 -> 2/3.
-    cm = m.confusion_matrix([H, L], [H, H])
-    assert m.per_class_scores(cm)[L] == {"precision": None, "recall": 0.0, "f1": 0.0, "support": 1}
-    assert m.macro_f1(cm) == pytest.approx((2 / 3 + 0.0) / 2)
-    empty = m.confusion_matrix([], [])
-    assert m.accuracy(empty) is None and m.macro_f1(empty) is None
-
-
-def test_confusion_rejects_misaligned_inputs():
-    with pytest.raises(ValueError):
-        m.confusion_matrix([H], [H, M])
-
-
-def test_reliability_curve_and_ece_by_hand():
-    conf = [0.95, 0.85, 0.85, 0.55, 0.15, 1.0]
-    correct = [True, True, False, True, False, True]
-    bins = m.reliability_curve(conf, correct, n_bins=10)
-    by_index = {i: b for i, b in enumerate(bins) if b.count}
-    assert sorted(by_index) == [1, 5, 8, 9]  # 1.0 falls in the last bin
-    assert by_index[9].count == 2 and by_index[9].confidence == pytest.approx(0.975)
-    assert by_index[8].accuracy == pytest.approx(0.5)
-    assert bins[0].count == 0 and bins[0].confidence is None
-    # (2*|1-.975| + 2*|.5-.85| + 1*|1-.55| + 1*|0-.15|) / 6 = 1.35 / 6
-    assert m.expected_calibration_error(bins) == pytest.approx(1.35 / 6)
-    assert m.expected_calibration_error(m.reliability_curve([], [], 5)) is None
-
-
-def test_perfect_calibration_has_zero_ece():
-    conf = [0.75] * 4
-    bins = m.reliability_curve(conf, [True, True, True, False], n_bins=4)
-    assert m.expected_calibration_error(bins) == pytest.approx(0.0)
-
-
-def test_top_label_confidence_and_tvd():
-    pred, conf = m.top_label_confidence(np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]]))
-    assert pred.tolist() == [1, 0] and conf.tolist() == pytest.approx([0.7, 0.6])
+def test_mean_total_variation():
     p = np.array([[1.0, 0, 0], [0.5, 0.5, 0]])
     q = np.array([[0, 1.0, 0], [0.5, 0.5, 0]])
     assert m.mean_total_variation(p, q) == pytest.approx(0.5)  # (1 + 0) / 2
@@ -86,29 +22,6 @@ def test_label_distribution_counts_other_values():
     d = m.label_distribution([H, H, M, None, "high"])
     assert d["n"] == 5 and d["counts"] == {H: 2, M: 1, L: 0} and d["other"] == 2
     assert d["shares"][H] == pytest.approx(0.4)
-
-
-def test_rouge_by_hand():
-    # "the cat sat" vs "the cat sat on the mat": ROUGE-1 P 3/3 R 3/6 -> F 2/3; ROUGE-2 P 2/2
-    # R 2/5 -> F 4/7; ROUGE-L LCS 3 -> 2/3. The identical pair scores 1; the blank and the missing
-    # prediction are failed explanations and score 0; the pair without a reference is left out.
-    out = m.rouge_scores(["the cat sat", "a b c d", None, "  ", "x"],
-                         ["the cat sat on the mat", "a b c d", "x", "y", None])
-    assert (out["n"], out["blank"], out["skipped"]) == (4, 2, 1)
-    assert out["rouge1"] == pytest.approx((2 / 3 + 1) / 4)
-    assert out["rouge2"] == pytest.approx((4 / 7 + 1) / 4)
-    assert out["rougeL"] == pytest.approx((2 / 3 + 1) / 4)
-    assert m.rouge_scores([], [])["rouge1"] is None
-    with pytest.raises(ValueError):
-        m.rouge_scores(["a"], [])
-
-
-def test_rouge_is_distills_rouge():
-    from lantern_batch.distill import metrics as distill_metrics
-
-    assert m.rouge_scores is distill_metrics.rouge_scores
-    preds, refs = ["the member has python skills", "", "they bring sql"], ["the member has python", "a b", "sql"]
-    assert m.rouge_scores(preds, refs) == distill_metrics.rouge_scores(preds, refs)
 
 
 MEMBER = {"member_id": "m1", "current_title": "Software Engineer", "seniority": "mid", "years_experience": 6.0,
@@ -243,7 +156,7 @@ def test_throughput_rows():
     assert m.throughput_rows("x", None) == []
 
 
-def test_label_agreement_and_calibration_against_a_reference():
+def test_label_agreement_against_a_reference():
     ref = [H, H, M, L, None]  # the last pair has no reference label (the policy could not score it)
     pred = [H, M, M, L, H]
     a = m.label_agreement(ref, pred)
@@ -253,12 +166,6 @@ def test_label_agreement_and_calibration_against_a_reference():
     assert a["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
     assert m.label_agreement([None], [H]) == {"n": 0, "agreement": None, "macro_f1": None,
                                               "confusion": [[0, 0, 0], [0, 0, 0], [0, 0, 0]]}
-    probs = np.array([[0.9, 0.05, 0.05], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05]])
-    # Kept rows: confidence .9 (right), .6 (wrong), .7 (right), .8 (right), one per bin of 10:
-    # ECE = (.1 + .6 + .3 + .2) / 4.
-    c = m.calibration_against(probs, ref, 10)
-    assert c["n"] == 4 and c["ece"] == pytest.approx((0.1 + 0.6 + 0.3 + 0.2) / 4)
-    assert m.calibration_against(probs[:1], [None], 10) == {"n": 0, "ece": None}
 
 
 def test_explanation_labels_counts_none_and_several():
