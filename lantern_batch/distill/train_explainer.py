@@ -306,8 +306,8 @@ def finalize(cfg: ExplainerConfig, checkpoint: Any, prepared: Any, plan: dict[st
             f.write(dump_config(cfg))
         publish_dir(tmp, cfg.out)
     event(log, "explainer.exported", out=cfg.out, params_m=round(metrics["parameters"] / 1e6, 1),
-          rougeL=round(metrics.get("rougeL", 0.0), 4), base_rougeL=round(metrics.get("base_rougeL", 0.0), 4),
-          source_rougeL=round(metrics.get("source_rougeL", 0.0), 4) if "source_rougeL" in metrics else None)
+          **{k: None if metrics.get(k) is None else round(metrics[k], 4)
+             for k in ("rougeL", "base_rougeL", "source_rougeL")})
     return metrics
 
 
