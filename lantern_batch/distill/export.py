@@ -21,13 +21,41 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from lantern_batch import io
 from lantern_batch.logs import event, get_logger
 
 log = get_logger(__name__)
+
+
+def export_model(target: str, cfg: Any, metrics: dict[str, Any], write_model: Callable[[str], str | None],
+                 meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one export of every trained model: ``write_model(dir)`` writes the weights and the
+    tokenizer (and returns the model's version when it computes its own); then
+    ``lantern_batch.json`` (``meta``, unless ``write_model`` wrote its own), ``metrics.json``
+    (with the export's ``version``) and ``resolved_config.yaml`` are added and the directory is
+    published to ``target`` (:func:`publish_dir`). Returns ``metrics``.
+    """
+    from lantern_batch.config import dump_config
+    from lantern_batch.models import METADATA_FILE, model_version
+
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        version = write_model(tmp)
+        if meta is not None:
+            with open(os.path.join(tmp, METADATA_FILE), "w") as f:
+                json.dump(meta, f, indent=2, sort_keys=True)
+        metrics["version"] = version or model_version(tmp)
+        with open(os.path.join(tmp, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+        with open(os.path.join(tmp, "resolved_config.yaml"), "w") as f:
+            f.write(dump_config(cfg))
+        publish_dir(tmp, target)
+    return metrics
 
 
 def publish_dir(local_dir: str, target: str) -> str:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from lantern_batch.distill.config import TeacherSFTConfig
+from lantern_batch.distill.decoder_train import DecoderTask, heldout_sample, train_decoder
 from lantern_batch.logs import event, get_logger
 from lantern_batch.schema import FIT_LABELS
 
@@ -191,10 +191,8 @@ def finalize(cfg: TeacherSFTConfig, checkpoint: Any, prepared: Any, plan: dict[s
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lantern_batch.classifier import resolve_model_dir
-    from lantern_batch.config import dump_config
     from lantern_batch.distill.decoder import merge_lora
-    from lantern_batch.distill.export import publish_dir
-    from lantern_batch.distill.train_explainer import heldout_sample
+    from lantern_batch.distill.export import export_model
     from lantern_batch.distill.trainer import MODEL_FILE, eval_device, read_trainer_state
 
     device = eval_device(cfg.train.scaling)
@@ -217,17 +215,14 @@ def finalize(cfg: TeacherSFTConfig, checkpoint: Any, prepared: Any, plan: dict[s
                "data": prepared.to_json(),
                "train": {**plan, **state, "workers": cfg.train.scaling.num_workers,
                          "deepspeed": cfg.deepspeed.enabled, "lora": cfg.lora.enabled}}
-    with tempfile.TemporaryDirectory(prefix="teacher-export-") as tmp:
-        model.to("cpu", torch.bfloat16).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        with open(os.path.join(tmp, "lantern_batch.json"), "w") as f:
-            json.dump({"kind": "teacher", "source": cfg.model, "prompt_version": cfg.prompt_version,
-                       "training_data_fingerprint": prepared.fingerprint}, f, indent=2, sort_keys=True)
-        with open(os.path.join(tmp, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2, sort_keys=True)
-        with open(os.path.join(tmp, "resolved_config.yaml"), "w") as f:
-            f.write(dump_config(cfg))
-        publish_dir(tmp, cfg.out)
+    meta = {"kind": "teacher", "source": cfg.model, "prompt_version": cfg.prompt_version,
+            "training_data_fingerprint": prepared.fingerprint}
+
+    def write_model(directory: str) -> None:
+        model.to("cpu", torch.bfloat16).save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    export_model(cfg.out, cfg, metrics, write_model, meta)
     event(log, "teacher_sft.exported", out=cfg.out, agreement_before=before.get("accuracy"),
           agreement_after=after.get("accuracy"))
     return metrics
@@ -238,7 +233,6 @@ def run(cfg: TeacherSFTConfig) -> int:
     from lantern_batch.classifier import resolve_model_dir
     from lantern_batch.config import write_resolved_config
     from lantern_batch.distill.data import prepare_examples
-    from lantern_batch.distill.train_explainer import train_decoder
     from lantern_batch.runtime import init_ray
 
     init_ray(cfg.ray)
@@ -254,5 +248,18 @@ def run(cfg: TeacherSFTConfig) -> int:
         hash_fields=("member_id", "job_id", "target_text"),
         settings_for_fingerprint={"prompt": prompt, "version": cfg.prompt_version},
     )
-    train_decoder("teacher_sft", cfg, prepared, source, finalize)
+    train_decoder(TASK, cfg, prepared, source)
     return 0
+
+
+def _build(cfg: TeacherSFTConfig) -> tuple[Any, bool]:
+    return build_teacher(cfg), cfg.lora.enabled
+
+
+def _label_prefix_len(cfg: TeacherSFTConfig, tokenizer: Any) -> int | None:
+    """The label term's token offset, when ``train.label_loss_weight`` asks for the term."""
+    return len(label_token_ids(tokenizer)[0]) if cfg.train.label_loss_weight > 0 else None
+
+
+TASK = DecoderTask(kind="teacher_sft", config_type=TeacherSFTConfig, build=_build, finalize=finalize,
+                   label_prefix_len=_label_prefix_len, label_rows=label_token_rows)

@@ -17,9 +17,7 @@ the held-out split, and the export (:meth:`lantern_batch.classifier.FitClassifie
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -196,7 +194,7 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
 
     from lantern_batch.classifier import FitClassifier, predict_proba, resolve_model_dir
     from lantern_batch.distill.data import read_examples
-    from lantern_batch.distill.export import publish_dir
+    from lantern_batch.distill.export import export_model
     from lantern_batch.distill.trainer import MODEL_FILE, eval_device, read_trainer_state
     from lantern_batch.metrics import fit_temperature
     from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
@@ -225,8 +223,8 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
     metrics["calibration_temperature"] = temperature
     metrics["data"] = prepared.to_json()
     metrics["train"] = train_info
-    with tempfile.TemporaryDirectory(prefix="classifier-export-") as tmp:
-        meta = model.save(tmp, {
+    def write_model(directory: str) -> str:
+        meta = model.save(directory, {
             "max_length": cfg.model.max_length,
             "text_max_chars": cfg.model.text_max_chars,
             "text_version": CLASSIFIER_TEXT_VERSION,
@@ -234,14 +232,9 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
             "training_data_fingerprint": prepared.fingerprint,
             "encoder": cfg.model.encoder,
         }, tokenizer=tokenizer)
-        metrics["version"] = meta["version"]
-        with open(os.path.join(tmp, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2, sort_keys=True)
-        from lantern_batch.config import dump_config
+        return meta["version"]
 
-        with open(os.path.join(tmp, "resolved_config.yaml"), "w") as f:
-            f.write(dump_config(cfg))
-        publish_dir(tmp, cfg.out)
+    export_model(cfg.out, cfg, metrics, write_model)
     scores = {k: (round(metrics[k], 4) if metrics[k] is not None else None) for k in ("accuracy", "macro_f1", "ece")}
     event(log, "classifier.exported", out=cfg.out, version=metrics["version"], heldout=metrics["n"],
           **scores, temperature=round(temperature, 3))

@@ -22,15 +22,14 @@ as an HF directory vLLM loads, with ``metrics.json`` and ``lantern_batch.json``.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lantern_batch.distill.config import ExplainerConfig
+from lantern_batch.distill.decoder_train import DecoderTask, heldout_sample, train_decoder
 from lantern_batch.logs import event, get_logger
 
 log = get_logger(__name__)
@@ -112,87 +111,15 @@ def build_student(cfg: ExplainerConfig, source_dir: str):
     return DecoderForKD(student), keep, n_layers
 
 
-def decoder_train_loop(config: dict[str, Any]) -> None:
-    """Ray Train worker loop for decoders (explainer and teacher SFT share it)."""
-    import ray.train
-    import torch
+def _kd(cfg: ExplainerConfig) -> Any:
+    return cfg.kd
 
-    from lantern_batch.classifier import autocast_context, resolve_model_dir
-    from lantern_batch.distill.decoder import collate_lm, online_topk
-    from lantern_batch.distill.losses import explainer_loss
-    from lantern_batch.distill.trainer import StepLoop, build_engine, restore, worker_setup
 
-    kind = config["kind"]
-    if kind == "explainer":
-        cfg: Any = ExplainerConfig.model_validate(config["cfg"])
-        source = str(resolve_model_dir(cfg.student.source))
-        wrapper, _, _ = build_student(cfg, source)
-        lora_on = cfg.student.lora.enabled
-        kd = cfg.kd
-    else:
-        from lantern_batch.distill.config import TeacherSFTConfig
-        from lantern_batch.distill.teacher_sft import build_teacher
+def _build(cfg: ExplainerConfig) -> tuple[Any, bool]:
+    from lantern_batch.classifier import resolve_model_dir
 
-        cfg = TeacherSFTConfig.model_validate(config["cfg"])
-        wrapper = build_teacher(cfg)
-        lora_on = cfg.lora.enabled
-        kd = None
-    # Teacher SFT with train.label_loss_weight > 0: the fit-label token's offset in the output.
-    label_prefix_len = config.get("label_prefix_len")
-    plan = config["plan"]
-    pad = int(config["pad_id"])
-    ctx = worker_setup(cfg.train)
-    if hasattr(wrapper.lm, "gradient_checkpointing_enable") and config.get("gradient_checkpointing"):
-        wrapper.lm.gradient_checkpointing_enable()
-    engine = build_engine(wrapper, cfg.train, plan["total_steps"], ctx, cfg.deepspeed, only_trainable=lora_on)
-    teacher = None
-    if kd is not None and kd.teacher_model and kd.lambda_kd > 0:
-        from transformers import AutoModelForCausalLM
-
-        teacher = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(kd.teacher_model)), dtype=torch.float32)
-        teacher.to(ctx.device).eval()
-    state, checkpoint = restore(config.get("run_dir"), config.get("data_fingerprint"))
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            engine.load(d)
-    loop = StepLoop(engine=engine, train=cfg.train, plan=plan, ctx=ctx, state=state, what=kind,
-                    data_fingerprint=config.get("data_fingerprint"))
-    shard = ray.train.get_dataset_shard("train")
-    engine.module.train()
-    iter_kwargs: dict[str, Any] = {"batch_format": "pyarrow", "prefetch_batches": 1}
-    if cfg.train.shuffle:
-        iter_kwargs.update(local_shuffle_buffer_size=max(64, 8 * cfg.train.batch_size),
-                           local_shuffle_seed=cfg.train.seed + loop.epoch)
-    columns = ["prompt_ids", "target_ids"] + (["topk_ids", "topk_logprobs"] if kd is not None else [])
-    for table in loop.batches(shard, cfg.train.batch_size, **iter_kwargs):
-        rows = {c: table.column(c).to_pylist() for c in columns if c in table.column_names}
-        b = collate_lm(rows, pad)
-        b = {k: v.to(ctx.device) for k, v in b.items()}
-        if teacher is not None:
-            with autocast_context(ctx.device, cfg.train.bf16):
-                b.update(online_topk(teacher, b, kd.topk))
-        with autocast_context(ctx.device, cfg.train.bf16):
-            logits, sel = engine.module(b["input_ids"], b["attention_mask"], b["labels"])  # [n, vocab]
-        labels = b["labels"][sel]  # [n]
-        if kd is not None and "topk_ids" in b and kd.lambda_kd > 0:
-            loss, parts = explainer_loss(logits, labels, b["topk_ids"][sel], b["topk_logprobs"][sel],
-                                         b["kd_mask"][sel], lambda_sft=kd.lambda_sft, lambda_kd=kd.lambda_kd,
-                                         divergence=kd.divergence, rest=kd.rest)
-        else:
-            lam = kd.lambda_sft if kd is not None else 1.0
-            loss, parts = explainer_loss(logits, labels, None, None, None, lambda_sft=lam, lambda_kd=0.0)
-        if label_prefix_len is not None:
-            from lantern_batch.distill.teacher_sft import label_token_rows
-
-            label_rows = label_token_rows(b["labels"], label_prefix_len)  # [m]
-            label_ce = torch.nn.functional.cross_entropy(logits[label_rows].float(), labels[label_rows])
-            loss = loss + cfg.train.label_loss_weight * label_ce
-            parts["label_ce"] = float(label_ce.detach())
-        engine.backward(loss, cfg.train.grad_accum)
-        loop.after_backward(int(b["input_ids"].shape[0]), {"total": float(loss.detach()), **parts})
-    loop.finish(checkpoint)
-    if ctx.rank == 0:
-        event(log, f"{kind}.train_throughput", samples_per_s=round(loop.throughput(), 3))
+    wrapper, _, _ = build_student(cfg, str(resolve_model_dir(cfg.student.source)))
+    return wrapper, cfg.student.lora.enabled
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,15 +141,6 @@ def load_trained(cfg: ExplainerConfig, checkpoint_dir: str):
         raise RuntimeError(f"checkpoint has unexpected keys: {unexpected[:3]}")
     model = merge_lora(wrapper.lm).float().eval()
     return model, keep, n
-
-
-def heldout_sample(examples_dir: str, n: int) -> pa.Table:
-    """The first ``n`` held-out examples by (member_id, job_id): the same pairs every run."""
-    from lantern_batch.distill.data import read_examples
-
-    table = read_examples(examples_dir, heldout=True)
-    table = table.sort_by([("member_id", "ascending"), ("job_id", "ascending")])
-    return table.slice(0, n)
 
 
 def rouge_of(model: Any, tokenizer: Any, sample: pa.Table, cfg: Any) -> tuple[dict[str, float], list[str]]:
@@ -248,9 +166,8 @@ def finalize(cfg: ExplainerConfig, checkpoint: Any, prepared: Any, plan: dict[st
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lantern_batch.classifier import resolve_model_dir
-    from lantern_batch.config import dump_config
     from lantern_batch.distill.decoder import count_parameters, load_student
-    from lantern_batch.distill.export import publish_dir
+    from lantern_batch.distill.export import export_model
     from lantern_batch.distill.trainer import eval_device, read_trainer_state
 
     device = eval_device(cfg.train.scaling)
@@ -288,23 +205,16 @@ def finalize(cfg: ExplainerConfig, checkpoint: Any, prepared: Any, plan: dict[st
         "rest": cfg.kd.rest, "lambda_sft": cfg.kd.lambda_sft, "lambda_kd": cfg.kd.lambda_kd,
         "teacher_model": cfg.kd.teacher_model, "data": prepared.to_json(), "train": train_info,
     })
-    with tempfile.TemporaryDirectory(prefix="explainer-export-") as tmp:
-        model.to("cpu", torch.bfloat16).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        from lantern_batch.models import model_version
+    meta = {"kind": "explainer", "prompt_version": cfg.prompt_version,
+            "member_tokens": cfg.prompt.member_tokens, "job_tokens": cfg.prompt.job_tokens,
+            "max_new_tokens": cfg.eval.max_new_tokens, "training_data_fingerprint": prepared.fingerprint,
+            "source": cfg.student.source, "layers": keep}
 
-        meta = {"kind": "explainer", "prompt_version": cfg.prompt_version,
-                "member_tokens": cfg.prompt.member_tokens, "job_tokens": cfg.prompt.job_tokens,
-                "max_new_tokens": cfg.eval.max_new_tokens, "training_data_fingerprint": prepared.fingerprint,
-                "source": cfg.student.source, "layers": keep}
-        with open(os.path.join(tmp, "lantern_batch.json"), "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-        metrics["version"] = model_version(tmp)
-        with open(os.path.join(tmp, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2, sort_keys=True)
-        with open(os.path.join(tmp, "resolved_config.yaml"), "w") as f:
-            f.write(dump_config(cfg))
-        publish_dir(tmp, cfg.out)
+    def write_model(directory: str) -> None:
+        model.to("cpu", torch.bfloat16).save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    export_model(cfg.out, cfg, metrics, write_model, meta)
     event(log, "explainer.exported", out=cfg.out, params_m=round(metrics["parameters"] / 1e6, 1),
           **{k: None if metrics.get(k) is None else round(metrics[k], 4)
              for k in ("rougeL", "base_rougeL", "source_rougeL")})
@@ -337,33 +247,8 @@ def run(cfg: ExplainerConfig) -> int:
     prepared.counts["kd_unaligned"] = prepared.num_train + prepared.num_heldout - aligned
     if cfg.kd.lambda_kd > 0 and not cfg.kd.teacher_model and aligned == 0:
         event(log, "explainer.kd_unavailable", reason="no rows with top-k aligned to the student tokenizer")
-    train_decoder("explainer", cfg, prepared, source, finalize)
+    train_decoder(TASK, cfg, prepared, source)
     return 0
-
-
-def train_decoder(kind: str, cfg: Any, prepared: Any, source: str, finalize_fn: Any) -> None:
-    """Ray Train :func:`decoder_train_loop` on ``prepared``'s training split, then
-    ``finalize_fn(cfg, checkpoint, prepared, plan)`` (evaluation and export) on an evaluation
-    worker. Shared by the explainer and teacher SFT (``kind``: ``explainer`` | ``teacher_sft``)."""
-    from transformers import AutoTokenizer
-
-    from lantern_batch.distill.data import train_dataset
-    from lantern_batch.distill.decoder import pad_id
-    from lantern_batch.distill.trainer import fit, on_eval_worker, steps_plan
-
-    plan = steps_plan(prepared.num_train, cfg.train, cfg.train.scaling.num_workers)
-    event(log, f"{kind}.plan", **plan)
-    tok = AutoTokenizer.from_pretrained(source)
-    loop_config = {"kind": kind, "cfg": cfg.model_dump(mode="json"), "plan": plan, "pad_id": pad_id(tok)}
-    if kind == "teacher_sft" and cfg.train.label_loss_weight > 0:
-        from lantern_batch.distill.teacher_sft import label_token_ids
-
-        loop_config["label_prefix_len"] = len(label_token_ids(tok)[0])
-    result = fit(train_loop=decoder_train_loop, loop_config=loop_config,
-                 train_dataset=train_dataset(prepared), train=cfg.train,
-                 run_name=cfg.training_run_name(kind, prepared.fingerprint),
-                 data_fingerprint=prepared.fingerprint)
-    on_eval_worker(finalize_fn, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
 
 
 def _count_aligned(examples_dir: str) -> int:
@@ -372,3 +257,5 @@ def _count_aligned(examples_dir: str) -> int:
     col = read_examples(examples_dir, columns=["kd_aligned"]).column("kd_aligned")
     return int(pc.sum(col.cast(pa.int64())).as_py() or 0)
 
+
+TASK = DecoderTask(kind="explainer", config_type=ExplainerConfig, build=_build, finalize=finalize, kd=_kd)
