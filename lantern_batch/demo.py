@@ -112,15 +112,16 @@ class DemoConfig(ConfigModel):
 def wire(cfg: DemoConfig) -> DemoConfig:
     """Point every stage's inputs and outputs at the layout under ``cfg.out``:
 
-    ``data/`` (world), ``models/{teacher,classifier,explainer}/``, ``labels/`` (synthesis:
-    ``labels/labels/teacher=NAME/``, ``labels/errors/``), ``scores/`` and ``errors/`` (precompute),
+    ``data/`` (world), ``models/{teacher,classifier,explainer}/``, ``synth/`` (synthesis:
+    ``synth/labels/teacher=NAME/``, ``synth/fused/``, ``synth/errors/``, as a standalone
+    ``synthesize`` with configs/demo_synthesize.yaml writes it), ``scores/`` and ``errors/`` (precompute),
     ``report/``, ``train/`` (checkpoints).
     """
     cfg = cfg.model_copy(deep=True)
     root = cfg.out
     data = io.join(root, "data")
     models = io.join(root, "models")
-    labels = io.join(root, "labels")
+    labels = io.join(root, "synth")
     tables = {t: io.join(data, t) for t in ("members", "jobs", "pairs")}
     teacher_ref = io.join(models, "teacher") if "teacher-sft" in cfg.stages else cfg.teacher_sft.model
 

@@ -3,7 +3,7 @@
     lantern-batch distill teacher-sft --config configs/demo_distill_teacher_sft.yaml
     lantern-batch distill classifier  --config configs/demo_distill_classifier.yaml
     lantern-batch distill explainer   --config configs/demo_distill_explainer.yaml
-    lantern-batch distill chain       --config configs/chain_demo_explainer.yaml
+    lantern-batch distill chain       --config configs/demo_distill_chain.yaml
 
 Defaults are the local demo's values (CPU, bundled models, everything under ``runs/demo/``).
 Each job writes its export to ``out`` (an HF directory plus ``metrics.json`` and the resolved

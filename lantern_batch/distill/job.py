@@ -3,7 +3,7 @@
     lantern-batch distill teacher-sft --config configs/demo_distill_teacher_sft.yaml
     lantern-batch distill classifier  --config configs/demo_distill_classifier.yaml
     lantern-batch distill explainer   --config configs/demo_distill_explainer.yaml
-    lantern-batch distill chain       --config configs/chain_demo_explainer.yaml
+    lantern-batch distill chain       --config configs/demo_distill_chain.yaml
 
 Each job starts or joins Ray (``lantern_batch.runtime.init_ray``), prepares its examples with Ray
 Data, trains with Ray Train, evaluates on the held-out split and exports to ``cfg.out`` with a

@@ -1,7 +1,7 @@
 """Configuration of ``lantern-batch evaluate`` (light module: no heavy imports).
 
     lantern-batch evaluate --config configs/demo_evaluate.yaml
-    lantern-batch evaluate --labels runs/demo/labels --scores runs/demo --out runs/demo/report
+    lantern-batch evaluate --labels runs/demo/synth --scores runs/demo --out runs/demo/report
 
 Every input is optional in the sense that a missing one turns its report section into
 "not available"; the defaults are the local demo's layout under ``runs/demo/``.
@@ -36,7 +36,7 @@ class EvaluateConfig(ConfigModel):
     years, levels and places are checked. ``pairs`` is not read."""
     seed: str | None = "runs/demo/data/seed"
     """D_seed (the seed labels), for the label distribution per stage; None: skip."""
-    labels: str = "runs/demo/labels"
+    labels: str = "runs/demo/synth"
     """Output directory of ``synthesize``: holds ``labels/teacher=NAME/`` and, with several
     teachers, ``fused/``."""
     teacher: str | None = Field(None, pattern=PATH_COMPONENT_PATTERN)

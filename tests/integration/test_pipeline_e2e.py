@@ -69,11 +69,11 @@ def test_demo_exits_0_and_writes_every_stage(demo_run):
 
 def test_teacher_labels_conserve_rows(demo_run):
     root, _ = demo_run
-    summary = json.loads((root / "labels" / "run_summary.json").read_text())
+    summary = json.loads((root / "synth" / "run_summary.json").read_text())
     assert set(summary["passes"]) == {"smollm2", "engagement"}
     assert summary["passes"]["smollm2"]["valid_rate"] is not None
     assert all(t["conserved"] for t in summary["output"]["teachers"].values())
-    labels = io.read_table(str(root / "labels" / "fused"))
+    labels = io.read_table(str(root / "synth" / "fused"))
     assert labels.num_rows > 0
     assert set(labels.column("fit_label").to_pylist()) <= set(FIT_LABELS)
     sums = pc.add(pc.add(labels.column("p_high"), labels.column("p_medium")), labels.column("p_low"))

@@ -26,6 +26,6 @@ def test_explainer_falls_back_to_seed_when_the_teacher_kept_nothing(tmp_path, ca
     cfg = wire(load_config(DemoConfig, str(CONFIG), [f"out={tmp_path}"]))
     assert _explainer_inputs(cfg.explainer).data.teacher_labels is None
     assert "kept no valid explanation" in capsys.readouterr().out
-    write_table(TEACHER_LABELS_SCHEMA.empty_table(), str(tmp_path / "labels" / "labels" / "teacher=smollm2"),
+    write_table(TEACHER_LABELS_SCHEMA.empty_table(), str(tmp_path / "synth" / "labels" / "teacher=smollm2"),
                 basename="part-0.parquet")
-    assert _explainer_inputs(cfg.explainer).data.teacher_labels == str(tmp_path / "labels")
+    assert _explainer_inputs(cfg.explainer).data.teacher_labels == str(tmp_path / "synth")
