@@ -47,6 +47,7 @@ from lantern_batch import io
 from lantern_batch.errors import InputError
 from lantern_batch.logs import event, get_logger
 from lantern_batch.schema import DIMENSIONS, ERRORS_SCHEMA, FIT_LABELS, error_rows
+from lantern_batch.teacher.store import FUSED_MARKER, fused_marker
 
 log = get_logger(__name__)
 
@@ -113,8 +114,8 @@ def resolve_teacher_labels(path: str, teacher: str | None = None) -> str:
     """The teacher-label table under ``path``.
 
     ``path`` may be the table itself or a synthesis output directory: then ``fused/`` is used
-    when it holds Parquet files, else ``labels/teacher=NAME`` (``teacher`` chooses; with one
-    teacher it is taken).
+    when it holds a complete fusion (its ``_SUCCESS``), else ``labels/teacher=NAME``
+    (``teacher`` chooses; with one teacher it is taken).
 
     Raises:
         InputError: nothing usable found, or several teachers and none chosen.
@@ -127,6 +128,10 @@ def resolve_teacher_labels(path: str, teacher: str | None = None) -> str:
             raise InputError(f"teacher-label table for teacher '{teacher}' not found at {chosen}")
         return chosen
     if io.list_parquet_files(fused):
+        if fused_marker(path) is None:
+            raise InputError(
+                f"fused teacher labels at {fused} have no {FUSED_MARKER}: a synthesis run stopped "
+                "while fusing them; rerun synthesize, or set data.teacher to one teacher")
         return fused
     files = io.list_parquet_files(labels)
     if files:

@@ -54,6 +54,7 @@ from lantern_batch.logs import event, get_logger, timed
 from lantern_batch.metrics import calibration, classification_report, rouge_scores
 from lantern_batch.policy import score_pair
 from lantern_batch.schema import FIT_LABELS, first_occurrence_mask
+from lantern_batch.teacher.store import FUSED_MARKER, fused_marker
 
 log = get_logger(__name__)
 
@@ -327,8 +328,14 @@ def _pick_teacher(cfg: EvaluateConfig, inputs: EvalInputs) -> tuple[str | None, 
     teacher_dirs = [d for d in _subdirs(labels_root) if d.startswith("teacher=")]
     all_dirs = [io.join(labels_root, d) for d in teacher_dirs]
     fused = io.join(cfg.labels, "fused")
-    if cfg.teacher == "fused" or (cfg.teacher is None and io.list_parquet_files(fused)):
+    complete = fused_marker(cfg.labels) is not None
+    if cfg.teacher == "fused" or (cfg.teacher is None and complete):
+        if not complete:
+            inputs.notes.append(f"fused labels at {fused} are incomplete (no {FUSED_MARKER}): not compared")
+            return "fused", None, all_dirs
         return "fused", fused, all_dirs
+    if cfg.teacher is None and io.list_parquet_files(fused):
+        inputs.notes.append(f"fused labels at {fused} are incomplete (no {FUSED_MARKER}): not used")
     if cfg.teacher is not None:
         return cfg.teacher, io.join(labels_root, f"teacher={cfg.teacher}"), all_dirs
     if not teacher_dirs:

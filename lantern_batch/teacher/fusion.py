@@ -11,8 +11,11 @@ teacher's label, columns: second's, both in High/Medium/Low order).
 
 Scale: the work is split into 16 buckets by the first hex digit of ``pair_id``; each bucket is
 one Ray task that reads only its rows' seven small columns, so memory is ~1/16 of the labels'
-key columns. Output: ``OUT/fused/part-<b>.parquet`` (same 16 names every run: rerunning
-overwrites) and ``OUT/agreement.json``.
+key columns. Output: ``OUT/fused/part-<b>.parquet`` and ``OUT/agreement.json``. The table is
+withdrawn (marker first) before it is rewritten and ``fused/_SUCCESS`` (the teachers and
+temperature fused) is written last: readers use ``fused/`` only with its marker, so a crash
+mid-fusion, or a later run with one teacher (which removes ``fused/``), never leaves a stale or
+half-written table in use.
 """
 
 from __future__ import annotations
@@ -146,6 +149,7 @@ def fuse_and_report(cfg: Any) -> dict:
     import ray
 
     teachers = [(t.name, t.prompt_version, t.weight) for t in cfg.teachers]
+    store.invalidate_fused(cfg.out)
     task = ray.remote(fuse_bucket).options(num_cpus=0.5)
     partials = ray.get([task.remote(cfg.out, teachers, cfg.fusion.temperature, b) for b in BUCKETS])
     report = agreement_report(partials, {n: w for n, _, w in teachers})
@@ -153,5 +157,8 @@ def fuse_and_report(cfg: Any) -> dict:
     report["all_agree_rows"] = sum(p["agree"] for p in partials)
     report["temperature"] = cfg.fusion.temperature
     io.write_text(io.join(cfg.out, "agreement.json"), json.dumps(report, indent=2) + "\n")
+    marker = {"teachers": [{"name": n, "prompt_version": v, "weight": w} for n, v, w in teachers],
+              "temperature": cfg.fusion.temperature, "rows": report["fused_rows"]}
+    io.write_text(io.join(store.fused_dir(cfg.out), store.FUSED_MARKER), json.dumps(marker, indent=2) + "\n")
     return {"fused_rows": report["fused_rows"], "all_agree_rows": report["all_agree_rows"],
             "agreement": {k: v["agreement"] for k, v in report["pairwise"].items()}}

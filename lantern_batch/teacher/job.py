@@ -258,7 +258,9 @@ def run(cfg: SynthesizeConfig) -> int:
 
     passes = {t.name: run_teacher(cfg, t, side, tasks) for t in cfg.teachers}
     fusion = None
-    if len(cfg.teachers) > 1:
+    if len(cfg.teachers) == 1:
+        store.invalidate_fused(cfg.out)  # an earlier run's fusion of another teacher set
+    else:
         from lantern_batch.teacher.fusion import fuse_and_report
 
         fusion = fuse_and_report(cfg)

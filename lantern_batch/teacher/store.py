@@ -25,9 +25,11 @@ errors are written once per output, by whichever teacher pass meets them first.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -60,6 +62,30 @@ def errors_dir(out: str) -> str:
 
 def fused_dir(out: str) -> str:
     return io.join(out, "fused")
+
+
+#: Written last into ``fused/`` by a complete fusion: the teachers (name, prompt version,
+#: weight) and temperature it fused. Readers use ``fused/`` only when it is there.
+FUSED_MARKER = "_SUCCESS"
+
+
+def fused_marker(out: str) -> dict[str, Any] | None:
+    """The complete fused table's record, or None (no fused table, or one half-written or
+    invalidated by a later run with another teacher set)."""
+    path = io.join(fused_dir(out), FUSED_MARKER)
+    if not io.exists(path):
+        return None
+    try:
+        return json.loads(io.read_text(path))
+    except ValueError:
+        return None
+
+
+def invalidate_fused(out: str) -> None:
+    """Withdraw ``fused/`` before it is rewritten, or for good when a run has one teacher:
+    the marker goes first, so no reader takes the table while it is changing."""
+    io.delete_file(io.join(fused_dir(out), FUSED_MARKER))
+    io.delete_dir(fused_dir(out))
 
 
 def commits_root(out: str) -> str:

@@ -65,6 +65,10 @@ def test_resolve_teacher_labels_prefers_fused_and_needs_a_choice_between_teacher
         resolve_teacher_labels(str(tmp_path))
     assert resolve_teacher_labels(str(tmp_path), teacher="b").endswith("teacher=b")
     io.write_table(_labels([_row()]), str(tmp_path / "fused"))
+    # A fused table without its marker is half-written (a run stopped while fusing): an error.
+    with pytest.raises(InputError, match="_SUCCESS"):
+        resolve_teacher_labels(str(tmp_path))
+    (tmp_path / "fused" / "_SUCCESS").write_text('{"teachers": []}')
     assert resolve_teacher_labels(str(tmp_path)).endswith("fused")
     with pytest.raises(InputError, match="no Parquet"):
         resolve_teacher_labels(str(tmp_path / "nothing"))
