@@ -29,4 +29,7 @@ class LockHeldError(LanternError):
 
 
 class NotPublishedError(LanternError):
-    """A partition is not published (no ``_SUCCESS``), or a publish is half-way or interrupted."""
+    """A partition is not published (no ``_SUCCESS``), or the run ``_SUCCESS`` names has no
+    manifest (a publish by an older version half-way, or one interrupted), or its files are
+    missing."""
+

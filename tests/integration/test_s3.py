@@ -104,11 +104,20 @@ def test_publish_on_s3_concurrent_reader_never_sees_a_mix(s3_server):
     assert manifest["run_id"] == "run07" and all(f.startswith("s3://") for f in files)
 
 
-def test_torn_publish_on_s3_is_reported(s3_server):
+def test_half_done_publish_on_s3_reads_the_old_generation(s3_server):
     final_dir = s3_server.uri("torn", "ds=2026-11-24")
     _publish(final_dir, "runA", 1)
-    io.write_text(io.join(final_dir, "_manifest.json"), json.dumps({"run_id": "runB", "files": []}))
-    with pytest.raises(NotPublishedError, match="runA"):
+    # runB's manifest is written but _SUCCESS still names runA: readers get runA.
+    io.write_text(io.join(final_dir, "_manifest-runB.json"), json.dumps({"run_id": "runB", "files": []}))
+    table = io.read_published(final_dir, torn_grace_s=0.2, poll_s=0.05)
+    assert set(table.column("run_id").to_pylist()) == {"runA"}
+
+
+def test_success_without_its_manifest_on_s3_is_reported(s3_server):
+    final_dir = s3_server.uri("torn-success", "ds=2026-11-24")
+    _publish(final_dir, "runA", 1)
+    io.write_text(io.join(final_dir, "_SUCCESS"), "runB\n")
+    with pytest.raises(NotPublishedError, match="_SUCCESS names run runB"):
         io.read_published(final_dir, torn_grace_s=0.2, poll_s=0.05)
 
 
