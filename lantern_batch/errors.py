@@ -33,3 +33,7 @@ class NotPublishedError(LanternError):
     manifest (a publish by an older version half-way, or one interrupted), or its files are
     missing."""
 
+
+class ConflictError(LanternError):
+    """A compare-and-set update (``_LATEST``) kept losing to concurrent writers (exit code 1:
+    retry)."""

@@ -11,13 +11,15 @@ s3fs behind the same pyarrow interface. Credentials are never logged or written 
 
 Published partitions (the precompute output contract) are written with
 :func:`publish_partition` (one manifest per generation, ``_SUCCESS`` naming the live one) and
-read with :func:`read_published` / :func:`published_files`; :class:`PartitionLock` keeps one
-run per partition at a time. Ray workers that read S3 need the same endpoint and credentials:
+read with :func:`read_published` / :func:`published_files`; :func:`write_latest` moves
+``_LATEST`` forward only, by compare-and-set; :class:`PartitionLock` keeps one run per partition
+at a time. Ray workers that read S3 need the same endpoint and credentials:
 :func:`lantern_batch.runtime.init_ray` passes the ``AWS_*`` variables that are set on to them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import posixpath
@@ -33,7 +35,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from lantern_batch.errors import InputError, LockHeldError, NotPublishedError
+from lantern_batch.errors import ConflictError, InputError, LockHeldError, NotPublishedError
 from lantern_batch.logs import event, get_logger
 
 log = get_logger(__name__)
@@ -667,24 +669,102 @@ def read_published(
         return table
 
 
-def write_latest(base: str, ds: str) -> str:
-    """Point ``base/_LATEST`` at the newest published ds (atomic write).
+# --------------------------------------------------------------------------- _LATEST
 
-    ``_LATEST`` never moves backwards: republishing an older ds keeps a newer one named
-    (``YYYY-MM-DD`` strings sort by date). Returns the ds that ``_LATEST`` names afterwards.
+
+def write_latest(base: str, ds: str, *, attempts: int = 20) -> str:
+    """Point ``base/_LATEST`` at ``ds`` unless it already names a newer ds; returns what it names.
+
+    ``_LATEST`` never moves backwards (``YYYY-MM-DD`` strings sort by date), also when two
+    publishes call this at once: the read-compare-write is a compare-and-set — under an
+    exclusive ``flock`` of ``base/_locks/_LATEST.flock`` on local disk, and a conditional PUT
+    (``If-Match`` the ETag that was read, ``If-None-Match: *`` when there was none) on S3,
+    retried up to ``attempts`` times when another writer got in between.
+
+    Raises:
+        NotPublishedError: ``base/ds=<ds>`` is not published, or its live manifest lists a
+            file that is missing: ``_LATEST`` only ever names a readable partition.
+        ConflictError: every attempt lost to a concurrent writer (S3).
     """
     ds = str(ds).strip()
-    current = read_latest(base)
-    newest = max(ds, current) if current else ds
-    if newest != current:
-        write_text(join(base, LATEST), newest + "\n")
-    return newest
+    if not ds:
+        raise ValueError("write_latest: empty ds")
+    check_readable(join(base, f"ds={ds}"))
+    if is_s3(base):
+        return _advance_latest_s3(base, ds, attempts)
+    return _advance_latest_local(base, ds)
+
+
+def check_readable(final_dir: str) -> dict:
+    """The live manifest of ``final_dir``, after checking that every file it lists exists.
+
+    Raises:
+        NotPublishedError: not published, no manifest for the live run, or a listed file
+            missing.
+    """
+    manifest, files = published_files(final_dir, torn_grace_s=0)
+    present = set(list_dir(final_dir))
+    missing = sorted(n for n in (basename(f) for f in files) if n not in present)
+    if missing:
+        raise NotPublishedError(
+            f"{final_dir}: the live manifest (run {manifest.get('run_id')}) lists "
+            f"{len(missing)} data files that do not exist, e.g. {missing[0]}; the partition is "
+            "not readable (rerun the job for this partition)"
+        )
+    return manifest
 
 
 def read_latest(base: str) -> str | None:
     """The ds named by ``base/_LATEST``, or None when nothing has been published."""
     try:
         return read_text(join(base, LATEST)).strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _newer(ds: str, current: str | None) -> str:
+    return max(ds, current) if current else ds
+
+
+def _advance_latest_local(base: str, ds: str) -> str:
+    lock_path = os.path.abspath(join(base, "_locks", "_LATEST.flock"))
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        current = read_latest(base)
+        newest = _newer(ds, current)
+        if newest != current:
+            write_text(join(base, LATEST), newest + "\n")
+    return newest
+
+
+def _advance_latest_s3(base: str, ds: str, attempts: int) -> str:
+    path = join(base, LATEST)
+    current: str | None = None
+    for attempt in range(attempts):
+        # ETag first: if the object changes before the body is read, the PUT conditioned on
+        # this ETag fails and we read again, which is the safe outcome.
+        etag = _s3_etag(path)
+        current = read_latest(base)
+        newest = _newer(ds, current)
+        if newest == current:
+            return newest
+        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+        try:
+            _s3_put(path, (newest + "\n").encode(), **condition)
+            return newest
+        except (FileExistsError, FileNotFoundError):
+            time.sleep(min(1.0, 0.02 * 2**attempt))  # another writer got in between: read again
+    raise ConflictError(
+        f"{path}: {attempts} compare-and-set attempts to name ds {ds} lost to concurrent "
+        f"writers; it still names {current}"
+    )
+
+
+def _s3_etag(uri: str) -> str | None:
+    """The ETag of an S3 object, or None when it does not exist."""
+    try:
+        return s3fs_filesystem().info(uri.split("://", 1)[1])["ETag"]
     except FileNotFoundError:
         return None
 

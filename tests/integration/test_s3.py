@@ -123,9 +123,13 @@ def test_success_without_its_manifest_on_s3_is_reported(s3_server):
 
 def test_latest_on_s3(s3_server):
     base = s3_server.uri("latest", "scores")
+    for ds in ("2026-11-23", "2026-11-24"):
+        _publish(io.join(base, f"ds={ds}"), f"run-{ds}", 1)
     io.write_latest(base, "2026-11-24")
     io.write_latest(base, "2026-11-23")
     assert io.read_latest(base) == "2026-11-24"
+    with pytest.raises(NotPublishedError, match="not published"):
+        io.write_latest(base, "2026-11-25")
 
 
 def test_lock_on_s3_contention_stale_and_release(s3_server, caplog):

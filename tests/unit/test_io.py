@@ -256,6 +256,8 @@ def test_publish_refuses_bad_inputs(tmp_path):
 
 def test_write_latest_names_the_newest_ds(tmp_path):
     base = str(tmp_path / "scores")
+    for ds in ("2026-11-20", "2026-11-23", "2026-11-24"):
+        _publish(io.join(base, f"ds={ds}"), f"run-{ds}")
     assert io.read_latest(base) is None
     assert io.write_latest(base, "2026-11-23") == "2026-11-23"
     assert io.write_latest(base, "2026-11-24") == "2026-11-24"
