@@ -566,7 +566,9 @@ def run_cli(cfg: dict, name: str) -> dict:
     t.join()
     if rc != 0:
         raise SystemExit(f"{name}: precompute exited {rc}; see {WORK / (name + '.log')}")
-    man = json.loads(Path(cfg["out"], "scores", f"ds={cfg['ds']}", "_manifest.json").read_text())
+    from lantern_batch import io
+
+    man, _ = io.published_files(str(Path(cfg["out"], "scores", f"ds={cfg['ds']}")))  # the live manifest
     c = man["counts"]
     return {"wall_s": round(wall, 1), "peak_rss_mb": round(peak["rss"] / 2**20, 1),
             "peak_pss_mb": round(peak["pss"] / 2**20, 1), "max_processes": peak["processes"],

@@ -6,7 +6,8 @@ job's working directory (the package need not be installed on the cluster):
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python jobs/precompute.py --config configs/prod_precompute.yaml --set ds=2026-11-24
 
-Output: ``OUTPUT/scores/ds=…/`` (data files, ``_manifest.json``, ``_SUCCESS`` last),
+Output: ``OUTPUT/scores/ds=…/`` (data files, ``_manifest-<run_id>.json``, then ``_SUCCESS``
+naming the run),
 ``OUTPUT/errors/ds=…/`` and ``OUTPUT/scores/_LATEST``. Exit code: 0 published, 3 blocked by
 the quality gate (nothing published), 2 bad input or config, 1 other failure.
 """

@@ -29,4 +29,11 @@ class LockHeldError(LanternError):
 
 
 class NotPublishedError(LanternError):
-    """A partition is not published (no ``_SUCCESS``), or a publish is half-way or interrupted."""
+    """A partition is not published (no ``_SUCCESS``), or the run ``_SUCCESS`` names has no
+    manifest (a publish by an older version half-way, or one interrupted), or its files are
+    missing."""
+
+
+class ConflictError(LanternError):
+    """A compare-and-set update (``_LATEST``) kept losing to concurrent writers (exit code 1:
+    retry)."""

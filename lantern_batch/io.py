@@ -9,14 +9,17 @@ s3fs behind the same pyarrow interface. Credentials are never logged or written 
     table = read_table("s3://bucket/world/members")
     write_table(table, "runs/x/members")
 
-Published partitions (the precompute output contract, DESIGN.md) are written with
-:func:`publish_partition` and read with :func:`read_published`; :class:`PartitionLock` keeps one
-run per partition at a time. Ray workers that read S3 need the same endpoint and credentials:
+Published partitions (the precompute output contract) are written with
+:func:`publish_partition` (one manifest per generation, ``_SUCCESS`` naming the live one) and
+read with :func:`read_published` / :func:`published_files`; :func:`write_latest` moves
+``_LATEST`` forward only, by compare-and-set; :class:`PartitionLock` keeps one run per partition
+at a time. Ray workers that read S3 need the same endpoint and credentials:
 :func:`lantern_batch.runtime.init_ray` passes the ``AWS_*`` variables that are set on to them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import posixpath
@@ -32,15 +35,20 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from lantern_batch.errors import InputError, LockHeldError, NotPublishedError
+from lantern_batch.errors import ConflictError, InputError, LockHeldError, NotPublishedError
 from lantern_batch.logs import event, get_logger
 
 log = get_logger(__name__)
 
 S3_PREFIX = "s3://"
 
+MANIFEST_PREFIX = "_manifest-"
+MANIFEST_SUFFIX = ".json"
+"""A generation's own manifest is ``_manifest-<run_id>.json`` (:func:`generation_manifest_name`)."""
 MANIFEST = "_manifest.json"
+"""A copy of the live generation's manifest, for readers that predate per-generation manifests."""
 SUCCESS = "_SUCCESS"
+"""Names the live run of a published partition; written last, the one atomic switch."""
 LATEST = "_LATEST"
 
 
@@ -174,7 +182,8 @@ def list_parquet_files(path: str) -> list[str]:
 
     Files whose names start with ``_`` or ``.`` (``_SUCCESS``, staging files) are skipped. A
     published partition may hold two generations of files: read those with
-    :func:`read_published` / :func:`published_files`, which follow its manifest.
+    :func:`read_published` / :func:`published_files`, which follow ``_SUCCESS`` to the live
+    generation's manifest.
     """
     fs, p = filesystem(path)
     info = fs.get_file_info(p)
@@ -342,39 +351,57 @@ def part_name(run_id: str, index: int) -> str:
     return f"part-{run_id}-{index:05d}.parquet"
 
 
+def generation_manifest_name(run_id: str) -> str:
+    """``_manifest-<run_id>.json``: the manifest of one generation of a partition."""
+    return f"{MANIFEST_PREFIX}{run_id}{MANIFEST_SUFFIX}"
+
+
+def _generation_of(name: str) -> str | None:
+    """The run id in a ``_manifest-<run_id>.json`` file name; None for any other name."""
+    if name.startswith(MANIFEST_PREFIX) and name.endswith(MANIFEST_SUFFIX):
+        return name[len(MANIFEST_PREFIX) : -len(MANIFEST_SUFFIX)] or None
+    return None
+
+
 def publish_partition(final_dir: str, data_files: list[str], manifest: dict) -> dict:
     """Publish a partition directory whose data files are already written inside it.
 
-    The layout (DESIGN.md, precompute output)::
+    The layout (the precompute output contract; docs/OPERATIONS.md "Reading the outputs")::
 
         final_dir/part-<run_id>-00000.parquet ...   data files, run-unique names, never rewritten
-        final_dir/_manifest.json                    the files of the published generation
-        final_dir/_SUCCESS                          the run id of that manifest, written last
+        final_dir/_manifest-<run_id>.json           one manifest per generation, written once
+        final_dir/_SUCCESS                          the live run id: the one atomic switch
+        final_dir/_manifest.json                    a copy of the live manifest, for older readers
 
-    Order of operations, and why a reader that follows the contract (wait for ``_SUCCESS``,
-    read the files the manifest lists; :func:`read_published`) sees the old partition or the
-    new one, never a mix, on local disk and on S3 alike:
+    Order of operations; a reader that follows the contract (read ``_SUCCESS``, then the
+    manifest of the run it names, then exactly the files that manifest lists;
+    :func:`read_published`) sees the old generation or the new one whole, never a mix, on
+    local disk and on S3 alike, and after a crash at any step still reads one of them:
 
     1. The new run's data files are already complete under names no earlier run used (local
-       files are renamed into place; S3 objects appear whole). Nothing lists them yet, so
-       readers ignore them.
-    2. ``_manifest.json`` is replaced in one atomic step (local: temp file + ``os.replace``;
-       S3: one PUT, and S3 reads are strongly consistent). The manifest is the only place a
-       generation's file list lives, so any manifest a reader gets names files of one run.
-    3. ``_SUCCESS`` is rewritten with the new run id. ``_SUCCESS`` is *not* removed first:
-       removing it would make readers of a partition that is being re-published wait (or fail)
-       for the whole publish, and a crash in between would leave the partition unpublished
-       although complete data was there. Instead, between steps 2 and 3 ``_SUCCESS`` names the
-       old run and the manifest the new one; a reader compares the two run ids, sees the torn
-       state and retries a moment later.
-    4. Garbage collection: data files in ``final_dir`` that are in neither the new manifest nor
-       the previous one are deleted. Files of the previous generation stay, so a slow reader
-       that read the old manifest just before step 2 still finds every file it lists; the
-       generation before that (and leftovers of crashed runs) goes. A reader that is slower
-       than two publishes gets FileNotFound and retries against the current manifest.
+       files are renamed into place; S3 objects appear whole). Nothing lists them yet.
+    2. ``_manifest-<run_id>.json`` is written (local: temp file + ``os.replace``; S3: one PUT).
+       No reader follows it yet: ``_SUCCESS`` still names the old run, whose own manifest is
+       untouched. (A partition published before per-generation manifests first gets its live
+       ``_manifest.json`` copied to ``_manifest-<old run>.json``, so that generation keeps a
+       manifest of its own once the copy in step 4 replaces ``_manifest.json``.)
+    3. ``_SUCCESS`` is rewritten with the new run id: the switch, one atomic write. It is never
+       removed first, so readers of a partition being republished never wait or fail.
+    4. ``_manifest.json`` is replaced by a copy of the new manifest, for readers that predate
+       per-generation manifests (between steps 3 and 4 they see ``_SUCCESS`` and
+       ``_manifest.json`` disagree and retry, as they always did).
+    5. Garbage collection, last and non-fatal (an error is logged as a warning; the publish
+       stands): generation manifests other than the new one and the one it replaced are
+       deleted, then every data file that no remaining manifest lists. The previous
+       generation stays, so a slow reader that read the old ``_SUCCESS`` just before step 3
+       still finds every file; a reader slower than two publishes gets FileNotFound and
+       retries against the current ``_SUCCESS``.
 
-    A crash after step 2 leaves ``_SUCCESS`` and the manifest disagreeing; readers report the
-    partition as not (fully) published until a rerun publishes again.
+    An error at step 2 or 3 raises and leaves the previous generation live and whole; at step 4
+    it raises with the new generation already live (readers that follow ``_SUCCESS`` read it;
+    older ones report a torn publish until a rerun). What a caller may delete afterwards is
+    decided by the partition's state, never by how far the call got: see
+    :func:`referenced_files` and :func:`live_run_id`.
 
     Args:
         final_dir: The partition directory (local or ``s3://``), e.g. ``OUT/scores/ds=2026-11-24``.
@@ -387,13 +414,50 @@ def publish_partition(final_dir: str, data_files: list[str], manifest: dict) -> 
         The manifest as written.
 
     Raises:
-        ValueError: no ``run_id``, a data file outside ``final_dir`` or missing, or a name that
-            the current published manifest already lists under another run.
+        ValueError: no ``run_id`` (or one with spaces or ``/``), a data file outside
+            ``final_dir`` or missing, or a name that the live manifest already lists under
+            another run.
     """
-    run_id = str(manifest.get("run_id") or "")
-    if not run_id or any(c.isspace() for c in run_id):
-        raise ValueError("publish_partition: manifest needs a non-empty run_id without spaces")
+    run_id = _checked_run_id(manifest)
     final_dir = str(final_dir).rstrip("/")
+    names = _data_file_names(final_dir, data_files)
+    present = set(list_dir(final_dir))
+    missing = sorted(set(names) - present)
+    if missing:
+        raise ValueError(f"publish_partition: {len(missing)} data files missing, e.g. {missing[0]}")
+
+    replaced = _replaced_generation(final_dir, run_id)
+    if replaced is not None:
+        reused = sorted(set(replaced.get("files", [])) & set(names))
+        if reused:
+            raise ValueError(
+                f"publish_partition: {len(reused)} data file names (e.g. {reused[0]}) are already "
+                f"published by run {replaced['run_id']}; data file names must be run-unique"
+            )
+        if generation_manifest_name(replaced["run_id"]) not in present:
+            _write_manifest(join(final_dir, generation_manifest_name(replaced["run_id"])), replaced)
+
+    written = {**manifest, "run_id": run_id, "files": sorted(names)}
+    _write_manifest(join(final_dir, generation_manifest_name(run_id)), written)
+    write_text(join(final_dir, SUCCESS), run_id + "\n")  # the switch
+    _write_manifest(join(final_dir, MANIFEST), written)
+
+    keep = {run_id} | ({replaced["run_id"]} if replaced is not None else set())
+    removed = _collect_garbage_nonfatal(final_dir, run_id, keep)
+    event(log, "publish.done", dir=final_dir, run_id=run_id, files=len(names),
+          kept_previous=len(replaced.get("files", [])) if replaced else 0,
+          removed=removed if removed is not None else 0, gc="ok" if removed is not None else "failed")
+    return written
+
+
+def _checked_run_id(manifest: dict) -> str:
+    run_id = str(manifest.get("run_id") or "")
+    if not run_id or any(c.isspace() for c in run_id) or "/" in run_id:
+        raise ValueError("publish_partition: manifest needs a non-empty run_id without spaces or '/'")
+    return run_id
+
+
+def _data_file_names(final_dir: str, data_files: list[str]) -> list[str]:
     names = []
     for f in data_files:
         if parent(f).rstrip("/") != parent(join(final_dir, "x")).rstrip("/"):
@@ -402,84 +466,158 @@ def publish_partition(final_dir: str, data_files: list[str], manifest: dict) -> 
         if name.startswith(("_", ".")):
             raise ValueError(f"publish_partition: data file name {name} starts with '_' or '.'")
         names.append(name)
-    present = set(list_dir(final_dir))
-    missing = sorted(set(names) - present)
-    if missing:
-        raise ValueError(f"publish_partition: {len(missing)} data files missing, e.g. {missing[0]}")
+    return names
 
-    previous = _read_manifest(final_dir)
-    keep_previous: set[str] = set()
-    if previous is not None and str(previous.get("run_id")) != run_id:
-        keep_previous = set(previous.get("files", []))
-        reused = sorted(keep_previous & set(names))
-        if reused:
-            raise ValueError(
-                f"publish_partition: {len(reused)} data file names (e.g. {reused[0]}) are already "
-                f"published by run {previous.get('run_id')}; data file names must be run-unique"
-            )
 
-    written = {**manifest, "run_id": run_id, "files": sorted(names)}
-    write_text(join(final_dir, MANIFEST), json.dumps(written, indent=2, sort_keys=True, default=str))
-    write_text(join(final_dir, SUCCESS), run_id + "\n")
+def _replaced_generation(final_dir: str, run_id: str) -> dict | None:
+    """The live manifest that a publish of ``run_id`` replaces (None: none, or ``run_id`` itself)."""
+    live = live_run_id(final_dir)
+    if live is None or live == run_id:
+        return None
+    return _manifest_of(final_dir, live)
 
-    keep = set(names) | keep_previous
+
+def _write_manifest(path: str, manifest: dict) -> None:
+    write_text(path, json.dumps(manifest, indent=2, sort_keys=True, default=str))
+
+
+def _collect_garbage_nonfatal(final_dir: str, run_id: str, keep_runs: set[str]) -> int | None:
+    """:func:`collect_garbage`, an error logged as a warning; the count removed, None on error."""
+    try:
+        return collect_garbage(final_dir, keep_runs)
+    except Exception as exc:  # noqa: BLE001 - the publish stands; the next one collects again
+        log.warning(
+            "publish.gc_failed dir=%s run_id=%s error=%s detail=%s: run %s is published; "
+            "leftover files are collected by the next publish",
+            final_dir, run_id, type(exc).__name__, str(exc)[:300], run_id,
+        )
+        return None
+
+
+def collect_garbage(final_dir: str, keep_runs: set[str]) -> int:
+    """Delete the generations of ``final_dir`` other than ``keep_runs``; returns files deleted.
+
+    Their ``_manifest-<run>.json`` go first, then every data file that no remaining manifest
+    lists (:func:`referenced_files`): a crash in between leaves unlisted files, which the next
+    collection deletes, never a listed file that is gone. The run ``_SUCCESS`` names is always
+    kept, whatever ``keep_runs`` says.
+    """
+    keep = set(keep_runs) | ({live} if (live := live_run_id(final_dir)) else set())
+    names = list_dir(final_dir)
     removed = 0
-    for name in present:
-        if name.startswith(("_", ".")) or name in keep:
+    for name in names:
+        generation = _generation_of(name)
+        if generation is not None and generation not in keep:
+            delete_file(join(final_dir, name))
+            removed += 1
+    referenced = referenced_files(final_dir)
+    for name in names:
+        if name.startswith(("_", ".")) or name in referenced:
             continue
         delete_file(join(final_dir, name))
         removed += 1
-    event(log, "publish.done", dir=final_dir, run_id=run_id, files=len(names),
-          kept_previous=len(keep_previous), removed=removed)
-    return written
+    return removed
 
 
-def _read_manifest(final_dir: str) -> dict | None:
+def referenced_files(final_dir: str) -> set[str]:
+    """Names of the data files that some manifest in ``final_dir`` lists.
+
+    Every ``_manifest-<run>.json`` counts (the live generation's, the previous one kept for
+    slow readers, one a crashed run wrote before its switch) and so does ``_manifest.json``.
+    Nothing outside this set is read by anyone who follows the contract, so only files
+    outside it may be deleted (GC, a failed run's cleanup).
+
+    Raises:
+        ValueError: a manifest that is not valid JSON (deciding what to delete without it
+            would be a guess).
+    """
+    final_dir = str(final_dir).rstrip("/")
+    out: set[str] = set()
+    for name in list_dir(final_dir):
+        if name != MANIFEST and _generation_of(name) is None:
+            continue
+        manifest = _read_json(join(final_dir, name))
+        if manifest is not None:
+            out.update(str(f) for f in manifest.get("files", []))
+    return out
+
+
+def live_run_id(final_dir: str) -> str | None:
+    """The run id ``final_dir/_SUCCESS`` names (the live generation), or None when unpublished."""
     try:
-        return json.loads(read_text(join(final_dir, MANIFEST)))
+        return read_text(join(str(final_dir).rstrip("/"), SUCCESS)).strip() or None
     except FileNotFoundError:
         return None
 
 
-def _read_success(final_dir: str) -> str | None:
+def _read_json(path: str) -> dict | None:
+    """A small JSON object file; None when it does not exist.
+
+    Raises:
+        ValueError: the file is not a JSON object.
+    """
     try:
-        return read_text(join(final_dir, SUCCESS)).strip()
+        text = read_text(path)
     except FileNotFoundError:
         return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _manifest_of(final_dir: str, run_id: str) -> dict | None:
+    """The manifest of generation ``run_id``: its ``_manifest-<run>.json``, or for a partition
+    published before per-generation manifests, ``_manifest.json`` if that names the run.
+
+    None when neither does: a publish by an older version between its two writes, or a
+    generation that a newer publish garbage-collected under a slow reader; retry from
+    ``_SUCCESS``. An unreadable file counts as absent (the caller retries, then reports).
+    """
+    for name in (generation_manifest_name(run_id), MANIFEST):
+        try:
+            manifest = _read_json(join(final_dir, name))
+        except ValueError:
+            manifest = None
+        if manifest is not None and str(manifest.get("run_id")) == run_id:
+            return manifest
+    return None
 
 
 def published_files(
     final_dir: str, wait_s: float = 0, *, poll_s: float = 0.2, torn_grace_s: float = 10.0
 ) -> tuple[dict, list[str]]:
-    """The manifest of a published partition and the full paths of the files it lists.
+    """The manifest of a published partition's live generation and the full paths of its files.
 
-    Follows the contract: waits up to ``wait_s`` for ``_SUCCESS``; retries while ``_SUCCESS``
-    and the manifest name different runs (a publish is between its two writes; given at least
-    ``torn_grace_s`` to settle). Use this to hand a partition to Ray Data
+    Follows the contract: waits up to ``wait_s`` for ``_SUCCESS``; reads the manifest of the
+    run it names (``_manifest-<run>.json``, or ``_manifest.json`` in partitions published
+    before per-generation manifests); retries while that manifest cannot be found (given at
+    least ``torn_grace_s`` to settle). Use this to hand a partition to Ray Data
     (``ray_read_parquet(files)``); :func:`read_published` reads it in the driver.
 
     Raises:
-        NotPublishedError: no ``_SUCCESS`` after ``wait_s``, or a publish that stays torn.
+        NotPublishedError: no ``_SUCCESS`` after ``wait_s``, or a ``_SUCCESS`` whose run has
+            no manifest for longer than ``torn_grace_s``.
     """
     final_dir = str(final_dir).rstrip("/")
     start = time.monotonic()
     while True:
         elapsed = time.monotonic() - start
-        success = _read_success(final_dir)
-        try:
-            manifest = _read_manifest(final_dir) if success is not None else None
-        except json.JSONDecodeError:
-            manifest = None  # cannot happen with atomic writes; treat like a torn read
-        if success is not None and manifest is not None and str(manifest.get("run_id")) == success:
+        success = live_run_id(final_dir)
+        manifest = _manifest_of(final_dir, success) if success is not None else None
+        if manifest is not None:
             return manifest, [join(final_dir, n) for n in manifest.get("files", [])]
         if success is None:
             if elapsed >= wait_s:
                 raise NotPublishedError(f"{final_dir} is not published (no {SUCCESS})")
         elif elapsed >= max(wait_s, torn_grace_s):
-            found = manifest.get("run_id") if manifest else "no manifest"
             raise NotPublishedError(
-                f"{final_dir}: {SUCCESS} names run {success} but {MANIFEST} has {found}; a publish "
-                "is in progress or was interrupted (rerun the job for this partition)"
+                f"{final_dir}: {SUCCESS} names run {success} but neither "
+                f"{generation_manifest_name(success)} nor {MANIFEST} is that run's manifest; a "
+                "publish is in progress or was interrupted (rerun the job for this partition)"
             )
         time.sleep(poll_s)
 
@@ -495,9 +633,9 @@ def read_published(
 ) -> pa.Table:
     """Read a published partition the way the contract says readers must.
 
-    Waits for ``_SUCCESS`` (up to ``wait_s``), reads the manifest, checks that both name the
-    same run (else a publish is half-way: retry), reads exactly the files the manifest lists,
-    and retries from the top if one of them has been garbage-collected by a newer publish.
+    Waits for ``_SUCCESS`` (up to ``wait_s``), reads the manifest of the run it names
+    (:func:`published_files`), reads exactly the files that manifest lists, and retries from
+    the top if one of them has been garbage-collected by a newer publish.
 
     Args:
         final_dir: The partition directory.
@@ -506,11 +644,11 @@ def read_published(
         schema: Schema of the result when the manifest lists no files (else an empty table
             without columns is returned), and the schema files are read with.
         poll_s: Sleep between retries.
-        torn_grace_s: How long a torn state (run ids differ) may last before giving up.
+        torn_grace_s: How long the live run's manifest may be missing before giving up.
 
     Raises:
-        NotPublishedError: not published within ``wait_s``, or torn for longer than
-            ``torn_grace_s``.
+        NotPublishedError: not published within ``wait_s``, or no manifest for the live run
+            for longer than ``torn_grace_s``.
     """
     start = time.monotonic()
     while True:
@@ -531,24 +669,102 @@ def read_published(
         return table
 
 
-def write_latest(base: str, ds: str) -> str:
-    """Point ``base/_LATEST`` at the newest published ds (atomic write).
+# --------------------------------------------------------------------------- _LATEST
 
-    ``_LATEST`` never moves backwards: republishing an older ds keeps a newer one named
-    (``YYYY-MM-DD`` strings sort by date). Returns the ds that ``_LATEST`` names afterwards.
+
+def write_latest(base: str, ds: str, *, attempts: int = 20) -> str:
+    """Point ``base/_LATEST`` at ``ds`` unless it already names a newer ds; returns what it names.
+
+    ``_LATEST`` never moves backwards (``YYYY-MM-DD`` strings sort by date), also when two
+    publishes call this at once: the read-compare-write is a compare-and-set — under an
+    exclusive ``flock`` of ``base/_locks/_LATEST.flock`` on local disk, and a conditional PUT
+    (``If-Match`` the ETag that was read, ``If-None-Match: *`` when there was none) on S3,
+    retried up to ``attempts`` times when another writer got in between.
+
+    Raises:
+        NotPublishedError: ``base/ds=<ds>`` is not published, or its live manifest lists a
+            file that is missing: ``_LATEST`` only ever names a readable partition.
+        ConflictError: every attempt lost to a concurrent writer (S3).
     """
     ds = str(ds).strip()
-    current = read_latest(base)
-    newest = max(ds, current) if current else ds
-    if newest != current:
-        write_text(join(base, LATEST), newest + "\n")
-    return newest
+    if not ds:
+        raise ValueError("write_latest: empty ds")
+    check_readable(join(base, f"ds={ds}"))
+    if is_s3(base):
+        return _advance_latest_s3(base, ds, attempts)
+    return _advance_latest_local(base, ds)
+
+
+def check_readable(final_dir: str) -> dict:
+    """The live manifest of ``final_dir``, after checking that every file it lists exists.
+
+    Raises:
+        NotPublishedError: not published, no manifest for the live run, or a listed file
+            missing.
+    """
+    manifest, files = published_files(final_dir, torn_grace_s=0)
+    present = set(list_dir(final_dir))
+    missing = sorted(n for n in (basename(f) for f in files) if n not in present)
+    if missing:
+        raise NotPublishedError(
+            f"{final_dir}: the live manifest (run {manifest.get('run_id')}) lists "
+            f"{len(missing)} data files that do not exist, e.g. {missing[0]}; the partition is "
+            "not readable (rerun the job for this partition)"
+        )
+    return manifest
 
 
 def read_latest(base: str) -> str | None:
     """The ds named by ``base/_LATEST``, or None when nothing has been published."""
     try:
         return read_text(join(base, LATEST)).strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _newer(ds: str, current: str | None) -> str:
+    return max(ds, current) if current else ds
+
+
+def _advance_latest_local(base: str, ds: str) -> str:
+    lock_path = os.path.abspath(join(base, "_locks", "_LATEST.flock"))
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        current = read_latest(base)
+        newest = _newer(ds, current)
+        if newest != current:
+            write_text(join(base, LATEST), newest + "\n")
+    return newest
+
+
+def _advance_latest_s3(base: str, ds: str, attempts: int) -> str:
+    path = join(base, LATEST)
+    current: str | None = None
+    for attempt in range(attempts):
+        # ETag first: if the object changes before the body is read, the PUT conditioned on
+        # this ETag fails and we read again, which is the safe outcome.
+        etag = _s3_etag(path)
+        current = read_latest(base)
+        newest = _newer(ds, current)
+        if newest == current:
+            return newest
+        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+        try:
+            _s3_put(path, (newest + "\n").encode(), **condition)
+            return newest
+        except (FileExistsError, FileNotFoundError):
+            time.sleep(min(1.0, 0.02 * 2**attempt))  # another writer got in between: read again
+    raise ConflictError(
+        f"{path}: {attempts} compare-and-set attempts to name ds {ds} lost to concurrent "
+        f"writers; it still names {current}"
+    )
+
+
+def _s3_etag(uri: str) -> str | None:
+    """The ETag of an S3 object, or None when it does not exist."""
+    try:
+        return s3fs_filesystem().info(uri.split("://", 1)[1])["ETag"]
     except FileNotFoundError:
         return None
 

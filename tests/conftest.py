@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.world",
     "tests.fixtures.models",
+    "tests.fixtures.faults",
 ]

@@ -6,8 +6,9 @@
 Reads (every input optional; a missing one makes its report section "not available"):
 
 * teacher labels ``LABELS/labels/teacher=NAME/`` or ``LABELS/fused/`` (synthesize output),
-* the published precompute partition ``SCORES/scores/ds=…/`` (the files its ``_manifest.json``
-  lists, only once ``_SUCCESS`` exists; ``scores/_LATEST`` names the ds by default),
+* the published precompute partition ``SCORES/scores/ds=…/`` (the files listed by the manifest
+  of the run its ``_SUCCESS`` names, ``_manifest-<run_id>.json``; ``scores/_LATEST`` names the
+  ds by default),
 * D_seed, and the member and job rows of the judged pairs (grounding of the explanations),
 * ``metrics.json`` next to the exported teacher, classifier and explainer, the
   ``resolved_config.yaml`` next to the classifier and explainer (their held-out split), and the
@@ -350,7 +351,7 @@ def _published_partition(cfg: EvaluateConfig, inputs: EvalInputs) -> tuple[str |
     """(ds, data files) of the published scores partition, or (ds or None, []) with a note.
 
     Reads the way the output contract says readers must (:func:`lantern_batch.io.published_files`):
-    ``_SUCCESS`` present and naming the manifest's run, then exactly the files the manifest lists.
+    the run ``_SUCCESS`` names, that run's manifest, then exactly the files the manifest lists.
     """
     root = io.join(cfg.scores, "scores")
     ds = cfg.ds or io.read_latest(root)

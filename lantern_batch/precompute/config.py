@@ -267,5 +267,5 @@ class PrecomputeConfig(ConfigModel):
                 + f" ({self.explainer.ref} in vLLM, {self.explainer.concurrency} actor(s))"
             )
         steps.append(f"publish {self.out}/scores/ds={ds}/ and errors/ds={ds}/ "
-                     "(manifest, _SUCCESS last), then scores/_LATEST")
+                     "(the run's manifest, then _SUCCESS naming the run), then scores/_LATEST")
         return steps

@@ -16,9 +16,12 @@ Order of work, and why:
    into the partition directories; the quality gate's canary is scored meanwhile and checked
    before the classifier runs (exit 3, nothing published, the reason logged and written to
    ``OUTPUT/_runs/<run_id>/quality_gate.json``).
-5. Publish: errors partition, then the scores partition (manifest, ``_SUCCESS`` last), then
-   ``scores/_LATEST``. Files of a run that does not publish are deleted; a killed run's are
-   garbage-collected by the next publish. Readers that follow the manifest never see them.
+5. Publish (:func:`lantern_batch.io.publish_partition`): the errors partition, then the
+   scores partition (the run's ``_manifest-<run>.json``, then ``_SUCCESS`` naming the run: the
+   switch), then ``scores/_LATEST`` (forward only, compare-and-set). A run that fails deletes
+   its files that no manifest lists and no ``_SUCCESS`` names; an error after the switch
+   deletes nothing. A killed run's files are garbage-collected by the next publish. Readers
+   that follow ``_SUCCESS`` to the live manifest never see them.
 
 Exit codes: 0 published, 1 other failure, 2 bad input or config, 3 blocked by the quality gate.
 """
@@ -155,13 +158,30 @@ class _LockKeeper:
 
 
 def _cleanup(directory: str, run_id: str) -> None:
-    """Delete this run's unpublished part files (best effort)."""
+    """Delete what this run wrote into ``directory`` and did not publish (best effort).
+
+    Decided from the partition's state, never from how far the run got: when ``_SUCCESS``
+    names this run its publish went through (an error after the switch, in garbage
+    collection, ``_LATEST`` or later, changes nothing) and nothing is deleted. Otherwise the
+    run's unpublished ``_manifest-<run>.json`` goes first, then those of its part files that no
+    remaining manifest lists (:func:`lantern_batch.io.referenced_files`). Any error stops the
+    cleanup with a warning: leftovers are garbage-collected by the next publish.
+    """
     try:
+        if io.live_run_id(directory) == run_id:
+            return
+        io.delete_file(io.join(directory, io.generation_manifest_name(run_id)))
+        referenced = io.referenced_files(directory)
+        removed = 0
         for name in io.list_dir(directory):
-            if name.startswith(f"part-{run_id}-"):
+            if name.startswith(f"part-{run_id}-") and name not in referenced:
                 io.delete_file(io.join(directory, name))
-    except OSError as exc:
-        log.warning("precompute.cleanup_failed dir=%s error=%s", directory, type(exc).__name__)
+                removed += 1
+        if removed:
+            event(log, "precompute.cleanup", dir=directory, run_id=run_id, removed=removed)
+    except Exception as exc:  # noqa: BLE001 - never let cleanup hide the run's own error
+        log.warning("precompute.cleanup_failed dir=%s run_id=%s error=%s", directory, run_id,
+                    type(exc).__name__)
 
 
 def run(cfg: PrecomputeConfig) -> int:
@@ -262,7 +282,6 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
 
     from lantern_batch.runtime import init_ray
 
-    published = False
     # The lock first: a second run of the same ds fails before it starts Ray.
     with _LockKeeper(cfg, out, ds, run_id) as keeper:
         try:
@@ -305,7 +324,6 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
                 errors_dir=errors_dir,
             )
             written = io.publish_partition(scores_dir, result.scores_files, man)
-            published = True
             latest = io.write_latest(scores_base, ds)
             timings["publish"] = time.perf_counter() - start
             timings["total"] = time.perf_counter() - t0
@@ -320,10 +338,12 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
                   f"{c['explanations_generated']} explanations generated, "
                   f"{c['explanations_failed']} failed)")
             return 0
-        finally:
-            if not published:
-                _cleanup(scores_dir, run_id)
-                _cleanup(errors_dir, run_id)
+        except BaseException:
+            # Whatever failed (Ctrl-C included), delete only what no manifest lists and no
+            # _SUCCESS names: a partition this run has already switched to stays whole.
+            _cleanup(scores_dir, run_id)
+            _cleanup(errors_dir, run_id)
+            raise
 
 
 def _count_rows(files: list[str]) -> int:

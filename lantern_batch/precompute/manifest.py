@@ -1,8 +1,9 @@
 """The precompute manifest and the quality gate.
 
 :func:`aggregate_counts` sums the per-file counts the writers return; :func:`build_manifest`
-turns them, the timings and the run's identity into the ``_manifest.json`` of
-``scores/ds=…/`` (``files`` is added by :func:`lantern_batch.io.publish_partition`).
+turns them, the timings and the run's identity into the manifest of ``scores/ds=…/``
+(``_manifest-<run_id>.json``, copied to ``_manifest.json``; ``files`` is added by
+:func:`lantern_batch.io.publish_partition`).
 :func:`label_shift` compares the label distribution with the previous ds.
 :func:`canary_agreement` is the quality gate's check: the classifier's labels on a fixed set of
 teacher-labelled pairs against the teacher's.
@@ -144,7 +145,7 @@ def build_manifest(
     quality_gate: dict[str, Any],
     errors_dir: str,
 ) -> dict[str, Any]:
-    """The ``_manifest.json`` content of a scores partition (see the module docstring)."""
+    """The manifest of a scores partition's generation (see the module docstring)."""
     total = counts["rows_scored"] + counts["rows_reused"] + counts["rows_error"]
     labels = counts.get("labels", {})
     return {

@@ -83,7 +83,7 @@ def test_teacher_labels_conserve_rows(demo_run):
 def test_precompute_published_with_conservation(demo_run):
     root, _ = demo_run
     part = root / "scores" / "ds=2026-11-24"
-    manifest = json.loads((part / "_manifest.json").read_text())
+    manifest, _ = io.published_files(str(part))
     counts = manifest["counts"]
     assert counts["rows_in"] == counts["rows_scored"] + counts["rows_reused"] + counts["rows_error"]
     assert counts["rows_error"] > 0  # the injected bad rows
@@ -108,7 +108,7 @@ def test_precompute_published_with_conservation(demo_run):
     # The explainer's export records the prompt version it was trained with; precompute built it.
     trained = json.loads((root / "models" / "explainer" / "lantern_batch.json").read_text())["prompt_version"]
     assert trained == "e2" and manifest["fingerprints"]["explainer_prompt_version"] == trained
-    errors = io.read_table(str(root / "errors" / "ds=2026-11-24"))
+    errors = io.read_published(str(root / "errors" / "ds=2026-11-24"))
     assert errors.num_rows == counts["rows_error"]
     assert (root / "scores" / "_LATEST").read_text().strip().endswith("2026-11-24")
     assert manifest["quality_gate"]["status"] == "passed"

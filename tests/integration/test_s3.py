@@ -104,19 +104,32 @@ def test_publish_on_s3_concurrent_reader_never_sees_a_mix(s3_server):
     assert manifest["run_id"] == "run07" and all(f.startswith("s3://") for f in files)
 
 
-def test_torn_publish_on_s3_is_reported(s3_server):
+def test_half_done_publish_on_s3_reads_the_old_generation(s3_server):
     final_dir = s3_server.uri("torn", "ds=2026-11-24")
     _publish(final_dir, "runA", 1)
-    io.write_text(io.join(final_dir, "_manifest.json"), json.dumps({"run_id": "runB", "files": []}))
-    with pytest.raises(NotPublishedError, match="runA"):
+    # runB's manifest is written but _SUCCESS still names runA: readers get runA.
+    io.write_text(io.join(final_dir, "_manifest-runB.json"), json.dumps({"run_id": "runB", "files": []}))
+    table = io.read_published(final_dir, torn_grace_s=0.2, poll_s=0.05)
+    assert set(table.column("run_id").to_pylist()) == {"runA"}
+
+
+def test_success_without_its_manifest_on_s3_is_reported(s3_server):
+    final_dir = s3_server.uri("torn-success", "ds=2026-11-24")
+    _publish(final_dir, "runA", 1)
+    io.write_text(io.join(final_dir, "_SUCCESS"), "runB\n")
+    with pytest.raises(NotPublishedError, match="_SUCCESS names run runB"):
         io.read_published(final_dir, torn_grace_s=0.2, poll_s=0.05)
 
 
 def test_latest_on_s3(s3_server):
     base = s3_server.uri("latest", "scores")
+    for ds in ("2026-11-23", "2026-11-24"):
+        _publish(io.join(base, f"ds={ds}"), f"run-{ds}", 1)
     io.write_latest(base, "2026-11-24")
     io.write_latest(base, "2026-11-23")
     assert io.read_latest(base) == "2026-11-24"
+    with pytest.raises(NotPublishedError, match="not published"):
+        io.write_latest(base, "2026-11-25")
 
 
 def test_lock_on_s3_contention_stale_and_release(s3_server, caplog):

@@ -1,7 +1,8 @@
 """lantern_batch.io on local disk: Parquet round trips, atomic text writes, atomic partition
 publishing (no mixed reads while a rerun publishes), garbage collection, _LATEST, the lock.
 
-The same publish/lock code runs against S3 in tests/integration/test_s3.py.
+The same publish/lock code runs against S3 in tests/integration/test_s3.py; crashes and errors
+at each step of a publish are in tests/unit/test_precompute_publish.py.
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ def test_publish_writes_manifest_and_success_with_run_id(tmp_path):
     final_dir = str(tmp_path / "scores" / "ds=2026-11-24")
     manifest = _publish(final_dir, "runA")
     assert manifest["files"] == ["part-runA-00000.parquet", "part-runA-00001.parquet"]
-    on_disk = json.loads(io.read_text(io.join(final_dir, "_manifest.json")))
+    on_disk = json.loads(io.read_text(io.join(final_dir, "_manifest-runA.json")))
     assert on_disk == manifest
+    # The copy for readers that predate per-generation manifests.
+    assert json.loads(io.read_text(io.join(final_dir, "_manifest.json"))) == manifest
     assert io.read_text(io.join(final_dir, "_SUCCESS")).strip() == "runA"
     table = io.read_published(final_dir)
     assert table.num_rows == 10 and set(table.column("run_id").to_pylist()) == {"runA"}
@@ -167,20 +170,36 @@ def test_concurrent_reader_never_sees_a_mix(tmp_path):
     assert set(io.read_published(final_dir).column("run_id").to_pylist()) == {"run024"}
 
 
-def test_torn_state_is_detected_and_retried(tmp_path):
+def test_half_done_republish_reads_the_old_generation_then_the_new(tmp_path):
     final_dir = str(tmp_path / "ds=2026-11-24")
     _publish(final_dir, "runA")
-    # Simulate a publish between its two writes: new manifest, old _SUCCESS.
+    # A publish between its manifest and its switch: runB's manifest written, _SUCCESS still
+    # names runA. Readers follow _SUCCESS, so they read runA whole (no torn state to wait out).
     files_b = _write_generation(final_dir, "runB", 1, 3)
     io.write_text(
-        io.join(final_dir, "_manifest.json"),
+        io.join(final_dir, "_manifest-runB.json"),
         json.dumps({"run_id": "runB", "files": [io.basename(f) for f in files_b]}),
     )
-    with pytest.raises(NotPublishedError, match="_SUCCESS names run runA"):
+    table = io.read_published(final_dir, torn_grace_s=0.3, poll_s=0.05)
+    assert table.num_rows == 10 and set(table.column("run_id").to_pylist()) == {"runA"}
+
+    # The switch: readers get the new generation from then on.
+    io.write_text(io.join(final_dir, "_SUCCESS"), "runB\n")
+    table = io.read_published(final_dir, torn_grace_s=0.3, poll_s=0.05)
+    assert table.num_rows == 3 and set(table.column("run_id").to_pylist()) == {"runB"}
+
+
+def test_success_without_its_manifest_is_detected_and_retried(tmp_path):
+    final_dir = str(tmp_path / "ds=2026-11-24")
+    _publish(final_dir, "runA")
+    files_b = _write_generation(final_dir, "runB", 1, 3)
+    io.write_text(io.join(final_dir, "_SUCCESS"), "runB\n")
+    with pytest.raises(NotPublishedError, match="_SUCCESS names run runB"):
         io.read_published(final_dir, torn_grace_s=0.3, poll_s=0.05)
 
-    # The publish finishing while a reader waits: the reader gets the new generation.
-    timer = threading.Timer(0.3, io.write_text, args=(io.join(final_dir, "_SUCCESS"), "runB\n"))
+    # The manifest appearing while a reader waits: the reader gets that generation.
+    body = json.dumps({"run_id": "runB", "files": [io.basename(f) for f in files_b]})
+    timer = threading.Timer(0.3, io.write_text, args=(io.join(final_dir, "_manifest-runB.json"), body))
     timer.start()
     table = io.read_published(final_dir, torn_grace_s=10, poll_s=0.05)
     timer.join()
@@ -224,6 +243,8 @@ def test_publish_refuses_bad_inputs(tmp_path):
         io.publish_partition(final_dir, [elsewhere], {"run_id": "r"})
     with pytest.raises(ValueError, match="run_id"):
         io.publish_partition(final_dir, [], {})
+    with pytest.raises(ValueError, match="run_id"):  # it names a file: _manifest-<run_id>.json
+        io.publish_partition(final_dir, [], {"run_id": "a/b"})
     with pytest.raises(ValueError, match="missing"):
         io.publish_partition(final_dir, [io.join(final_dir, "part-x.parquet")], {"run_id": "r"})
     # Reusing a published name under another run would rewrite a file readers may be reading.
@@ -235,6 +256,8 @@ def test_publish_refuses_bad_inputs(tmp_path):
 
 def test_write_latest_names_the_newest_ds(tmp_path):
     base = str(tmp_path / "scores")
+    for ds in ("2026-11-20", "2026-11-23", "2026-11-24"):
+        _publish(io.join(base, f"ds={ds}"), f"run-{ds}")
     assert io.read_latest(base) is None
     assert io.write_latest(base, "2026-11-23") == "2026-11-23"
     assert io.write_latest(base, "2026-11-24") == "2026-11-24"
