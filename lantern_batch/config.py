@@ -258,3 +258,13 @@ def write_resolved_config(cfg: BaseModel, out_dir: str, name: str = "resolved_co
     target = io.join(out_dir, name)
     io.write_text(target, dump_config(cfg))
     return target
+
+
+class LockConfig(ConfigModel):
+    """One run per output at a time (precompute: per ds; synthesize: per output directory)."""
+
+    ttl_s: float = Field(900, gt=0)
+    """Lease of the lock: the running job refreshes it every ttl_s / 3, so a lock not refreshed
+    for this long belongs to a dead run and the next run takes it over."""
+    wait_s: float = Field(0.0, ge=0)
+    """Seconds to wait for a held lock before failing."""

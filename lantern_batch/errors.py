@@ -28,6 +28,10 @@ class LockHeldError(LanternError):
     """Another live run holds the partition lock (exit code 1: retry later)."""
 
 
+class LockLostError(LanternError):
+    """A run lost its lock part-way (another run took it over); it stopped (exit code 1)."""
+
+
 class NotPublishedError(LanternError):
     """A partition is not published (no ``_SUCCESS``), or the run ``_SUCCESS`` names has no
     manifest (a publish by an older version half-way, or one interrupted), or its files are

@@ -24,6 +24,7 @@ import json
 import os
 import posixpath
 import socket
+import threading
 import time
 import uuid
 from functools import lru_cache
@@ -35,7 +36,14 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from lantern_batch.errors import ConflictError, InputError, LockHeldError, NotPublishedError
+from lantern_batch.errors import (
+    ConflictError,
+    InputError,
+    LanternError,
+    LockHeldError,
+    LockLostError,
+    NotPublishedError,
+)
 from lantern_batch.logs import event, get_logger
 
 log = get_logger(__name__)
@@ -838,10 +846,15 @@ class PartitionLock:
         raise LockHeldError(f"{self.lock_path}: could not acquire the lock (contended)")
 
     def refresh(self) -> None:
-        """Renew ``created_at`` so a long run's lock does not go stale."""
+        """Renew ``created_at`` so a long run's lock does not go stale.
+
+        Raises:
+            LockHeldError: the lock is no longer ours (broken as stale, or overwritten).
+            OSError: a transient storage error; the lock may still be ours (retry).
+        """
         if not self.held:
             raise LockHeldError(f"{self.lock_path}: refresh without holding the lock")
-        info = self._read()
+        info = self._read()  # an OSError here is transient: the caller retries
         if info is None or info[0].get("token") != self.token:
             self.held = False
             raise LockHeldError(f"{self.lock_path}: the lock was lost (broken as stale?)")
@@ -849,7 +862,7 @@ class PartitionLock:
         if is_s3(self.lock_path):
             try:
                 self._etag = _s3_put(self.lock_path, body, IfMatch=info[1])
-            except (FileExistsError, OSError) as exc:
+            except FileExistsError as exc:  # 412: someone else's lock now
                 self.held = False
                 raise LockHeldError(f"{self.lock_path}: the lock was lost during refresh") from exc
         else:
@@ -958,6 +971,116 @@ class PartitionLock:
             return False
         os.unlink(moved)
         return self._create()
+
+
+class LockKeeper:
+    """Holds a :class:`PartitionLock` for a whole run: waits up to ``wait_s`` for it, refreshes
+    it in the background every ``ttl_s / 3`` and lets it go at the end.
+
+    * A transient storage error while refreshing is retried (with backoff) for as long as the
+      lock cannot have gone stale; only then, or when the lock is found to be someone else's, is
+      it lost. A lost lock stops the run at once: the main thread is interrupted and the
+      ``with`` block ends with :class:`LockLostError`, instead of the run working on for hours
+      and finding out at publish. :attr:`lost` is also there for a last check before publishing.
+    * Letting the lock go is best effort: a failure there is a warning, so a run that published
+      still exits 0 (the lock goes stale after ``ttl_s``).
+    * On S3 the lock relies on conditional writes; an endpoint that accepts a second
+      ``If-None-Match: *`` create of the same key ignores them, and the keeper refuses to run
+      there (two holders would otherwise be possible).
+
+        with LockKeeper(join(out, "_locks", "synthesize.lock"), owner=run_id, ttl_s=900, what="synthesize"):
+            ...
+    """
+
+    def __init__(self, lock_path: str, owner: str, ttl_s: float, wait_s: float = 0.0, what: str = "run"):
+        self.lock = PartitionLock(lock_path, owner=owner, ttl_s=ttl_s)
+        self.wait_s = float(wait_s)
+        self.what = what
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LockKeeper:
+        if is_s3(self.lock.lock_path):
+            require_conditional_writes(self.lock.lock_path)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                self.lock.acquire()
+                break
+            except LockHeldError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+        self._thread = threading.Thread(target=self._keep, daemon=True, name=f"{self.what}-lock")
+        self._thread.start()
+        return self
+
+    def _keep(self) -> None:
+        every = max(0.5, min(self.lock.ttl_s / 3, 600.0))
+        last_ok = time.monotonic()
+        wait = every
+        while not self._stop.wait(wait):
+            try:
+                self.lock.refresh()
+                last_ok, wait = time.monotonic(), every
+            except LockHeldError as exc:
+                return self._lose(str(exc))
+            except OSError as exc:
+                # Still ours until the lease runs out: retry well before that.
+                if time.monotonic() - last_ok > self.lock.ttl_s * 2 / 3:
+                    return self._lose(f"{self.lock.lock_path}: refresh kept failing ({type(exc).__name__})")
+                wait = min(every, max(0.2, wait / 2))
+                log.warning("lock.refresh_retry path=%s error=%s", self.lock.lock_path, type(exc).__name__)
+
+    def _lose(self, why: str) -> None:
+        import _thread
+
+        self.lost = True
+        log.error("lock.lost what=%s reason=%s", self.what, why)
+        if not self._stop.is_set():
+            _thread.interrupt_main()  # stop the run now; __exit__ turns it into LockLostError
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self.lock.release()
+        except (OSError, LockHeldError) as release_exc:
+            log.warning("lock.release_failed path=%s error=%s (it goes stale after %.0f s)",
+                        self.lock.lock_path, type(release_exc).__name__, self.lock.ttl_s)
+        if self.lost and exc_type is KeyboardInterrupt:
+            raise LockLostError(f"{self.what}: lost the lock {self.lock.lock_path} during the run; "
+                                "stopped (another run may be writing the same output)") from exc
+        return False
+
+
+_CONDITIONAL_OK: set[str] = set()
+
+
+def require_conditional_writes(uri: str) -> None:
+    """Refuse an S3 endpoint that ignores ``If-None-Match: *`` (checked once per bucket):
+    create a probe object twice under the lock's prefix; the second create must fail."""
+    bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    key = (s3_endpoint() or "aws", bucket)
+    if "|".join(key) in _CONDITIONAL_OK:
+        return
+    probe = join(parent(uri), f".conditional-probe-{uuid.uuid4().hex}")
+    try:
+        _s3_put(probe, b"probe", IfNoneMatch="*")
+        try:
+            _s3_put(probe, b"probe", IfNoneMatch="*")
+        except FileExistsError:
+            _CONDITIONAL_OK.add("|".join(key))
+            return
+        raise LanternError(
+            f"the S3 endpoint {s3_endpoint() or 'AWS'} accepted a second If-None-Match create of "
+            f"{probe}: it ignores conditional writes, so locks under s3://{bucket} cannot keep two "
+            "runs apart; refusing to run (use an endpoint with conditional writes, e.g. AWS S3, "
+            "MinIO >= 2024, moto >= 5)")
+    finally:
+        delete_file(probe)
 
 
 def _parse_lock(raw: bytes, mtime: float | None) -> dict:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from lantern_batch.config import ConfigModel, InputTables, RayConfig, ValidationConfig
+from lantern_batch.config import ConfigModel, InputTables, LockConfig, RayConfig, ValidationConfig
 from lantern_batch.schema import FIT_LABELS
 
 _DS = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -171,16 +171,6 @@ class QualityGateConfig(ConfigModel):
     """Least share of those explanations that pass the validator (:mod:`lantern_batch.quality`)."""
     min_explanation_consistency: float = Field(0.95, ge=0.0, le=1.0)
     """Least share of those explanations that state exactly one fit label, the one given."""
-
-
-class LockConfig(ConfigModel):
-    """One run per ds at a time."""
-
-    ttl_s: float = Field(900, gt=0)
-    """Lease of the lock: the running job refreshes it every ttl_s / 3, so a lock not refreshed
-    for this long belongs to a dead run and the next run takes it over."""
-    wait_s: float = Field(0.0, ge=0)
-    """Seconds to wait for a held lock before failing."""
 
 
 class PrecomputeConfig(ConfigModel):

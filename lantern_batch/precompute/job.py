@@ -28,7 +28,6 @@ Exit codes: 0 published, 1 other failure, 2 bad input or config, 3 blocked by th
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -42,7 +41,6 @@ from lantern_batch.config import config_hash, write_resolved_config
 from lantern_batch.errors import (
     InputError,
     LanternError,
-    LockHeldError,
     NotPublishedError,
     QualityGateError,
 )
@@ -113,48 +111,6 @@ def _find_lantern_error(exc: BaseException) -> LanternError | None:
             return e
         stack += [e.__cause__, e.__context__, getattr(e, "cause", None)]
     return None
-
-
-class _LockKeeper:
-    """Holds the ds lock for the run and refreshes it in the background."""
-
-    def __init__(self, cfg: PrecomputeConfig, out: str, ds: str, run_id: str):
-        self.lock = io.PartitionLock(io.join(out, "scores", "_locks", f"ds={ds}.lock"), owner=run_id,
-                                     ttl_s=cfg.lock.ttl_s)
-        self.wait_s = cfg.lock.wait_s
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> _LockKeeper:
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            try:
-                self.lock.acquire()
-                break
-            except LockHeldError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
-        self._thread = threading.Thread(target=self._refresh, daemon=True, name="precompute-lock")
-        self._thread.start()
-        return self
-
-    def _refresh(self) -> None:
-        every = max(0.5, min(self.lock.ttl_s / 3, 600.0))
-        while not self._stop.wait(every):
-            try:
-                self.lock.refresh()
-            except (LockHeldError, OSError) as exc:
-                self.lost = True
-                log.error("precompute.lock_lost error=%s", type(exc).__name__)
-                return
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.lock.release()
 
 
 def _cleanup(directory: str, run_id: str) -> None:
@@ -283,7 +239,8 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
     from lantern_batch.runtime import init_ray
 
     # The lock first: a second run of the same ds fails before it starts Ray.
-    with _LockKeeper(cfg, out, ds, run_id) as keeper:
+    with io.LockKeeper(io.join(out, "scores", "_locks", f"ds={ds}.lock"), owner=run_id, ttl_s=cfg.lock.ttl_s,
+                       wait_s=cfg.lock.wait_s, what=f"precompute ds={ds}") as keeper:
         try:
             init_ray(cfg.ray)
             write_resolved_config(cfg, run_dir)

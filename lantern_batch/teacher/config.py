@@ -18,6 +18,7 @@ from lantern_batch.config import (
     PATH_COMPONENT_PATTERN,
     ConfigModel,
     InputTables,
+    LockConfig,
     RayConfig,
     ValidationConfig,
 )
@@ -192,6 +193,9 @@ class SynthesizeConfig(ConfigModel):
     """Settings of ``openai`` (black-box) teachers."""
     fusion: FusionConfig = FusionConfig()
     """Fusion of several teachers' soft labels."""
+    lock: LockConfig = Field(default_factory=LockConfig)
+    """One run per output directory (``OUT/_locks/synthesize.lock``): two runs on one output
+    would delete each other's uncommitted files."""
     topk: int = Field(20, ge=0, le=100)
     """Top-k logprobs stored per explanation token (sparse) for token-level KD; 0 stores none."""
     sample_fraction: float = Field(1.0, gt=0, le=1)
@@ -223,6 +227,7 @@ class SynthesizeConfig(ConfigModel):
 
     def plan(self) -> list[str]:
         steps = [
+            f"lock {self.out}/_locks/synthesize.lock",
             f"read pairs {self.inputs.pairs}; validate; de-duplicate (first kept)",
             f"validate members {self.inputs.members} and jobs {self.inputs.jobs}; broadcast-join",
         ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -232,13 +233,22 @@ def prepare_side_tables(cfg: SynthesizeConfig) -> dict[str, Any]:
 
 def run(cfg: SynthesizeConfig) -> int:
     """Entry point of ``lantern-batch synthesize``; returns the exit code."""
-    import ray
-
-    from lantern_batch.runtime import init_ray
-    from lantern_batch.teacher.inputs import check_inputs, pair_read_tasks
+    from lantern_batch.teacher.inputs import check_inputs
 
     t0 = time.perf_counter()
     check_inputs(cfg.inputs.members, cfg.inputs.jobs, cfg.inputs.pairs)  # footers only; exit 2 on a bad schema
+    # One run per output: another run's uncommitted files look like orphans to this one.
+    with io.LockKeeper(io.join(cfg.out, "_locks", "synthesize.lock"), owner=f"synthesize-{uuid.uuid4().hex[:12]}",
+                       ttl_s=cfg.lock.ttl_s, wait_s=cfg.lock.wait_s, what="synthesize"):
+        return _run(cfg, t0)
+
+
+def _run(cfg: SynthesizeConfig, t0: float) -> int:
+    import ray
+
+    from lantern_batch.runtime import init_ray
+    from lantern_batch.teacher.inputs import pair_read_tasks
+
     init_ray(cfg.ray)
     write_resolved_config(cfg, cfg.out)
     orphans = store.clean_orphans(cfg.out)

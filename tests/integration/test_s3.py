@@ -298,3 +298,24 @@ def test_export_root_reads_the_old_flat_layout_and_refuses_a_bad_pointer(s3_serv
     fs.pipe_file(f"{prefix}/{models.EXPORT_POINTER}", b'{"version": "../../elsewhere"}')
     with pytest.raises(InputError, match="not a plain relative path"):
         models.resolve(f"s3://{prefix}")
+
+
+def test_lock_refuses_an_s3_endpoint_that_ignores_conditional_writes(s3_server, monkeypatch):
+    from lantern_batch.errors import LanternError
+
+    uri = s3_server.uri("synth", "_locks", "synthesize.lock")
+    with io.LockKeeper(uri, owner="run-a", ttl_s=60):  # moto honours If-None-Match
+        with pytest.raises(LockHeldError):
+            io.LockKeeper(uri, owner="run-b", ttl_s=60).__enter__()
+    real_put = io._s3_put
+
+    def ignoring_conditions(target, body, **conditions):  # what such an endpoint does
+        return real_put(target, body)
+
+    monkeypatch.setattr(io, "_s3_put", ignoring_conditions)
+    monkeypatch.setattr(io, "_CONDITIONAL_OK", set())
+    with pytest.raises(LanternError, match="ignores conditional writes"):
+        io.LockKeeper(s3_server.uri("other", "_locks", "x.lock"), owner="run-c", ttl_s=60).__enter__()
+    fs = io.s3fs_filesystem()
+    assert not fs.exists(f"{s3_server.bucket}/other/_locks/x.lock")
+    assert not [k for k in fs.find(f"{s3_server.bucket}/other") if "probe" in k]

@@ -354,3 +354,64 @@ def test_refresh_keeps_a_long_run_lock_fresh(tmp_path):
         with pytest.raises(LockHeldError):
             io.PartitionLock(path, owner="runB", ttl_s=0.5).acquire()
     lock.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# LockKeeper: a run holds its lock for its whole length
+
+
+def test_keeper_retries_a_transient_refresh_error(tmp_path, monkeypatch):
+    keeper = io.LockKeeper(str(tmp_path / "_locks" / "x.lock"), owner="run-a", ttl_s=1.5)
+    real = keeper.lock.refresh
+    failures = iter([OSError("503 slow down"), OSError("connection reset")])
+
+    def flaky():
+        exc = next(failures, None)
+        if exc is not None:
+            raise exc
+        real()
+
+    monkeypatch.setattr(keeper.lock, "refresh", flaky)
+    with keeper:
+        time.sleep(2.5)
+        assert not keeper.lost and keeper.lock.held
+        with pytest.raises(LockHeldError):
+            io.PartitionLock(str(tmp_path / "_locks" / "x.lock"), "run-b", 1.5).acquire()
+    assert not (tmp_path / "_locks" / "x.lock").exists()
+
+
+def test_a_run_that_lost_its_lock_stops_at_once(tmp_path):
+    path = tmp_path / "_locks" / "x.lock"
+    start = time.monotonic()
+    with pytest.raises(io.LockLostError, match="lost the lock"):
+        with io.LockKeeper(str(path), owner="run-a", ttl_s=1.5, what="synthesize"):
+            # Another run broke the lock as stale and took it over.
+            path.write_text(json.dumps({"owner": "run-b", "token": "theirs", "created_at": time.time(),
+                                        "ttl_s": 900}))
+            for _ in range(300):  # hours of work, in 0.1 s steps
+                time.sleep(0.1)
+    assert time.monotonic() - start < 5
+    assert json.loads(path.read_text())["owner"] == "run-b"  # their lock is left alone
+
+
+def test_a_failed_release_after_success_is_only_a_warning(tmp_path, monkeypatch, caplog):
+    keeper = io.LockKeeper(str(tmp_path / "_locks" / "x.lock"), owner="run-a", ttl_s=60)
+
+    def unreachable():
+        raise OSError("endpoint unreachable")
+
+    with keeper:
+        monkeypatch.setattr(keeper.lock, "release", unreachable)
+    assert "lock.release_failed" in caplog.text
+
+
+def test_synthesize_refuses_an_output_another_run_holds(tmp_path, tiny_world):
+    from lantern_batch.teacher.config import SynthesizeConfig
+    from lantern_batch.teacher.job import run
+
+    out = tmp_path / "synth"
+    cfg = SynthesizeConfig.model_validate({
+        "inputs": {t: str(tiny_world / t) for t in ("members", "jobs", "pairs")}, "out": str(out)})
+    with io.LockKeeper(str(out / "_locks" / "synthesize.lock"), owner="the-other-run", ttl_s=60):
+        with pytest.raises(LockHeldError, match="the-other-run"):
+            run(cfg)
