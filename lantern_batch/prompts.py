@@ -343,18 +343,11 @@ def _as_data(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Evaluation guidelines from docs/POLICY.md
 
-_BUILTIN_POLICY = """\
-Score each dimension 0-4 (0 = no evidence or a clear mismatch, 2 = partial, 4 = strong match):
-- skills: share of the job's required skills the member has, and how central they are.
-- seniority: distance between the member's seniority and the job's level (one level either way is fine; two or more is a gap).
-- experience: relevance and recency of the member's past roles to the job's responsibilities.
-- domain: whether the member has worked in the job's field or industry.
-- location: whether the member can work where the job is (remote jobs match everywhere).
-- education: whether the member's degree and field suit the job.
-Fit label: High when skills and seniority are both strong (>= 3) and nothing scores 0;
-Low when skills <= 1 or seniority <= 1; Medium otherwise."""
-
 POLICY_PATH = Path(__file__).resolve().parent.parent / "docs" / "POLICY.md"
+#: The guidelines as prompt v1 states them, generated from docs/POLICY.md by
+#: :func:`guidelines_from_policy` and shipped in the package, so an installed wheel sends the
+#: same prompt as a checkout (a test keeps the two equal).
+GUIDELINES_FILE = Path(__file__).resolve().parent / "policy_guidelines.txt"
 _POLICY_MAX_CHARS = 3600  # ~900 tokens: the guidelines are part of the shared prefix
 
 
@@ -388,20 +381,33 @@ def _compact_prose(line: str, max_sentences: int = 1) -> str:
     return " ".join(sentences[:max_sentences])
 
 
-@lru_cache(maxsize=4)
-def evaluation_guidelines(path: str | None = None) -> str:
-    """The evaluation guidelines section, generated from ``docs/POLICY.md`` (read once, cached).
+@lru_cache(maxsize=1)
+def evaluation_guidelines() -> str:
+    """The evaluation guidelines section of prompt v1: the packaged :data:`GUIDELINES_FILE`."""
+    try:
+        return GUIDELINES_FILE.read_text(encoding="utf-8").rstrip("\n")
+    except OSError as exc:  # a broken install, never a silent other prompt
+        raise RuntimeError(f"{GUIDELINES_FILE} is missing from the installed package") from exc
+
+
+def guidelines_from_policy(path: str | Path = POLICY_PATH) -> str:
+    """Generate the guidelines from a policy document (``docs/POLICY.md``).
 
     Everything from the first ``##`` heading on is kept: headings become ``Title:`` lines,
     tables become one bullet per row (``- skills: Weight: 0.30; 4 = ≥ 80%; ...``), markdown
     emphasis and code spans are stripped, code blocks dropped, and the result is capped at
-    ~900 tokens. Without the file, a built-in summary of the policy is used.
+    ~900 tokens.
+
+    Raises:
+        InputError: the file cannot be read or yields no guidelines.
     """
-    p = Path(path) if path else POLICY_PATH
+    from lantern_batch.errors import InputError
+
+    p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError:
-        return _BUILTIN_POLICY
+    except OSError as exc:
+        raise InputError(f"policy document {p} cannot be read ({type(exc).__name__})") from exc
     lines: list[str] = []
     table: list[str] = []
     in_code = False
@@ -440,7 +446,7 @@ def evaluation_guidelines(path: str | None = None) -> str:
     out = "\n".join(line for line in lines if line)
     out = re.sub(r"\*\*|`", "", out).strip()
     if not out:
-        return _BUILTIN_POLICY
+        raise InputError(f"policy document {p} has no guidelines (nothing after its first '##' heading)")
     if len(out) > _POLICY_MAX_CHARS:
         out = out[:_POLICY_MAX_CHARS].rsplit("\n", 1)[0]
     return out

@@ -263,11 +263,22 @@ def test_guidelines_from_policy_file(tmp_path):
         "# Fit policy\n\nIntro prose that is not a guideline.\n\n## Skills\n- Count `required` skills.\n"
         "```\ncode\n```\n\n| Dimension | Weight | 4 | 0 |\n|---|---|---|---|\n| `skills` | 0.3 | all | none |\n"
     )
-    text = prompts.evaluation_guidelines(str(policy))
+    text = prompts.guidelines_from_policy(str(policy))
     assert "Skills:" in text and "- Count required skills." in text
     assert "code" not in text and "Intro prose" not in text
     assert "- skills: weight 0.3; 4=all; 0=none" in text
-    assert prompts.evaluation_guidelines(str(tmp_path / "missing.md")) == prompts._BUILTIN_POLICY
+    from lantern_batch.errors import InputError
+
+    with pytest.raises(InputError, match="cannot be read"):  # never a silent stand-in
+        prompts.guidelines_from_policy(str(tmp_path / "missing.md"))
+
+
+def test_the_packaged_guidelines_are_the_policy_documents():
+    """The installed package carries the guidelines (an installed wheel has no docs/): they
+    must be what docs/POLICY.md generates. If this fails after an edit of the policy, rerun
+    ``guidelines_from_policy`` into lantern_batch/policy_guidelines.txt — as a new prompt
+    version, since v1's golden hash pins the old text."""
+    assert prompts.evaluation_guidelines() == prompts.guidelines_from_policy()
 
 
 def test_guidelines_from_the_project_policy_cover_every_dimension():
