@@ -201,6 +201,12 @@ def test_output_layout_and_contract(first):
     assert man["stages"]["explainer_engine_started"] is True
     assert man["labels"]["counts"] == {lab: scores.column("fit_label").to_pylist().count(lab) for lab in FIT_LABELS}
     assert (out / "_runs" / man["run_id"] / "resolved_config.yaml").is_file()
+    # Readers in other engines see the same table: polars over the manifest's files.
+    import polars as pl
+
+    frame = pl.read_parquet([str(part / f) for f in man["files"]])
+    assert frame.height == scores.num_rows and frame.columns == SCORES_SCHEMA.names
+    assert sorted(zip(frame["member_id"].to_list(), frame["job_id"].to_list(), strict=True)) == sorted(keys)
 
 
 def test_every_input_pair_is_a_score_or_an_error_with_a_reason(first, world):
