@@ -87,13 +87,15 @@ def content_hashes(table: pa.Table, table_name: str) -> list[str]:
         table: rows conformed to the contract (:func:`lantern_batch.schema.conform`).
         table_name: ``members`` or ``jobs``.
     """
-    cols = content_columns(table_name)
-    rows = table.select(cols).to_pylist()
-    return [
-        _digest(json.dumps(_canonical(r), sort_keys=True, ensure_ascii=False,
-                           separators=(",", ":")).encode("utf-8"))
-        for r in rows
-    ]
+    return [row_digest(r, table_name) for r in table.select(content_columns(table_name)).to_pylist()]
+
+
+def row_digest(row: Mapping[str, Any], table_name: str) -> str:
+    """The content digest of one row given as a dict (a struct value, a ``to_pylist`` row): the
+    same digest :func:`content_hashes` gives that row; columns it lacks count as null."""
+    content = {c: row.get(c) for c in content_columns(table_name)}
+    return _digest(json.dumps(_canonical(content), sort_keys=True, ensure_ascii=False,
+                              separators=(",", ":")).encode("utf-8"))
 
 
 def run_fingerprint(model_versions: Mapping[str, str | None], settings: Mapping[str, Any]) -> str:
@@ -168,15 +170,30 @@ def pair_fingerprints(
     run_fp: str,
 ) -> list[str | None]:
     """``input_fingerprint`` per pair; None where the member or job hash is missing."""
-    out: list[str | None] = []
-    for m, j, q in zip(member_hashes, job_hashes, queries, strict=True):
-        if m is None or j is None:
-            out.append(None)
-            continue
-        # Field separators cannot occur in hex digests; the query is length-prefixed.
-        qb = b"\x00" if q is None else b"\x01" + str(len(q)).encode() + b":" + q.encode("utf-8")
-        out.append(_digest(b"|".join((run_fp.encode(), m.encode(), j.encode())) + b"|" + qb))
-    return out
+    return [None if m is None or j is None else _pair_digest(run_fp, m, j, q)
+            for m, j, q in zip(member_hashes, job_hashes, queries, strict=True)]
+
+
+def _pair_digest(run_fp: str, member_hash: str, job_hash: str, query: str | None) -> str:
+    # Field separators cannot occur in hex digests; the query is length-prefixed.
+    qb = b"\x00" if query is None else b"\x01" + str(len(query)).encode() + b":" + query.encode("utf-8")
+    return _digest(b"|".join((run_fp.encode(), member_hash.encode(), job_hash.encode())) + b"|" + qb)
+
+
+def content_fingerprints(
+    member_hashes: Sequence[str | None],
+    job_hashes: Sequence[str | None],
+    queries: Sequence[str | None],
+) -> list[str | None]:
+    """The fingerprint of each pair's content alone (member, job, query; no run): the teacher's
+    ``input_fingerprint``, which its resume keys on (the teacher's own version is kept apart);
+    None where the member or job hash is missing."""
+    return pair_fingerprints(member_hashes, job_hashes, queries, run_fp="")
+
+
+def content_fingerprint(member: Mapping[str, Any], job: Mapping[str, Any], query: str | None) -> str:
+    """:func:`content_fingerprints` of one pair given as its member and job rows (dicts)."""
+    return _pair_digest("", row_digest(member, "members"), row_digest(job, "jobs"), query)
 
 
 def sample_hash(member_ids: Sequence[str], job_ids: Sequence[str], seed: int) -> list[float]:
