@@ -8,8 +8,13 @@ An exported classifier is a plain HF directory::
     config.json, model.safetensors, tokenizer files   the encoder (AutoModel / AutoTokenizer)
     head.safetensors                                   pooling head: weight [3, hidden], bias [3]
     lantern_batch.json                                 labels, pooling, max_length,
-                                                       calibration_temperature,
+                                                       calibration_temperature, text_version,
                                                        training_data_fingerprint, version
+
+``version`` is the directory's content hash (:func:`lantern_batch.models.model_version`, with a
+``cls-`` prefix). ``text_version`` is the :func:`lantern_batch.prompts.classifier_text` layout the
+classifier was trained on; loading an export of another layout is an error
+(:func:`check_text_version`), since its scores on this code's text would mean nothing.
 
     model = FitClassifier.from_encoder("bundled:minilm", pooling="mean")
     model.save("runs/demo/models/classifier", {"max_length": 160})
@@ -19,7 +24,6 @@ An exported classifier is a plain HF directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,6 +109,8 @@ class FitClassifier(nn.Module):
         Args:
             directory: target directory (created).
             meta: at least ``max_length``; may carry ``calibration_temperature``,
+                ``text_version`` (default: this code's
+                :data:`~lantern_batch.prompts.CLASSIFIER_TEXT_VERSION`),
                 ``training_data_fingerprint`` and anything else worth recording.
             tokenizer: the tokenizer to save with it (required to load the export later).
 
@@ -112,6 +118,8 @@ class FitClassifier(nn.Module):
             The metadata written, including the computed ``version``.
         """
         from safetensors.torch import save_file
+
+        from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -127,25 +135,48 @@ class FitClassifier(nn.Module):
             "pooling": self.pooling,
             "max_length": int(meta.get("max_length", 256)),
             "calibration_temperature": float(meta.get("calibration_temperature", 1.0)),
+            "text_version": str(meta.get("text_version") or CLASSIFIER_TEXT_VERSION),
             "training_data_fingerprint": meta.get("training_data_fingerprint"),
             "format_version": FORMAT_VERSION,
         }
-        full.update({k: v for k, v in meta.items() if k not in full})
-        full["version"] = meta.get("version") or _weights_version(directory, full)
+        full.update({k: v for k, v in meta.items() if k not in full and k != "version"})
+        (directory / META_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        full["version"] = classifier_version(directory)  # the file's own version key is not hashed
         (directory / META_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
         return full
 
 
-def _weights_version(directory: Path, meta: dict[str, Any]) -> str:
-    """Content hash of the saved weights and the meta that changes predictions."""
-    h = hashlib.sha256()
-    for f in sorted(directory.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    h.update(json.dumps({k: meta[k] for k in ("pooling", "max_length", "calibration_temperature")},
-                        sort_keys=True).encode())
-    return "cls-" + h.hexdigest()[:12]
+def classifier_version(directory: str | Path) -> str:
+    """The version of an exported classifier: ``cls-`` + its content hash
+    (:func:`lantern_batch.models.model_version`: weights, head, tokenizer, ``lantern_batch.json``)."""
+    from lantern_batch.models import model_version
+
+    return "cls-" + model_version(directory)
+
+
+def check_text_version(meta: dict[str, Any], directory: str | Path) -> None:
+    """Refuse an export trained on another :func:`~lantern_batch.prompts.classifier_text` layout.
+
+    Raises:
+        InputError: the export's ``text_version`` is not this code's
+            :data:`~lantern_batch.prompts.CLASSIFIER_TEXT_VERSION`, or it records none; the
+            message names both versions and the directory.
+    """
+    from lantern_batch.errors import InputError
+    from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
+
+    recorded = meta.get("text_version")
+    if recorded is None:
+        raise InputError(
+            f"classifier {directory} records no text_version in {META_FILE}: it was trained on an unknown "
+            f"classifier text layout, and this code builds '{CLASSIFIER_TEXT_VERSION}'; retrain it"
+        )
+    if str(recorded) != CLASSIFIER_TEXT_VERSION:
+        raise InputError(
+            f"classifier {directory} was trained on classifier text '{recorded}' but this code builds "
+            f"'{CLASSIFIER_TEXT_VERSION}' (lantern_batch.prompts.CLASSIFIER_TEXT_VERSION); retrain it on "
+            f"'{CLASSIFIER_TEXT_VERSION}' text or run the code that matches it"
+        )
 
 
 def load_classifier(directory: str | Path, dtype: torch.dtype = torch.float32) -> tuple[FitClassifier, Any, dict[str, Any]]:
@@ -153,6 +184,10 @@ def load_classifier(directory: str | Path, dtype: torch.dtype = torch.float32) -
 
     Returns:
         ``(model, tokenizer, meta)``; ``meta`` is the content of ``lantern_batch.json``.
+
+    Raises:
+        FileNotFoundError: no ``lantern_batch.json``; ValueError: other labels;
+        InputError: another classifier text version (:func:`check_text_version`).
     """
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
@@ -164,6 +199,7 @@ def load_classifier(directory: str | Path, dtype: torch.dtype = torch.float32) -
     meta = json.loads(meta_path.read_text())
     if list(meta.get("labels", [])) != list(FIT_LABELS):
         raise ValueError(f"{directory}: labels {meta.get('labels')} differ from {list(FIT_LABELS)}")
+    check_text_version(meta, directory)
     encoder = AutoModel.from_pretrained(str(directory), dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     model = FitClassifier(encoder, pooling=meta["pooling"], dropout=0.0)

@@ -142,6 +142,15 @@ def wire(cfg: DemoConfig) -> DemoConfig:
     llm_teachers = [t.name for t in cfg.synthesize.teachers if t.kind != "engagement"]
     if len(cfg.synthesize.teachers) > 1 and llm_teachers:
         cfg.explainer.data.teacher = llm_teachers[0]
+    # Each student trains on (and the report compares with) the labels of the prompt version
+    # synthesis ran, never a stored one of another version; the fused table has none.
+    versions = {t.name: t.prompt_version for t in cfg.synthesize.teachers}
+    only = next(iter(versions.values())) if len(versions) == 1 else None
+    cfg.classifier.data.prompt_version = cfg.classifier.data.prompt_version or only
+    cfg.explainer.data.prompt_version = (cfg.explainer.data.prompt_version
+                                         or versions.get(cfg.explainer.data.teacher or "", only))
+    cfg.evaluate.teacher_prompt_version = (cfg.evaluate.teacher_prompt_version
+                                           or versions.get(cfg.evaluate.teacher or "", only))
     cfg.explainer.data.seed = io.join(data, "seed")
     cfg.explainer.student.source = teacher_ref
 

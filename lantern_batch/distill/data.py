@@ -8,6 +8,13 @@ Sources (each optional, at least one needed):
 * **D_seed** (:data:`lantern_batch.schema.SEED_SCHEMA`): hard labels, weighted by
   ``data.seed_weight``, as one-hot probabilities.
 
+Only the labels of one prompt version enter a training set: ``data.prompt_version`` (the
+teacher's ``prompt_version`` in synthesis), or the table's only one; a table holding several
+with none configured is an error naming them (:func:`label_source`). A fused table carries no
+prompt version (fusion kept each teacher's configured one). Rows of other versions are not read
+into the examples at all (:func:`keep_prompt_version`), so they are neither trained on nor
+counted as rejected.
+
 Bad input: a table that lacks a column the task needs fails at once, before any row is read,
 with :class:`TeacherLabelsError` naming the table, the column and the task. Rows with an
 unknown fit label, missing / negative / NaN probabilities or probabilities that do not sum to 1
@@ -145,6 +152,47 @@ def resolve_teacher_labels(path: str, teacher: str | None = None) -> str:
     if io.list_parquet_files(path):
         return path
     raise InputError(f"teacher-label table: no Parquet files found at {path}")
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """The teacher-label table one job reads: where, which columns, which prompt version."""
+
+    path: str
+    columns: list[str]
+    prompt_version: str | None
+    """Rows of other prompt versions are dropped; None: no filter (a fused table, or a table
+    whose rows record none)."""
+
+
+def label_source(data: Any, label_task: str) -> LabelSource:
+    """Locate, check and pin the teacher-label table of :class:`~lantern_batch.distill.config.DataSettings`.
+
+    Raises:
+        TeacherLabelsError: a column ``label_task`` needs is missing.
+        InputError: no table; several teachers and none chosen; several prompt versions and none
+            configured, or a configured one the table lacks (naming the versions found).
+    """
+    from lantern_batch.teacher.store import choose_prompt_version, label_prompt_versions
+
+    path = resolve_teacher_labels(data.teacher_labels, data.teacher)
+    found = check_columns("teacher_labels", path, REQUIRED_LABEL_COLUMNS[label_task], label_task)
+    columns = [c for c in (*REQUIRED_LABEL_COLUMNS[label_task], *OPTIONAL_LABEL_COLUMNS[label_task])
+               if found.get_field_index(c) >= 0]
+    version = None
+    if found.get_field_index("prompt_version") >= 0:
+        version = choose_prompt_version(label_prompt_versions(io.list_parquet_files(path)), data.prompt_version,
+                                        f"teacher labels at {path}")
+    if version is not None:
+        columns.append("prompt_version")
+    return LabelSource(path, columns, version)
+
+
+def keep_prompt_version(table: pa.Table, version: str | None) -> pa.Table:
+    """The rows of one prompt version (all rows when ``version`` is None)."""
+    if version is None or "prompt_version" not in table.column_names:
+        return table
+    return table.filter(pc.fill_null(pc.equal(table.column("prompt_version"), version), False))
 
 
 def check_columns(table: str, path: str, required: tuple[str, ...], task: str) -> pa.Schema:
@@ -586,12 +634,11 @@ def prepare_examples(
 
     label_task = label_task or task
     sources: list[Any] = []
+    prompt_version = None
     if data.teacher_labels and task != "teacher_sft":
-        path = resolve_teacher_labels(data.teacher_labels, data.teacher)
-        found = check_columns("teacher_labels", path, REQUIRED_LABEL_COLUMNS[label_task], label_task)
-        wanted = [c for c in (*REQUIRED_LABEL_COLUMNS[label_task], *OPTIONAL_LABEL_COLUMNS[label_task])
-                  if found.get_field_index(c) >= 0]
-        sources.append(("teacher_labels", path, wanted))
+        source = label_source(data, label_task)
+        prompt_version = source.prompt_version
+        sources.append(("teacher_labels", source.path, source.columns))
     if data.seed:
         seed_task = "teacher_sft" if task == "teacher_sft" else label_task
         found = check_columns("seed", data.seed, REQUIRED_SEED_COLUMNS[seed_task], seed_task)
@@ -607,8 +654,11 @@ def prepare_examples(
 
     datasets = []
     for table_name, path, wanted in sources:
-        event(log, "distill.source", table=table_name, path=path)
+        event(log, "distill.source", table=table_name, path=path,
+              prompt_version=prompt_version if table_name == "teacher_labels" else None)
         ds = io.ray_read_parquet(path, columns=wanted)
+        if table_name == "teacher_labels" and prompt_version is not None:
+            ds = ds.map_batches(keep_prompt_version, batch_format="pyarrow", fn_kwargs={"version": prompt_version})
         if table_name == "seed":
             ds = ds.map_batches(_seed_batch, batch_format="pyarrow", fn_kwargs={
                 "task": "teacher_sft" if task == "teacher_sft" else label_task, "weight": data.seed_weight,

@@ -43,6 +43,11 @@ class EvaluateConfig(ConfigModel):
     """Which teacher's labels the students are compared with: a NAME under
     ``labels/teacher=NAME/``, or ``fused``. None: ``fused`` when it exists, else the only
     teacher (the first by name when there are several)."""
+    teacher_prompt_version: str | None = Field(None, pattern=PATH_COMPONENT_PATTERN)
+    """Prompt version of the teacher labels compared (the teacher's ``prompt_version`` in
+    synthesis); rows of other versions are not read. None: the labels' only version; labels
+    holding several make the comparison "not available" with a note naming them. Not applied
+    to ``fused`` (it has none)."""
     scores: str = "runs/demo"
     """OUTPUT directory of ``precompute`` (holds ``scores/ds=…/``)."""
     ds: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")

@@ -48,7 +48,7 @@ import yaml
 from lantern_batch import io, models
 from lantern_batch.config import config_hash, write_resolved_config
 from lantern_batch.distill.data import heldout_mask
-from lantern_batch.errors import NotPublishedError
+from lantern_batch.errors import InputError, NotPublishedError
 from lantern_batch.evaluate import metrics as m
 from lantern_batch.evaluate.config import EvaluateConfig
 from lantern_batch.logs import event, get_logger, timed
@@ -309,6 +309,7 @@ class EvalInputs:
     """Everything the report is computed from; None means not available (see ``notes``)."""
 
     teacher_name: str | None = None
+    teacher_prompt_version: str | None = None
     teacher: LabelTable | None = None
     teacher_explanations_from: pads.Dataset | None = None
     student: LabelTable | None = None
@@ -347,6 +348,25 @@ def _pick_teacher(cfg: EvaluateConfig, inputs: EvalInputs) -> tuple[str | None, 
     return teacher_dirs[0].split("=", 1)[1], all_dirs[0], all_dirs
 
 
+def one_prompt_version(ds: pads.Dataset, path: str, configured: str | None) -> tuple[pads.Dataset, str | None]:
+    """``ds`` (teacher labels at ``path``) restricted to one prompt version, and that version
+    (:func:`lantern_batch.teacher.store.choose_prompt_version`; labels without the column, such
+    as ``fused``, are returned as they are, with None).
+
+    Raises:
+        InputError: several versions and none configured, or a configured one they lack.
+    """
+    from lantern_batch.teacher.store import choose_prompt_version, label_prompt_versions
+
+    if "prompt_version" not in ds.schema.names:
+        return ds, None
+    version = choose_prompt_version(label_prompt_versions(io.list_parquet_files(path)), configured,
+                                    f"teacher labels at {path}")
+    if version is None:
+        return ds, None
+    return ds.filter(pc.field("prompt_version") == version), version
+
+
 def _published_partition(cfg: EvaluateConfig, inputs: EvalInputs) -> tuple[str | None, list[str]]:
     """(ds, data files) of the published scores partition, or (ds or None, []) with a note.
 
@@ -383,8 +403,14 @@ def load_inputs(cfg: EvaluateConfig) -> EvalInputs:
 
     name, path, teacher_dirs = _pick_teacher(cfg, inputs)
     ds = _dataset_at(path)
+    unusable = None
+    if ds is not None and path is not None:
+        try:  # one prompt version's labels only, never a mix
+            ds, inputs.teacher_prompt_version = one_prompt_version(ds, path, cfg.teacher_prompt_version)
+        except InputError as exc:
+            ds, unusable = None, f"teacher labels not compared: {exc}"
     if ds is None:
-        inputs.notes.append(f"no teacher labels found under {io.join(cfg.labels, 'labels')}")
+        inputs.notes.append(unusable or f"no teacher labels found under {io.join(cfg.labels, 'labels')}")
     else:
         try:
             inputs.teacher = read_labels(ds, path, "teacher labels", cfg.max_pairs)
@@ -396,6 +422,10 @@ def load_inputs(cfg: EvaluateConfig) -> EvalInputs:
             if not inputs.teacher.has_explanation:
                 for d in teacher_dirs:
                     other = _dataset_at(d)
+                    try:
+                        other = one_prompt_version(other, d, None)[0] if other is not None else None
+                    except InputError:
+                        continue  # several prompt versions: no single teacher text to take
                     if other is not None and "explanation" in other.schema.names:
                         inputs.teacher_explanations_from = other
                         inputs.notes.append(f"teacher explanations taken from {posixpath.basename(d)} "
@@ -471,6 +501,7 @@ def compute_results(inputs: EvalInputs, cfg: EvaluateConfig) -> dict[str, Any]:
     res: dict[str, Any] = {
         "inputs": {
             "teacher": inputs.teacher_name,
+            "teacher_prompt_version": inputs.teacher_prompt_version,
             "teacher_rows": inputs.teacher.rows if inputs.teacher else None,
             "ds": inputs.ds,
             "student_rows": inputs.student.rows if inputs.student else None,

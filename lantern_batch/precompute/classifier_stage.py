@@ -46,10 +46,13 @@ class ClassifierSettings:
     @classmethod
     def from_config(cls, stage: Any, model_dir: str | Path, meta: dict[str, Any]) -> ClassifierSettings:
         """Settings from a :class:`~lantern_batch.precompute.config.ClassifierStageConfig` and
-        the export's ``lantern_batch.json``."""
+        the export's ``lantern_batch.json``; the version is the export's content hash
+        (:func:`lantern_batch.classifier.classifier_version`), whatever the file records."""
+        from lantern_batch.classifier import classifier_version
+
         return cls(
             model_dir=str(model_dir),
-            version=str(meta.get("version") or "unknown"),
+            version=classifier_version(model_dir),
             max_length=int(stage.max_length or meta.get("max_length") or 256),
             max_chars=int(stage.max_chars or meta.get("text_max_chars") or DEFAULT_TEXT_MAX_CHARS),
             batch_size=int(stage.batch_size),
@@ -61,17 +64,21 @@ class ClassifierSettings:
 
 
 def read_meta(model_dir: str | Path) -> dict[str, Any]:
-    """The export's ``lantern_batch.json`` (labels, max_length, calibration, version)."""
+    """The export's ``lantern_batch.json`` (labels, max_length, calibration, version), checked:
+    an export of another classifier text version is refused here, before any work
+    (:func:`lantern_batch.classifier.check_text_version`, an InputError naming both)."""
     import json
 
-    from lantern_batch.classifier import META_FILE
+    from lantern_batch.classifier import META_FILE, check_text_version
 
     path = Path(model_dir) / META_FILE
     if not path.is_file():
         from lantern_batch.errors import InputError
 
         raise InputError(f"classifier {model_dir} is not an exported classifier: {META_FILE} is missing")
-    return json.loads(path.read_text())
+    meta = json.loads(path.read_text())
+    check_text_version(meta, model_dir)
+    return meta
 
 
 def load(settings: ClassifierSettings):

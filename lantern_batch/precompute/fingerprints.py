@@ -5,12 +5,20 @@ model-and-prompt fingerprint of the run). Two runs give a pair the same fingerpr
 its inputs and the code that scores it are unchanged, so the previous partition's row can be
 reused as is.
 
+The run fingerprint (:func:`precompute_fingerprint`) covers every thing besides the pair that
+changes a scores row: both models' content hashes (:func:`lantern_batch.models.model_version`),
+the classifier's text version, length limits and calibration temperature, the explainer's prompt
+version and budgets, the engine settings that change outputs (:data:`ENGINE_OUTPUT_KEYS`), the
+sampling and regeneration settings, the explain policy and the validator's version. Settings
+that only change speed or memory (batch sizes, threads, ``enforce_eager``, KV-cache size) are
+not in it, so changing them reuses everything.
+
 Content hashes cover every contract column except ``updated_at`` (a touched-but-unchanged
 profile is not a change). Rows are serialised canonically (JSON, sorted keys, floats by
 ``repr``), so a hash does not depend on column order, Parquet encoding, chunking or library
 versions.
 
-    run_fp = run_fingerprint({"classifier": "cls-1a2b", "explainer": "exp-9f"}, {"prompt": "v1"})
+    run_fp = precompute_fingerprint(cfg, classifier_settings, explainer_settings).run
     member_hashes = content_hashes(members_table, "members")     # one hex digest per row
     fps = pair_fingerprints(member_hashes, job_hashes, queries, run_fp)
 """
@@ -21,18 +29,30 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from lantern_batch.schema import INPUT_SCHEMAS
+
+if TYPE_CHECKING:
+    from lantern_batch.precompute.classifier_stage import ClassifierSettings
+    from lantern_batch.precompute.config import PrecomputeConfig
+    from lantern_batch.precompute.explainer_stage import ExplainerSettings
 
 DIGEST_BYTES = 16
 """128-bit digests: a collision among even 10^12 rows is far below one in a million."""
 
 #: Columns that never take part in a content hash.
 EXCLUDED_COLUMNS = frozenset({"updated_at"})
+
+ENGINE_OUTPUT_KEYS = ("dtype", "max_model_len", "quantization", "kv_cache_dtype", "seed", "tokenizer",
+                      "revision", "tokenizer_revision", "max_logprobs")
+"""vLLM engine arguments that change what an engine generates (precision, context, weights
+read, sampling seed). The others (``enforce_eager``, KV-cache size, prefix caching, parallelism)
+change speed and memory only."""
 
 
 def _digest(data: bytes) -> str:
@@ -67,13 +87,15 @@ def content_hashes(table: pa.Table, table_name: str) -> list[str]:
         table: rows conformed to the contract (:func:`lantern_batch.schema.conform`).
         table_name: ``members`` or ``jobs``.
     """
-    cols = content_columns(table_name)
-    rows = table.select(cols).to_pylist()
-    return [
-        _digest(json.dumps(_canonical(r), sort_keys=True, ensure_ascii=False,
-                           separators=(",", ":")).encode("utf-8"))
-        for r in rows
-    ]
+    return [row_digest(r, table_name) for r in table.select(content_columns(table_name)).to_pylist()]
+
+
+def row_digest(row: Mapping[str, Any], table_name: str) -> str:
+    """The content digest of one row given as a dict (a struct value, a ``to_pylist`` row): the
+    same digest :func:`content_hashes` gives that row; columns it lacks count as null."""
+    content = {c: row.get(c) for c in content_columns(table_name)}
+    return _digest(json.dumps(_canonical(content), sort_keys=True, ensure_ascii=False,
+                              separators=(",", ":")).encode("utf-8"))
 
 
 def run_fingerprint(model_versions: Mapping[str, str | None], settings: Mapping[str, Any]) -> str:
@@ -89,6 +111,58 @@ def run_fingerprint(model_versions: Mapping[str, str | None], settings: Mapping[
     return _digest(blob.encode("utf-8"))
 
 
+def engine_output_settings(engine_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`ENGINE_OUTPUT_KEYS` of vLLM engine kwargs (as configured: a ``dtype`` of
+    ``auto`` is fingerprinted as ``auto``, resolved by each actor's hardware)."""
+    return {k: engine_kwargs[k] for k in ENGINE_OUTPUT_KEYS if k in engine_kwargs}
+
+
+@dataclass(frozen=True)
+class RunFingerprint:
+    """What a precompute run's outputs depend on besides the pairs."""
+
+    run: str
+    """:func:`run_fingerprint` of ``models`` and ``settings``: part of every ``input_fingerprint``."""
+    models: dict[str, str | None]
+    """Model versions (content hashes) by stage; None for a disabled explainer."""
+    settings: dict[str, Any]
+    """The settings covered, as recorded in the manifest's ``fingerprints``."""
+
+
+def precompute_fingerprint(cfg: PrecomputeConfig, classifier: ClassifierSettings,
+                           explainer: ExplainerSettings | None) -> RunFingerprint:
+    """The run fingerprint of a precompute run (see the module doc for what it covers).
+
+    Args:
+        cfg: the run's config (explain policy and prompt budgets).
+        classifier: the resolved classifier stage (its ``version`` is the export's content hash).
+        explainer: the resolved explainer stage, None when explanations are off.
+    """
+    from lantern_batch import prompts
+    from lantern_batch.quality import QUALITY_VERSION
+
+    e = explainer
+    settings = {
+        "prompt_version": prompts.PROMPT_VERSION,
+        "classifier_text_version": prompts.CLASSIFIER_TEXT_VERSION,
+        "classifier_max_length": classifier.max_length,
+        "classifier_max_chars": classifier.max_chars,
+        "classifier_dtype": classifier.dtype,
+        "calibration_temperature": classifier.temperature,
+        "explainer_prompt_version": e.prompt_version if e else None,
+        "explain_policy": cfg.explainer.policy.model_dump() if e else None,
+        "explainer_prompt_budget": [cfg.explainer.member_tokens, cfg.explainer.job_tokens] if e else None,
+        "explainer_engine": engine_output_settings(e.engine_kwargs) if e else None,
+        "sampling_params": dict(e.sampling_params) if e else None,
+        "regenerate_invalid": e.regenerate_invalid if e else None,
+        "retry_sampling_params": dict(e.retry_sampling_params) if e and e.regenerate_invalid else None,
+        "max_explanation_chars": e.max_explanation_chars if e else None,
+        "explanation_validator": QUALITY_VERSION if e else None,
+    }
+    models = {"classifier": classifier.version, "explainer": e.version if e else None}
+    return RunFingerprint(run_fingerprint(models, settings), models, settings)
+
+
 def pair_fingerprints(
     member_hashes: Sequence[str | None],
     job_hashes: Sequence[str | None],
@@ -96,15 +170,30 @@ def pair_fingerprints(
     run_fp: str,
 ) -> list[str | None]:
     """``input_fingerprint`` per pair; None where the member or job hash is missing."""
-    out: list[str | None] = []
-    for m, j, q in zip(member_hashes, job_hashes, queries, strict=True):
-        if m is None or j is None:
-            out.append(None)
-            continue
-        # Field separators cannot occur in hex digests; the query is length-prefixed.
-        qb = b"\x00" if q is None else b"\x01" + str(len(q)).encode() + b":" + q.encode("utf-8")
-        out.append(_digest(b"|".join((run_fp.encode(), m.encode(), j.encode())) + b"|" + qb))
-    return out
+    return [None if m is None or j is None else _pair_digest(run_fp, m, j, q)
+            for m, j, q in zip(member_hashes, job_hashes, queries, strict=True)]
+
+
+def _pair_digest(run_fp: str, member_hash: str, job_hash: str, query: str | None) -> str:
+    # Field separators cannot occur in hex digests; the query is length-prefixed.
+    qb = b"\x00" if query is None else b"\x01" + str(len(query)).encode() + b":" + query.encode("utf-8")
+    return _digest(b"|".join((run_fp.encode(), member_hash.encode(), job_hash.encode())) + b"|" + qb)
+
+
+def content_fingerprints(
+    member_hashes: Sequence[str | None],
+    job_hashes: Sequence[str | None],
+    queries: Sequence[str | None],
+) -> list[str | None]:
+    """The fingerprint of each pair's content alone (member, job, query; no run): the teacher's
+    ``input_fingerprint``, which its resume keys on (the teacher's own version is kept apart);
+    None where the member or job hash is missing."""
+    return pair_fingerprints(member_hashes, job_hashes, queries, run_fp="")
+
+
+def content_fingerprint(member: Mapping[str, Any], job: Mapping[str, Any], query: str | None) -> str:
+    """:func:`content_fingerprints` of one pair given as its member and job rows (dicts)."""
+    return _pair_digest("", row_digest(member, "members"), row_digest(job, "jobs"), query)
 
 
 def sample_hash(member_ids: Sequence[str], job_ids: Sequence[str], seed: int) -> list[float]:

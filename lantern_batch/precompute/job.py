@@ -193,10 +193,8 @@ def _explainer_prompt_version(model_dir: Any) -> str:
 
 
 def _run(cfg: PrecomputeConfig, run_id: str) -> int:
-    from lantern_batch import prompts
-    from lantern_batch.precompute.fingerprints import run_fingerprint
+    from lantern_batch.precompute.fingerprints import precompute_fingerprint
     from lantern_batch.precompute.route import Policy
-    from lantern_batch.quality import QUALITY_VERSION
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -217,20 +215,8 @@ def _run(cfg: PrecomputeConfig, run_id: str) -> int:
     if explainer is not None:
         p = cfg.explainer.policy
         policy = Policy(tuple(p.labels), p.top_n_per_member, p.sample_rate, p.seed)
-    fp_settings = {
-        "prompt_version": prompts.PROMPT_VERSION,
-        "explainer_prompt_version": explainer.prompt_version if explainer else None,
-        "classifier_max_length": classifier.max_length,
-        "classifier_max_chars": classifier.max_chars,
-        "classifier_dtype": cfg.classifier.dtype,
-        "explain_policy": cfg.explainer.policy.model_dump() if explainer else None,
-        "explainer_prompt_budget": [cfg.explainer.member_tokens, cfg.explainer.job_tokens] if explainer else None,
-        "sampling_params": cfg.explainer.sampling_params if explainer else None,
-        "max_explanation_chars": cfg.explainer.max_explanation_chars if explainer else None,
-        "explanation_validator": QUALITY_VERSION if explainer else None,
-    }
-    versions = {"classifier": classifier.version, "explainer": explainer.version if explainer else None}
-    run_fp = run_fingerprint(versions, fp_settings)
+    fp = precompute_fingerprint(cfg, classifier, explainer)
+    run_fp, versions, fp_settings = fp.run, fp.models, fp.settings
     rows_in = _count_rows(files["pairs"])
     timings["inputs"] = time.perf_counter() - t0
     event(log, "precompute.start", run_id=run_id, ds=ds, pairs=rows_in, pair_files=len(files["pairs"]),

@@ -16,8 +16,16 @@ switch the member side to ``Dataset.join`` on member_id.
 
 De-duplication needs a global view, so one Ray task (:func:`scan_pairs`) reads only the two
 key columns of every pair, in a fixed order (file, row group, row), and returns the positions
-of later copies; "first" is the first in that order. The same task counts the rows a pass will
-skip (already done, not sampled) so counts conserve exactly.
+of later copies; "first" is the first in that order. The same task decides which rows a pass skips (not
+sampled; already done, see below) and counts them, so counts conserve exactly; the join
+actors skip exactly the keys it returns.
+
+Resume keys on content: a row this teacher version labelled is skipped only while its
+``input_fingerprint`` (the member's and the job's content hashes, without ``updated_at``, and
+the query: :func:`fingerprint`) is unchanged; the scan computes it from the side tables'
+content hashes (:func:`content_index`) and returns the done keys whose content changed, which
+the pass takes out of the output (:func:`lantern_batch.teacher.store.retire_stale`) and labels
+again.
 
 Row keys (``_row_key``): ``<pair_id>#<n>`` for the n-th copy of a pair, ``null#<order>`` for a
 pair with a null id. They identify an input row across reruns for resume.
@@ -25,9 +33,7 @@ pair with a null id. They identify an input row across reruns for resume.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +44,11 @@ import pyarrow.parquet as pq
 
 from lantern_batch import io
 from lantern_batch.policy import pair_id as make_pair_id
+from lantern_batch.precompute.fingerprints import (
+    content_fingerprint,
+    content_fingerprints,
+    content_hashes,
+)
 from lantern_batch.schema import (
     PAIRS_SCHEMA,
     RowLimits,
@@ -47,6 +58,7 @@ from lantern_batch.schema import (
     validate_table,
 )
 from lantern_batch.teacher.records import JOB_STRUCT, JOINED_SCHEMA, MEMBER_STRUCT
+from lantern_batch.teacher.store import skipped
 
 ORDER_BITS = 40
 """Row position = (file index << 40) | row index within the file (files of < 1e12 rows)."""
@@ -121,19 +133,36 @@ def sampled(pid: str | None, fraction: float) -> bool:
     return int(pid[:8], 16) / 2**32 < fraction
 
 
-def scan_pairs(tasks: list[ReadTask], sample_fraction: float, skip_keys: frozenset[str]) -> dict:
+def scan_pairs(tasks: list[ReadTask], sample_fraction: float, skip_keys: frozenset[str],
+               done: Mapping[str, str] | None = None, member_hashes: Mapping[str, str] | None = None,
+               job_hashes: Mapping[str, str] | None = None) -> dict:
     """Global pass over the pair keys: later copies, and the rows this pass will skip.
 
+    Args:
+        tasks: the pairs' row groups, in order.
+        sample_fraction: see :func:`sampled`.
+        skip_keys: row keys skipped whatever their content (input errors already written).
+        done: {row key: input_fingerprint} this teacher version already labelled; such a row is
+            skipped only while its fingerprint now is the same (:func:`~lantern_batch.teacher.store.skipped`).
+        member_hashes, job_hashes: :func:`content_index` of the good members and jobs (needed
+            with ``done``).
+
     Returns:
-        ``{"copy_index": {order: n>=1}, "rows_in", "duplicates", "not_sampled", "skipped_done"}``.
+        ``{"copy_index": {order: n>=1}, "skip": keys the join skips, "changed": done keys whose
+        content changed, "rows_in", "duplicates", "not_sampled", "skipped_done", "changed_done"}``.
     """
+    done = done or {}
+    member_hashes, job_hashes = member_hashes or {}, job_hashes or {}
     first_seen: dict[tuple[str, str], int] = {}
     copy_index: dict[int, int] = {}
-    counts = {"rows_in": 0, "duplicates": 0, "not_sampled": 0, "skipped_done": 0}
+    skip: set[str] = set()
+    changed: set[str] = set()
+    counts = {"rows_in": 0, "duplicates": 0, "not_sampled": 0, "skipped_done": 0, "changed_done": 0}
     for task in tasks:
-        t = read_row_group(task.__dict__, columns=["member_id", "job_id"])
+        t = read_row_group(task.__dict__, columns=["member_id", "job_id", "query"])
         mids = t.column("member_id").to_pylist() if "member_id" in t.column_names else [None] * t.num_rows
         jids = t.column("job_id").to_pylist() if "job_id" in t.column_names else [None] * t.num_rows
+        queries = t.column("query").to_pylist() if "query" in t.column_names else [None] * t.num_rows
         orders = t.column("_order").to_numpy()
         counts["rows_in"] += t.num_rows
         local: dict[int, int] = {}
@@ -147,12 +176,41 @@ def scan_pairs(tasks: list[ReadTask], sample_fraction: float, skip_keys: frozens
         copy_index.update(local)
         counts["duplicates"] += len(local)
         pids = pair_ids(mids, jids)
-        for pid, key in zip(pids, row_keys(pids, orders, local), strict=False):
+        keys = row_keys(pids, orders, local)
+        fps = _fingerprints_of_done(keys, mids, jids, queries, local, orders, done, member_hashes, job_hashes)
+        for pid, key, fp in zip(pids, keys, fps, strict=True):
             if not sampled(pid, sample_fraction):
                 counts["not_sampled"] += 1
-            elif key in skip_keys:
+            elif key in skip_keys or skipped(key, fp, done, frozenset()):
                 counts["skipped_done"] += 1
-    return {"copy_index": copy_index, **counts}
+                skip.add(key)
+            elif key in done:
+                counts["changed_done"] += 1
+                changed.add(key)
+    return {"copy_index": copy_index, "skip": frozenset(skip), "changed": frozenset(changed), **counts}
+
+
+def _fingerprints_of_done(keys: list[str], mids: list[str | None], jids: list[str | None],
+                          queries: list[str | None], later: dict[int, int], orders: np.ndarray,
+                          done: Mapping[str, str], member_hashes: Mapping[str, str],
+                          job_hashes: Mapping[str, str]) -> list[str | None]:
+    """Each row's input_fingerprint now where its key is done (None elsewhere, and for a later
+    copy or a pair whose member or job is not a good row: those cannot be labelled)."""
+    fps: list[str | None] = [None] * len(keys)
+    rows = [i for i, k in enumerate(keys) if k in done and int(orders[i]) not in later]
+    if rows:
+        got = content_fingerprints([member_hashes.get(mids[i]) for i in rows],
+                                   [job_hashes.get(jids[i]) for i in rows], [queries[i] for i in rows])
+        for i, fp in zip(rows, got, strict=True):
+            fps[i] = fp
+    return fps
+
+
+def content_index(table: pa.Table, table_name: str) -> dict[str, str]:
+    """{id: content hash} of a conformed good ``members`` or ``jobs`` table (what
+    :func:`fingerprint` hashes of each row)."""
+    key = "member_id" if table_name == "members" else "job_id"
+    return dict(zip(table.column(key).to_pylist(), content_hashes(table, table_name), strict=True))
 
 
 def prepare_side_table(path: str, table_name: str, limits: RowLimits, errors_out: str) -> tuple[pa.Table, dict[str, str], dict]:
@@ -178,10 +236,10 @@ def prepare_side_table(path: str, table_name: str, limits: RowLimits, errors_out
     return result.good, bad, result.counts
 
 
-def fingerprint(member: dict | None, job: dict | None, query: str | None) -> str:
-    """Hash of everything a label depends on besides the teacher: member, job and query."""
-    blob = json.dumps([member, job, query], sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+def fingerprint(member: Mapping[str, Any], job: Mapping[str, Any], query: str | None) -> str:
+    """Hash of everything a label depends on besides the teacher: the member's and the job's
+    content (every contract column but ``updated_at``) and the query."""
+    return content_fingerprint(member, job, query)
 
 
 def _struct_rows(table: pa.Table, indices: list[int | None], struct_type: pa.StructType) -> pa.Array:

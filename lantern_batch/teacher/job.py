@@ -12,6 +12,13 @@ The driver only sees per-batch summaries (counts and token totals), which it tur
 progress lines and the run summary. After the last teacher, several teachers' labels are
 fused (:mod:`~lantern_batch.teacher.fusion`). See :mod:`~lantern_batch.teacher.store` for the
 output layout and the exactly-once rules that make a killed run resumable.
+
+A resumed pass skips only what still holds: pairs this teacher labelled from the same member
+and job content and query, with the same model (content hash), prompt version and output
+settings (:func:`teacher_version`). Before it labels anything, the rows that no longer hold are
+taken out of the output (:func:`~lantern_batch.teacher.store.retire_stale`), so a teacher's
+labels of one prompt version come from one model and one set of settings, and a changed pair
+has one label: the new one.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ SUMMARY_SCHEMA = pa.schema([
 ])
 
 
-def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str) -> pa.Table:
+def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str,
+                  teacher_version: str | None = None) -> pa.Table:
     """Ray Data UDF (task): commit one batch of LABELED rows; return its one-row summary."""
     if batch.num_rows == 0:
         return SUMMARY_SCHEMA.empty_table()
@@ -52,7 +60,9 @@ def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str) 
     stages = batch.column("_err_stage").to_pylist()
     reasons = batch.column("_err_reason").to_pylist()
     markers = store.marker_rows(batch.column("_row_key").to_pylist(), stages, reasons,
-                                batch.column("_prompt_tokens").to_pylist(), batch.column("_output_tokens").to_pylist())
+                                batch.column("_prompt_tokens").to_pylist(), batch.column("_output_tokens").to_pylist(),
+                                input_fingerprints=batch.column("input_fingerprint").to_pylist(),
+                                teacher_version=teacher_version)
     store.commit_batch(out, teacher, prompt_version, labels, errors, markers)
     n_input = sum(s in store.INPUT_STAGES for s in stages)
 
@@ -72,6 +82,52 @@ def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str) 
         "cache_hits": int(sum(bool(x) for x in batch.column("_cache_hit").to_pylist())),
         "reasons": json.dumps(Counter(r for r in reasons if r is not None)),
     }], schema=SUMMARY_SCHEMA)
+
+
+def output_settings(cfg: SynthesizeConfig, teacher: TeacherSpec) -> dict[str, Any]:
+    """The settings of a teacher pass that change its labels (part of :func:`teacher_version`).
+
+    Prompt budgets and the output schema's cap for every kind; for ``vllm`` the sampling
+    parameters as the stage merges them, the retry's, structured-output options, the top-k kept
+    and the engine arguments that change outputs
+    (:data:`~lantern_batch.precompute.fingerprints.ENGINE_OUTPUT_KEYS`); for ``openai`` the
+    request, what is sent and how probabilities are read. Batch sizes, concurrency, resources
+    and sampling of pairs change which pairs or how fast, not a label.
+    """
+    from lantern_batch.precompute.fingerprints import engine_output_settings
+
+    out: dict[str, Any] = {"kind": teacher.kind, "prompt": cfg.prompt.model_dump()}
+    if teacher.kind == "vllm":
+        v = cfg.vllm
+        sampling = {**v.sampling_params, **teacher.sampling_params}
+        out.update(sampling_params=sampling, retry_sampling_params={**sampling, **v.retry_sampling_params},
+                   structured_outputs=dict(v.structured_outputs), topk=cfg.topk,
+                   engine=engine_output_settings({**v.engine_kwargs, **teacher.engine_kwargs}))
+    elif teacher.kind == "openai":
+        o = cfg.openai
+        out.update(request_kwargs={**o.request_kwargs, **teacher.sampling_params}, json_schema=o.json_schema,
+                   top_logprobs=o.top_logprobs, redact=o.redact, member_fields=list(o.member_fields),
+                   job_fields=list(o.job_fields))
+    return out
+
+
+def model_version_of(teacher: TeacherSpec, side: dict[str, Any]) -> str:
+    """The teacher's model version: the content hash of a ``vllm`` model's directory
+    (:func:`lantern_batch.models.model_version`), the fitted engagement model's own hash, and
+    for a black-box endpoint the served model's name (all that is known of it)."""
+    if teacher.kind == "vllm":
+        from lantern_batch.models import model_version, resolve
+
+        return model_version(resolve(teacher.model))
+    if teacher.kind == "engagement":
+        return str(side["engagement_model"]["model_ref"])
+    return f"openai:{teacher.model}"
+
+
+def teacher_version(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any]) -> str:
+    """:func:`lantern_batch.teacher.store.teacher_version` of one teacher of this run."""
+    return store.teacher_version(model_version_of(teacher, side), teacher.prompt_version,
+                                 output_settings(cfg, teacher))
 
 
 def _teacher_stage(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any]) -> tuple[type, dict[str, Any]]:
@@ -111,7 +167,8 @@ def _teacher_stage(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, 
 
 
 def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], tasks: list[Any],
-            scan: dict[str, Any], skip_ref: Any, to_do: int, totals: Counter[str], reasons: Counter[str]) -> None:
+            scan: dict[str, Any], skip_ref: Any, to_do: int, totals: Counter[str], reasons: Counter[str],
+            version: str) -> None:
     """Build and consume one teacher's Ray Data pipeline, summing its batch summaries."""
     import ray
     import ray.data
@@ -138,7 +195,8 @@ def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], t
     ds = ds.map_batches(stage_cls, batch_format="pyarrow", **stage_kwargs)
     # One committed file set per engine batch: small enough that a killed run loses little.
     ds = ds.map_batches(commit_writer, batch_size=stage_kwargs["batch_size"], batch_format="pyarrow", num_cpus=0.25,
-                        fn_kwargs=dict(out=cfg.out, teacher=teacher.name, prompt_version=teacher.prompt_version))
+                        fn_kwargs=dict(out=cfg.out, teacher=teacher.name, prompt_version=teacher.prompt_version,
+                                       teacher_version=version))
 
     progress = Progress(log, f"synthesize.{teacher.name}", total=to_do)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -148,20 +206,22 @@ def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], t
             progress.update(row["rows"])
 
 
-def _skip_keys(out: str, teacher: str, prompt_version: str, resume: bool) -> frozenset[str]:
-    """Ray task: row keys a pass skips (this teacher's committed rows, input errors written)."""
+def _done(out: str, teacher: str, prompt_version: str, version: str,
+          resume: bool) -> tuple[dict[str, str], frozenset[str]]:
+    """Ray task: what this pass finds done (:func:`~lantern_batch.teacher.store.load_done`)."""
     if not resume:
-        return frozenset()
-    teacher_done, inputs_done = store.load_done(out, teacher, prompt_version)
-    return teacher_done | inputs_done
+        return {}, frozenset()
+    return store.load_done(out, teacher, prompt_version, version)
 
 
-def _scan(tasks: list[Any], sample_fraction: float, skip: frozenset[str]) -> tuple[dict[int, int], dict[str, int]]:
-    """Ray task: :func:`~lantern_batch.teacher.inputs.scan_pairs` as (copy index, counts)."""
+def _scan(tasks: list[Any], sample_fraction: float, inputs_done: frozenset[str], done: dict[str, str],
+          member_hashes: dict[str, str], job_hashes: dict[str, str]) -> tuple[Any, ...]:
+    """Ray task: :func:`~lantern_batch.teacher.inputs.scan_pairs` as (copy index, keys to skip,
+    changed done keys, counts)."""
     from lantern_batch.teacher.inputs import scan_pairs
 
-    result = scan_pairs(tasks, sample_fraction, skip)
-    return result.pop("copy_index"), result
+    result = scan_pairs(tasks, sample_fraction, inputs_done, done, member_hashes, job_hashes)
+    return result.pop("copy_index"), result.pop("skip"), result.pop("changed"), result
 
 
 def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any],
@@ -170,26 +230,34 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
     import ray
 
     t0 = time.perf_counter()
-    # The done set (row keys of committed batches) and the later-copy index can be large: they
-    # are built in Ray tasks and stay in the object store; the driver only sees counts.
-    skip_ref = ray.remote(_skip_keys).options(num_cpus=0.5).remote(cfg.out, teacher.name, teacher.prompt_version,
-                                                                    cfg.resume)
-    copy_ref, counts_ref = ray.remote(_scan).options(num_cpus=0.5, num_returns=2).remote(
-        tasks, cfg.sample_fraction, skip_ref)
+    version = teacher_version(cfg, teacher, side)
+    # The done rows, the later-copy index and the skip set can be large: they are built in Ray
+    # tasks and stay in the object store; the driver only sees counts.
+    done_ref, inputs_done_ref = ray.remote(_done).options(num_cpus=0.5, num_returns=2).remote(
+        cfg.out, teacher.name, teacher.prompt_version, version, cfg.resume)
+    copy_ref, skip_ref, changed_ref, counts_ref = ray.remote(_scan).options(num_cpus=0.5, num_returns=4).remote(
+        tasks, cfg.sample_fraction, inputs_done_ref, done_ref, side["member_hashes"], side["job_hashes"])
     scan = {**ray.get(counts_ref), "copy_index": copy_ref}
+    retired = {"rows": 0, "batches": 0}
+    if cfg.resume:  # before any new label: what no longer holds leaves the output
+        retired = ray.get(ray.remote(store.retire_stale).options(num_cpus=0.5).remote(
+            cfg.out, teacher.name, teacher.prompt_version, version, changed_ref))
     to_do = scan["rows_in"] - scan["not_sampled"] - scan["skipped_done"]
-    event(log, "teacher.pass_start", teacher=teacher.name, kind=teacher.kind, rows_in=scan["rows_in"],
-          to_do=to_do, skipped_done=scan["skipped_done"], not_sampled=scan["not_sampled"],
+    event(log, "teacher.pass_start", teacher=teacher.name, kind=teacher.kind, version=version,
+          rows_in=scan["rows_in"], to_do=to_do, skipped_done=scan["skipped_done"],
+          changed_done=scan["changed_done"], retired=retired["rows"], not_sampled=scan["not_sampled"],
           duplicates=scan["duplicates"])
 
     totals: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     if to_do > 0:  # an all-done pass starts no engine
-        _stream(cfg, teacher, side, tasks, scan, skip_ref, to_do, totals, reasons)
+        _stream(cfg, teacher, side, tasks, scan, skip_ref, to_do, totals, reasons, version)
     seconds = time.perf_counter() - t0
     counts = {
+        "teacher_version": version,
         "rows_in": scan["rows_in"], "duplicates": scan["duplicates"],
         "not_sampled": scan["not_sampled"], "skipped_done": scan["skipped_done"],
+        "changed_done": scan["changed_done"], "retired": retired["rows"],
         "processed": totals["rows"], "labelled": totals["labelled"],
         "teacher_errors": totals["teacher_errors"], "input_errors_written": totals["input_errors"],
         "errors_by_reason": dict(reasons), "retried": totals["retried"],
@@ -220,15 +288,19 @@ def prepare_side_tables(cfg: SynthesizeConfig) -> dict[str, Any]:
     """Validate members and jobs in Ray tasks; object refs of the good rows (never in the driver)."""
     import ray
 
-    from lantern_batch.teacher.inputs import prepare_side_table
+    from lantern_batch.teacher.inputs import content_index, prepare_side_table
 
     limits = RowLimits(cfg.validation.max_text_chars, cfg.validation.max_list_items)
     task = ray.remote(prepare_side_table).options(num_returns=3, num_cpus=0.5)
     members, bad_members, m_counts = task.remote(cfg.inputs.members, "members", limits, store.errors_dir(cfg.out))
     jobs, bad_jobs, j_counts = task.remote(cfg.inputs.jobs, "jobs", limits, store.errors_dir(cfg.out))
     counts = {"members": ray.get(m_counts), "jobs": ray.get(j_counts)}
+    # Content hashes of the good rows: the scan computes each pair's input_fingerprint from them.
+    index = ray.remote(content_index).options(num_cpus=0.5)
+    member_hashes, job_hashes = index.remote(members, "members"), index.remote(jobs, "jobs")
     event(log, "synthesize.side_tables", members_good=counts["members"]["good"], jobs_good=counts["jobs"]["good"])
-    return {"members": members, "jobs": jobs, "bad_members": bad_members, "bad_jobs": bad_jobs, "counts": counts}
+    return {"members": members, "jobs": jobs, "bad_members": bad_members, "bad_jobs": bad_jobs, "counts": counts,
+            "member_hashes": member_hashes, "job_hashes": job_hashes}
 
 
 def run(cfg: SynthesizeConfig) -> int:

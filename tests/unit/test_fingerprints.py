@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pytest
 
+from lantern_batch.precompute.classifier_stage import ClassifierSettings
+from lantern_batch.precompute.config import PrecomputeConfig
+from lantern_batch.precompute.explainer_stage import ExplainerSettings
 from lantern_batch.precompute.fingerprints import (
     content_hashes,
+    engine_output_settings,
     pair_fingerprints,
+    precompute_fingerprint,
     run_fingerprint,
     sample_hash,
 )
@@ -75,3 +82,69 @@ def test_sample_hash_is_deterministic_uniform_and_seeded():
     assert a != sample_hash(m, j, seed=1)
     assert all(0.0 <= x < 1.0 for x in a)
     assert 0.4 < sum(x < 0.5 for x in a) / len(a) < 0.6
+
+
+def _stages() -> tuple[PrecomputeConfig, ClassifierSettings, ExplainerSettings]:
+    cfg = PrecomputeConfig()
+    cls = ClassifierSettings(model_dir="/m/cls", version="cls-1", max_length=160, max_chars=900, batch_size=32,
+                             temperature=1.25, dtype="auto", torch_threads=2, use_gpu=False)
+    exp = ExplainerSettings(model_dir="/m/exp", version="exp-1", prompt_version="e2",
+                            engine_kwargs=dict(cfg.explainer.engine_kwargs),
+                            sampling_params=dict(cfg.explainer.sampling_params))
+    return cfg, cls, exp
+
+
+def _run_fp(cfg, cls, exp) -> str:
+    return precompute_fingerprint(cfg, cls, exp).run
+
+
+def test_run_fingerprint_covers_every_setting_that_changes_an_output(monkeypatch):
+    cfg, cls, exp = _stages()
+    base = _run_fp(cfg, cls, exp)
+    assert base == _run_fp(*_stages())
+    engine = exp.engine_kwargs
+    changed = {
+        "calibration temperature": (cfg, dataclasses.replace(cls, temperature=1.5), exp),
+        "classifier weights": (cfg, dataclasses.replace(cls, version="cls-2"), exp),
+        "explainer weights": (cfg, cls, dataclasses.replace(exp, version="exp-2")),
+        "explainer prompt version": (cfg, cls, dataclasses.replace(exp, prompt_version="e1")),
+        "engine dtype": (cfg, cls, dataclasses.replace(exp, engine_kwargs={**engine, "dtype": "float32"})),
+        "engine max_model_len": (cfg, cls, dataclasses.replace(exp, engine_kwargs={**engine, "max_model_len": 1024})),
+        "engine seed": (cfg, cls, dataclasses.replace(exp, engine_kwargs={**engine, "seed": 1})),
+        "sampling": (cfg, cls, dataclasses.replace(exp, sampling_params={"max_tokens": 64, "temperature": 0.0})),
+        "retry sampling": (cfg, cls, dataclasses.replace(exp, retry_sampling_params={"temperature": 0.9})),
+        "regeneration": (cfg, cls, dataclasses.replace(exp, regenerate_invalid=False)),
+        "explanation cap": (cfg, cls, dataclasses.replace(exp, max_explanation_chars=300)),
+        "classifier length": (cfg, dataclasses.replace(cls, max_length=128), exp),
+        "explainer off": (cfg, cls, None),
+    }
+    fps = {what: _run_fp(*args) for what, args in changed.items()}
+    assert all(fp != base for fp in fps.values()), [w for w, fp in fps.items() if fp == base]
+    assert len(set(fps.values())) == len(fps)
+    # Settings that only change speed or memory reuse everything.
+    for key, value in (("enforce_eager", False), ("kv_cache_memory_bytes", 1 << 30), ("enable_prefix_caching", True)):
+        assert _run_fp(cfg, cls, dataclasses.replace(exp, engine_kwargs={**engine, key: value})) == base, key
+    assert _run_fp(cfg, dataclasses.replace(cls, batch_size=8, torch_threads=1), exp) == base
+    # The classifier's text builder is code: its version is in the fingerprint too.
+    monkeypatch.setattr("lantern_batch.prompts.CLASSIFIER_TEXT_VERSION", "c9")
+    assert _run_fp(cfg, cls, exp) != base
+
+
+def test_run_fingerprint_records_what_it_covers():
+    cfg, cls, exp = _stages()
+    fp = precompute_fingerprint(cfg, cls, exp)
+    assert fp.models == {"classifier": "cls-1", "explainer": "exp-1"}
+    assert fp.settings["calibration_temperature"] == 1.25
+    assert fp.settings["explainer_engine"] == {"dtype": "auto", "max_model_len": 2048, "seed": 0}
+    assert fp.run == run_fingerprint(fp.models, fp.settings)
+    off = precompute_fingerprint(cfg, cls, None)
+    assert off.models["explainer"] is None and off.settings["explainer_engine"] is None
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"dtype": "bfloat16", "enforce_eager": True}, {"dtype": "bfloat16"}),
+    ({}, {}),
+    ({"max_model_len": 512, "quantization": "fp8", "kv_cache_memory_bytes": 1}, {"max_model_len": 512, "quantization": "fp8"}),
+])
+def test_engine_output_settings_keep_only_what_changes_outputs(kwargs, expected):
+    assert engine_output_settings(kwargs) == expected

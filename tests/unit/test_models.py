@@ -278,3 +278,27 @@ def test_cache_dir_from_env(monkeypatch, tmp_path):
     assert models.cache_dir() == tmp_path / "c"
     monkeypatch.delenv("LANTERN_CACHE_DIR")
     assert models.cache_dir() == Path("~/.cache/lantern_batch").expanduser()
+
+
+def test_model_version_hashes_weight_bytes_not_names_and_sizes(tmp_path, tiny_bert_dir):
+    """Retrained weights of the same size (same config, same file names) are another model."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bert_dir, copy)
+    before = models.model_version(copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one byte of the last tensor: same size, same name
+    weights.write_bytes(bytes(data))
+    assert models.model_version(copy) != before
+    # Bookkeeping written next to an export (metrics, resolved config, dot files) is no part of it.
+    (copy / "metrics.json").write_text("{}")
+    (copy / "resolved_config.yaml").write_text("a: 1\n")
+    (copy / ".lantern_source.json").write_text("{}")
+    after = models.model_version(copy)
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert models.model_version(copy) == before != after
+    # The tokenizer changes outputs, so it is part of the version.
+    tok = next(p for p in copy.iterdir() if p.name in ("tokenizer.json", "vocab.txt"))
+    tok.write_text(tok.read_text() + "\n")
+    assert models.model_version(copy) != before

@@ -9,6 +9,7 @@ from lantern_batch.io import read_table, write_table
 from lantern_batch.schema import RowLimits
 from lantern_batch.teacher.inputs import (
     PairJoiner,
+    content_index,
     fingerprint,
     pair_read_tasks,
     prepare_side_table,
@@ -74,3 +75,70 @@ def test_fingerprint_changes_with_inputs():
     assert a == fingerprint({"skills": ["x"], "member_id": "m"}, {"job_id": "j"}, None)
     assert a != fingerprint({"member_id": "m", "skills": ["y"]}, {"job_id": "j"}, None)
     assert a != fingerprint({"member_id": "m", "skills": ["x"]}, {"job_id": "j"}, "q")
+    # Content only: a touched-but-unchanged profile keeps its fingerprint (and its label).
+    assert a == fingerprint({"member_id": "m", "skills": ["x"], "updated_at": "2027-01-01"}, {"job_id": "j"}, None)
+
+
+def _side(world, out):
+    members, bad_m, _ = prepare_side_table(str(world / "members"), "members", RowLimits(), str(out / "errors"))
+    jobs, bad_j, _ = prepare_side_table(str(world / "jobs"), "jobs", RowLimits(), str(out / "errors"))
+    return members, bad_m, jobs, bad_j
+
+
+def _pass(world, out, done):
+    """Scan (with this teacher's done rows) and join, as a resumed pass does."""
+    members, bad_m, jobs, bad_j = _side(world, out)
+    tasks = pair_read_tasks(str(world / "pairs"))
+    scan = scan_pairs(tasks, 1.0, frozenset(), done, content_index(members, "members"), content_index(jobs, "jobs"))
+    joiner = PairJoiner(members, jobs, bad_m, bad_j, scan["copy_index"], scan["skip"], 1.0, RowLimits())
+    return scan, pa.concat_tables([joiner(read_row_group(t.__dict__)) for t in tasks])
+
+
+def test_resume_skips_unchanged_pairs_and_relabels_changed_ones(tiny_world, tmp_path):
+    world = tmp_path / "w"
+    for name in ("members", "jobs", "pairs"):
+        write_table(read_table(str(tiny_world / name)), str(world / name))
+    _, first = _pass(world, tmp_path, {})
+    good = first.filter(pc.is_null(first.column("_err_reason")))
+    done = dict(zip(good.column("_row_key").to_pylist(), good.column("input_fingerprint").to_pylist(), strict=True))
+    assert len(done) > 10 and None not in done.values()
+
+    scan, joined = _pass(world, tmp_path, done)  # nothing changed: every labelled pair is skipped
+    assert scan["skipped_done"] == len(done) and scan["changed_done"] == 0 and scan["changed"] == frozenset()
+    assert set(joined.column("_row_key").to_pylist()).isdisjoint(done)
+
+    # One member's summary changes; another member is only touched (updated_at), not changed.
+    members = read_table(str(world / "members")).to_pylist()
+    changed_id, touched_id = good.column("member_id")[0].as_py(), None
+    for m in members:
+        if m["member_id"] == changed_id:
+            m["summary"] = (m["summary"] or "") + " Now also leads the on-call rota."
+    touched_id = next(r for r in good.column("member_id").to_pylist() if r != changed_id)
+    for m in members:
+        if m["member_id"] == touched_id:
+            m["updated_at"] = m["updated_at"].replace(year=m["updated_at"].year + 1) if m["updated_at"] else None
+    schema = read_table(str(world / "members")).schema
+    write_table(pa.Table.from_pylist(members, schema=schema), str(world / "members"), basename="part-00000.parquet")
+    for f in (world / "members").glob("*.parquet"):
+        if f.name != "part-00000.parquet":
+            f.unlink()
+    scan, joined = _pass(world, tmp_path, done)
+    expected = {k for k, m in zip(good.column("_row_key").to_pylist(), good.column("member_id").to_pylist(), strict=True)
+                if m == changed_id}
+    assert scan["changed"] == expected and scan["changed_done"] == len(expected) >= 1
+    assert scan["skipped_done"] == len(done) - len(expected)
+    relabelled = joined.filter(pc.is_null(joined.column("_err_reason")))
+    assert set(relabelled.column("_row_key").to_pylist()) == expected
+    assert not set(relabelled.column("input_fingerprint").to_pylist()) & set(done.values())
+    assert scan["rows_in"] == scan["skipped_done"] + joined.num_rows  # conserved
+
+
+def test_scan_and_join_agree_on_every_input_fingerprint(tiny_world_dirty, tmp_path):
+    members, bad_m, jobs, bad_j = _side(tiny_world_dirty, tmp_path)
+    _, joined = _pass(tiny_world_dirty, tmp_path, {})
+    good = joined.filter(pc.is_null(joined.column("_err_reason")))
+    done = {k: "stale" for k in good.column("_row_key").to_pylist()}
+    scan, _ = _pass(tiny_world_dirty, tmp_path, done)
+    assert scan["changed"] == set(done)  # every recorded fingerprint differs from the scan's
+    done = dict(zip(good.column("_row_key").to_pylist(), good.column("input_fingerprint").to_pylist(), strict=True))
+    assert _pass(tiny_world_dirty, tmp_path, done)[0]["changed"] == frozenset()
