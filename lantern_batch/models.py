@@ -36,6 +36,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from lantern_batch.errors import InputError
 from lantern_batch.logs import event, get_logger
@@ -131,6 +132,37 @@ def resolve(ref: str) -> Path:
     raise InputError(
         f"cannot resolve model reference '{ref}': not a directory; accepted forms: {ACCEPTED_FORMS}"
     )
+
+
+def on_this_node(ref: str, resolved_dir: str, version: str, version_of: Any = None) -> str:
+    """The directory of a model on the node this runs on (Ray actors and tasks call it).
+
+    The driver resolved ``ref`` into ``resolved_dir``, a path of *its* file system: on a
+    multi-node cluster it does not exist on the other nodes (an ``s3://`` model sits in the
+    head's cache). Where the path is missing the node resolves ``ref`` itself, into its own
+    cache, and that copy's content must have ``version`` (what the driver recorded in the
+    fingerprint and manifest), computed by ``version_of`` (default: ``model_version``), so every
+    node runs the bytes the run is labelled with.
+
+    Raises:
+        InputError: the node's copy has another version (the export changed mid-run).
+    """
+    key = (ref, resolved_dir, version)
+    if key in _ON_THIS_NODE:  # checked once per process (hashing reads every weight byte)
+        return _ON_THIS_NODE[key]
+    if os.path.isdir(resolved_dir):  # the driver's own copy (one machine, or a shared file system)
+        _ON_THIS_NODE[key] = resolved_dir
+        return resolved_dir
+    path = str(resolve(ref))
+    got = (version_of or model_version)(path)
+    if got != version:
+        raise InputError(f"model {ref}: this node's copy ({path}) has version {got}, the run resolved "
+                         f"{version}; the export changed during the run; rerun")
+    _ON_THIS_NODE[key] = path
+    return path
+
+
+_ON_THIS_NODE: dict[tuple[str, str, str], str] = {}
 
 
 def prepare_bundled() -> dict[str, Path]:

@@ -34,6 +34,7 @@ class ClassifierSettings:
     """Everything a classifier actor needs (plain values: sent to Ray workers)."""
 
     model_dir: str
+    """Where the driver resolved the model (a path on the driver's node)."""
     version: str
     max_length: int
     max_chars: int
@@ -42,6 +43,15 @@ class ClassifierSettings:
     dtype: str  # auto | bfloat16 | float32
     torch_threads: int | None
     use_gpu: bool
+    ref: str = ""
+    """The model reference each node resolves itself where ``model_dir`` is not on it."""
+
+    def local_dir(self) -> str:
+        """The model's directory on this node, checked to be ``version``."""
+        from lantern_batch.classifier import classifier_version
+        from lantern_batch.models import on_this_node
+
+        return on_this_node(self.ref or self.model_dir, self.model_dir, self.version, classifier_version)
 
     @classmethod
     def from_config(cls, stage: Any, model_dir: str | Path, meta: dict[str, Any]) -> ClassifierSettings:
@@ -60,6 +70,7 @@ class ClassifierSettings:
             dtype=stage.dtype,
             torch_threads=stage.torch_threads,
             use_gpu=stage.num_gpus > 0,
+            ref=str(stage.ref),
         )
 
 
@@ -90,7 +101,7 @@ def load(settings: ClassifierSettings):
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     device = torch.device("cuda" if settings.use_gpu and torch.cuda.is_available() else "cpu")
-    model, tokenizer, _ = load_classifier(settings.model_dir)
+    model, tokenizer, _ = load_classifier(settings.local_dir())
     model.to(device)
     if settings.dtype == "auto":
         bf16 = bf16_supported(device)

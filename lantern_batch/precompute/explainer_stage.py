@@ -52,6 +52,7 @@ class ExplainerSettings:
     """Everything an explainer actor needs (plain values: sent to Ray workers)."""
 
     model_dir: str
+    """Where the driver resolved the model (a path on the driver's node)."""
     version: str
     prompt_version: str = "e1"
     """Explainer prompt version the model was trained with (its export's ``lantern_batch.json``;
@@ -61,6 +62,15 @@ class ExplainerSettings:
     max_explanation_chars: int = 600
     regenerate_invalid: bool = True
     retry_sampling_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.7, "seed": 17})
+    ref: str = ""
+    """The model reference each node resolves itself where ``model_dir`` is not on it."""
+
+    def local_dir(self) -> str:
+        """The model's directory on this node, checked to be ``version``."""
+        from lantern_batch.models import model_version, on_this_node
+
+        return on_this_node(self.ref or self.model_dir, self.model_dir, self.version,
+                            lambda d: "exp-" + model_version(d))
 
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
@@ -113,7 +123,7 @@ def context_length(settings: ExplainerSettings) -> int:
     """The engine's context: ``engine_kwargs.max_model_len``, else the model's own limit."""
     if settings.engine_kwargs.get("max_model_len"):
         return int(settings.engine_kwargs["max_model_len"])
-    cfg = json.loads((Path(settings.model_dir) / "config.json").read_text())
+    cfg = json.loads((Path(settings.local_dir()) / "config.json").read_text())
     return int(cfg.get("max_position_embeddings") or 2048)
 
 
@@ -131,7 +141,7 @@ class PromptBuilder:
     def __init__(self, settings: ExplainerSettings, meter: Any = None):
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(settings.model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(settings.local_dir())
         self.limit = context_length(settings) - int(settings.sampling_params.get("max_tokens") or 16)
         self.meter = meter
 
@@ -166,7 +176,7 @@ class ExplainerActor:
         self.meter = meter
         from lantern_batch.runtime import engine_kwargs
 
-        self.llm = LLM(model=settings.model_dir, **engine_kwargs(settings.engine_kwargs))
+        self.llm = LLM(model=settings.local_dir(), **engine_kwargs(settings.engine_kwargs))
         self.params = SamplingParams(**settings.sampling_params)
         self.retry_params = SamplingParams(**{**settings.sampling_params, **settings.retry_sampling_params})
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)

@@ -175,6 +175,7 @@ def _resolve_models(cfg: PrecomputeConfig) -> dict[str, Any]:
             max_explanation_chars=cfg.explainer.max_explanation_chars,
             regenerate_invalid=cfg.explainer.regenerate_invalid,
             retry_sampling_params=dict(cfg.explainer.retry_sampling_params),
+            ref=str(cfg.explainer.ref),
         )
     return {"classifier": classifier, "explainer": explainer}
 

@@ -319,3 +319,26 @@ def test_lock_refuses_an_s3_endpoint_that_ignores_conditional_writes(s3_server, 
     fs = io.s3fs_filesystem()
     assert not fs.exists(f"{s3_server.bucket}/other/_locks/x.lock")
     assert not [k for k in fs.find(f"{s3_server.bucket}/other") if "probe" in k]
+
+
+def test_a_node_without_the_drivers_copy_resolves_the_model_itself(s3_server, tiny_bert_dir, tmp_path, monkeypatch):
+    """Precompute's actors get the driver's resolved path; on another node of a cluster that
+    path does not exist, so the node downloads the model into its own cache and checks that it
+    is the version the run recorded."""
+    fs = io.s3fs_filesystem()
+    prefix = f"{s3_server.bucket}/models/node-local"
+    fs.put(str(tiny_bert_dir), prefix, recursive=True)
+    uri = f"s3://{prefix}"
+    monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "head-cache"))
+    head_dir = models.resolve(uri)
+    version = models.model_version(head_dir)
+    assert models.on_this_node(uri, str(head_dir), version) == str(head_dir)
+
+    monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "worker-cache"))  # another node
+    elsewhere = str(tmp_path / "not-on-this-node" / head_dir.name)
+    local = models.on_this_node(uri, elsewhere, version)
+    assert local.startswith(str(tmp_path / "worker-cache")) and models.model_version(local) == version
+
+    fs.pipe_file(f"{prefix}/{models.METADATA_FILE}", b'{"retrained": true}\n')  # the export changed
+    with pytest.raises(InputError, match="changed during the run"):
+        models.on_this_node(uri, str(tmp_path / "gone" / "x"), version)
