@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from lantern_batch.errors import (
     NotPublishedError,
 )
 from lantern_batch.logs import event, get_logger
+from lantern_batch.schema import INPUT_SCHEMAS, FileFooter, check_files, conform, unify_files
 
 log = get_logger(__name__)
 
@@ -228,14 +230,72 @@ def _dataset(
     )
 
 
+def _footer(path: str, table: str | None) -> FileFooter:
+    fs, p = filesystem(path)
+    try:
+        with fs.open_input_file(p) as fh:
+            pf = pq.ParquetFile(fh)
+            return FileFooter(path, pf.schema_arrow, pf.metadata.num_rows)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        what = f"table '{table}'" if table else "input"
+        raise InputError(f"{what}: file {path} is not a Parquet file Arrow can read ({exc})") from None
+
+
+def file_footers(path: str | list[str], table: str | None = None) -> list[FileFooter]:
+    """The footer (schema, row count) of every Parquet file of a table, in file order; no
+    rows are read. Footers are fetched in parallel (one request each on S3).
+
+    Raises:
+        InputError: no Parquet files, or a file that is not Parquet (named).
+    """
+    files = list_parquet_files(path) if isinstance(path, str) else list(path)
+    if not files:
+        what = f"table '{table}'" if table else "input"
+        raise InputError(f"{what}: no Parquet files found at {path}")
+    if len(files) == 1:
+        return [_footer(files[0], table)]
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        return list(pool.map(lambda f: _footer(f, table), files))
+
+
 def dataset_schema(path: str, table: str | None = None) -> pa.Schema:
-    """Schema of a Parquet file or directory, read from the footers (no rows read)."""
-    return _dataset(path, table).schema
+    """Schema of a Parquet file or directory, from every file's footer (no rows read).
+
+    For an input table (``members``, ``jobs``, ``pairs``) every file is checked against its
+    contract (:func:`lantern_batch.schema.check_files`) and the conformed schema is returned;
+    for any other table the files' schemas are unified (:func:`~lantern_batch.schema.unify_files`).
+
+    Raises:
+        InputError: no files, a file that is not Parquet, an empty input table, a file whose
+            columns break the contract or disagree with the other files (``SchemaError``).
+    """
+    footers = file_footers(path, table)
+    if table in INPUT_SCHEMAS:
+        return check_files(table, footers)
+    return unify_files(table or "input", footers)
 
 
 def read_table(path: str, columns: list[str] | None = None, table: str | None = None) -> pa.Table:
-    """Read a Parquet file or directory (every file under it) into one table."""
-    return _dataset(path, table).to_table(columns=columns)
+    """Read a Parquet file or directory (every file under it) into one table.
+
+    An input table (``members``, ``jobs``, ``pairs``) is checked like :func:`dataset_schema`,
+    then each file is conformed to the contract on its own (files may differ by safe
+    widenings, null-typed or missing optional columns) and the parts are concatenated.
+    """
+    footers = file_footers(path, table)
+    if table in INPUT_SCHEMAS:
+        check_files(table, footers)
+        out = pa.concat_tables([conform(_read_file(f, INPUT_SCHEMAS[table].names), table) for f in footers])
+        return out.select(columns) if columns is not None else out
+    schema = unify_files(table or "input", footers) if len(footers) > 1 else None
+    return _dataset([f.path for f in footers], table, schema=schema).to_table(columns=columns)
+
+
+def _read_file(footer: FileFooter, columns: list[str]) -> pa.Table:
+    """The given columns (those the file has) of one Parquet file."""
+    fs, p = filesystem(footer.path)
+    with fs.open_input_file(p) as fh:
+        return pq.ParquetFile(fh).read(columns=[c for c in columns if c in footer.schema.names])
 
 
 def write_table(table: pa.Table, directory: str, basename: str | None = None, **kwargs: Any) -> str:

@@ -3,10 +3,14 @@
 Two kinds of failure, as DESIGN.md's input contract says:
 
 * **Whole-input** (:class:`SchemaError`, exit code 2): a missing required column, or a column
-  whose type differs from the contract other than by a safe widening. The message names the
-  table, the column and the expected type; it is raised before any row is read.
-* **Per-row** (error rows): null or duplicate ids, empty required text, text over the size
-  limit, null or empty list elements, unknown enum values. Each bad row becomes one row of
+  whose type differs from the contract other than by a safe widening, in *any* file of the
+  table (:func:`check_files` reads every file's footer, not the first); also a table without
+  rows, or a file that is not Parquet (:class:`~lantern_batch.errors.InputError`). The message
+  names the table, the column, the expected type, the file and its rows; it is raised before
+  any row is read.
+* **Per-row** (error rows): null or duplicate ids, text that is not valid UTF-8, empty required
+  text, text over the size limit, null or empty list elements, unknown enum values. Each bad
+  row becomes one row of
   :data:`ERRORS_SCHEMA` with a reason code; the reason and detail never contain the offending
   value (profile text may be hostile or private), only ids and column names.
 
@@ -18,6 +22,7 @@ pipelines' own keyed de-duplication.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -219,11 +224,23 @@ ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
 class SchemaError(InputError):
     """A whole input is unusable: missing required column or an incompatible type (exit 2)."""
 
-    def __init__(self, table: str, column: str, expected: pa.DataType, problem: str):
+    def __init__(self, table: str, column: str, expected: pa.DataType, problem: str,
+                 file: str | None = None, rows: int | None = None):
         self.table, self.column, self.expected, self.problem = table, column, expected, problem
+        self.file, self.rows = file, rows
+        where = f" in file {file} ({rows} rows)" if file is not None else ""
         super().__init__(
-            f"table '{table}': column '{column}' {problem} (expected type {expected})"
+            f"table '{table}': column '{column}' {problem} (expected type {expected}){where}"
         )
+
+
+@dataclass(frozen=True)
+class FileFooter:
+    """What one Parquet file's footer says, read without reading any row."""
+
+    path: str
+    schema: pa.Schema
+    num_rows: int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,17 +278,19 @@ def _is_safe_widening(actual: pa.DataType, expected: pa.DataType) -> bool:
     return False
 
 
-def check_columns(table_name: str, schema: pa.Schema) -> None:
+def check_columns(table_name: str, schema: pa.Schema, *, file: str | None = None,
+                  rows: int | None = None) -> None:
     """Raise :class:`SchemaError` for the first missing required column or unsafe type.
 
     Args:
         table_name: ``members``, ``jobs`` or ``pairs``.
         schema: the schema of the input as read (Parquet footer), before any row is read.
+        file, rows: the file the schema is from and its row count, named in the error.
     """
     expected = INPUT_SCHEMAS[table_name]
     for name in REQUIRED_COLUMNS[table_name]:
         if schema.get_field_index(name) < 0:
-            raise SchemaError(table_name, name, expected.field(name).type, "is missing")
+            raise SchemaError(table_name, name, expected.field(name).type, "is missing", file, rows)
     for field in expected:
         idx = schema.get_field_index(field.name)
         if idx < 0:
@@ -279,12 +298,67 @@ def check_columns(table_name: str, schema: pa.Schema) -> None:
         actual = schema.field(idx).type
         if not _is_safe_widening(actual, field.type):
             raise SchemaError(
-                table_name, field.name, field.type, f"has type {actual}, not a safe widening"
+                table_name, field.name, field.type, f"has type {actual}, not a safe widening", file, rows
             )
+
+
+def conformed_schema(table_name: str) -> pa.Schema:
+    """The schema :func:`conform` returns: the contract's columns and types, keys nullable
+    (a null id is an error row, not a whole-input failure)."""
+    return pa.schema([f.with_nullable(True) for f in INPUT_SCHEMAS[table_name]])
+
+
+def check_files(table_name: str, footers: Sequence[FileFooter]) -> pa.Schema:
+    """Check every file of an input table against its contract, from the footers alone.
+
+    Each file is checked on its own: files may differ by safe widenings, missing optional
+    columns or extra columns (each is conformed when read), never by an unsafe type, e.g. an
+    id that is a string in one file and an int in another.
+
+    Raises:
+        SchemaError: a file lacks a required column or has an unsafe type (names the file).
+        InputError: the files hold no rows at all.
+
+    Returns:
+        :func:`conformed_schema`, the schema every reader returns for the table.
+    """
+    for f in footers:
+        check_columns(table_name, f.schema, file=f.path, rows=f.num_rows)
+    if not sum(f.num_rows for f in footers):
+        more = f" and {len(footers) - 1} more" if len(footers) > 1 else ""
+        raise InputError(f"table '{table_name}': no rows in {len(footers)} Parquet file(s) "
+                         f"({footers[0].path}{more})")
+    return conformed_schema(table_name)
+
+
+def unify_files(table_name: str, footers: Sequence[FileFooter]) -> pa.Schema:
+    """One schema for the files of a table without a contract here (seed, teacher labels).
+
+    Types unify as Arrow's permissive promotion allows (null with anything, int32 with
+    float64, string with large_string), so a null-typed column in one file does not decide
+    the type.
+
+    Raises:
+        InputError: two files disagree on a column's type (names the column and the file).
+    """
+    schema = footers[0].schema
+    for f in footers[1:]:
+        try:
+            schema = pa.unify_schemas([schema, f.schema], promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+            differ = [n for n in f.schema.names
+                      if n in schema.names and not schema.field(n).type.equals(f.schema.field(n).type)]
+            problem = (f"column '{differ[0]}' has type {f.schema.field(differ[0]).type} in file {f.path} "
+                       f"({f.num_rows} rows) but {schema.field(differ[0]).type} in the files before it"
+                       if differ else f"file {f.path} ({f.num_rows} rows) does not match the files before it ({exc})")
+            raise InputError(f"table '{table_name}': {problem}") from None
+    return schema
 
 
 def _cast_struct(arr: pa.Array, expected: pa.StructType) -> pa.Array:
     """Cast a struct array to ``expected``, adding missing children as nulls, dropping others."""
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), expected)
     children = []
     for i in range(expected.num_fields):
         f = expected.field(i)
@@ -297,6 +371,8 @@ def _cast_struct(arr: pa.Array, expected: pa.StructType) -> pa.Array:
 def _cast(arr: pa.Array, expected: pa.DataType) -> pa.Array:
     if arr.type.equals(expected):
         return arr
+    if pa.types.is_null(arr.type):  # a column that is all null in this file
+        return pa.nulls(len(arr), expected)
     if pa.types.is_struct(expected):
         return _cast_struct(arr, expected)
     if pa.types.is_list(expected) and pa.types.is_struct(expected.value_type):
@@ -304,15 +380,48 @@ def _cast(arr: pa.Array, expected: pa.DataType) -> pa.Array:
         values = _cast_struct(arr.flatten(), expected.value_type)
         offsets = arr.offsets
         return pa.ListArray.from_arrays(offsets, values, mask=arr.is_null())
-    if pa.types.is_timestamp(expected) and pa.types.is_timestamp(arr.type) and arr.type.tz is None:
-        arr = pc.assume_timezone(arr, "UTC")
+    if pa.types.is_timestamp(expected) and pa.types.is_timestamp(arr.type):
+        # Naive times are UTC; another zone is the same instant; digits finer than the
+        # contract's microseconds are dropped (a plain cast refuses to lose them).
+        if arr.type.tz is None:
+            arr = pc.assume_timezone(arr, "UTC")
+        return pc.cast(arr, options=pc.CastOptions(expected, allow_time_truncate=True))
     return arr.cast(expected)
+
+
+def _valid_utf8(arr: pa.Array) -> pa.Array:
+    """``arr`` with every string that is not valid UTF-8 replaced by its lossy decoding (each
+    bad sequence becomes U+FFFD, which :func:`row_reasons` reports as ``invalid_utf8``).
+
+    Parquet readers do not validate text, and one invalid value fails every later compute
+    kernel or Python conversion of its whole batch; valid arrays are returned as they are.
+    """
+    try:
+        arr.validate(full=True)
+        return arr
+    except pa.ArrowInvalid:
+        return _repair_utf8(arr)
+
+
+def _repair_utf8(arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_string(t):
+        raw = arr.view(pa.binary()).to_pylist()
+        return pa.array([None if b is None else b.decode("utf-8", "replace") for b in raw], t)
+    if pa.types.is_list(t):
+        return pa.ListArray.from_arrays(arr.offsets, _repair_utf8(arr.values), type=t, mask=arr.is_null())
+    if pa.types.is_struct(t):
+        return pa.StructArray.from_arrays([_repair_utf8(c) for c in arr.flatten()], fields=list(t),
+                                          mask=arr.is_null())
+    return arr
 
 
 def conform(table: pa.Table, table_name: str) -> pa.Table:
     """Check the columns, then return ``table`` with exactly the contract's columns and types.
 
-    Optional columns the input lacks are added as nulls; extra columns are dropped.
+    Optional columns the input lacks, or that are null-typed, become nulls; extra columns are
+    dropped; timestamps become microseconds in UTC; text that is not valid UTF-8 is decoded
+    lossily (the row then fails :func:`row_reasons` with ``invalid_utf8:<column>``).
     """
     check_columns(table_name, table.schema)
     expected = INPUT_SCHEMAS[table_name]
@@ -320,12 +429,11 @@ def conform(table: pa.Table, table_name: str) -> pa.Table:
     for field in expected:
         if field.name in table.column_names:
             col = table.column(field.name).combine_chunks()
-            arrays.append(_cast(col, field.type))
+            arrays.append(_valid_utf8(_cast(col, field.type)))
         else:
             arrays.append(pa.nulls(table.num_rows, field.type))
     # Keys are checked row by row (null id -> error row), so relax nullability here.
-    relaxed = pa.schema([f.with_nullable(True) for f in expected])
-    return pa.Table.from_arrays(arrays, schema=relaxed)
+    return pa.Table.from_arrays(arrays, schema=conformed_schema(table_name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +456,8 @@ def row_reasons(table: pa.Table, table_name: str, limits: RowLimits = RowLimits(
     """Reason code of each row's first problem, or None for a good row (duplicates excluded).
 
     ``table`` must already be conformed (:func:`conform`). Codes look like
-    ``null_id:member_id``, ``empty_text:title``, ``text_too_long:summary``,
+    ``null_id:member_id``, ``invalid_utf8:summary`` (text that was not valid UTF-8, or that
+    carries U+FFFD from an earlier failed decode), ``empty_text:title``, ``text_too_long:summary``,
     ``bad_list_element:skills``, ``too_many_items:skills``, ``unknown_enum:seniority``.
     """
     n = table.num_rows
@@ -360,6 +469,8 @@ def row_reasons(table: pa.Table, table_name: str, limits: RowLimits = RowLimits(
 
     for col in KEY_COLUMNS[table_name]:
         mark(_np_bool(table.column(col).is_null()), f"null_id:{col}")
+    for field in table.schema:
+        mark(_rows_with_text(table.column(field.name), _has_replacement), f"invalid_utf8:{field.name}")
     for col in REQUIRED_TEXT[table_name]:
         arr = table.column(col)
         blank = pc.or_kleene(arr.is_null(), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(arr)), 0))
@@ -379,6 +490,32 @@ def row_reasons(table: pa.Table, table_name: str, limits: RowLimits = RowLimits(
         unknown = pc.and_(pc.is_valid(arr), pc.invert(pc.is_in(arr, value_set=pa.array(allowed))))
         mark(_np_bool(unknown), f"unknown_enum:{col}")
     return reasons
+
+
+REPLACEMENT_CHARACTER = "\ufffd"
+"""What :func:`conform` decodes invalid UTF-8 to (and what an earlier lossy decode left)."""
+
+
+def _has_replacement(values: pa.Array) -> pa.Array:
+    return pc.match_substring(values, REPLACEMENT_CHARACTER)
+
+
+def _rows_with_text(col: pa.ChunkedArray | pa.Array, pred: Callable[[pa.Array], pa.Array]) -> np.ndarray:
+    """Rows where ``pred`` holds for some string in the column, inside lists and structs too."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n, t = len(arr), arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _np_bool(pred(arr))
+    out = np.zeros(n, dtype=bool)
+    if n == 0:
+        return out
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _rows_with_text(pc.list_flatten(arr), pred)
+        out[pc.list_parent_indices(arr).to_numpy()[inner]] = True
+    elif pa.types.is_struct(t):
+        for child in arr.flatten():
+            out |= _rows_with_text(child, pred)
+    return out
 
 
 def _bad_list_elements(col: pa.ChunkedArray) -> np.ndarray:

@@ -34,7 +34,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from lantern_batch import io
 from lantern_batch.config import config_hash, write_resolved_config
@@ -47,7 +46,7 @@ from lantern_batch.errors import (
 from lantern_batch.logs import event, get_logger
 from lantern_batch.precompute import manifest as mf
 from lantern_batch.precompute.config import PrecomputeConfig
-from lantern_batch.schema import check_columns
+from lantern_batch.schema import check_files
 
 log = get_logger(__name__)
 
@@ -58,17 +57,16 @@ def new_run_id() -> str:
 
 
 def input_files(path: str, table_name: str) -> list[str]:
-    """Parquet files of an input table, its columns checked from the first file's footer.
+    """Parquet files of an input table, every file's footer checked against the contract.
 
     Raises:
-        InputError: no files; SchemaError: a missing required column or an unsafe type.
+        InputError: no files, a file that is not Parquet, no rows; SchemaError: a file with a
+            missing required column or an unsafe type (the file is named).
     """
     files = io.list_parquet_files(path)
     if not files:
         raise InputError(f"table '{table_name}': no Parquet files found at {path}")
-    fs, p = io.filesystem(files[0])
-    with fs.open_input_file(p) as fh:
-        check_columns(table_name, pq.ParquetFile(fh).schema_arrow)
+    check_files(table_name, io.file_footers(files, table_name))
     return files
 
 

@@ -51,6 +51,7 @@ from lantern_batch.precompute.fingerprints import (
 )
 from lantern_batch.schema import (
     PAIRS_SCHEMA,
+    REQUIRED_COLUMNS,
     RowLimits,
     check_columns,
     conform,
@@ -97,13 +98,15 @@ def pair_read_tasks(path: str) -> list[ReadTask]:
 
 
 def read_row_group(task: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
-    """Read one :class:`ReadTask` conformed to the pairs contract, with its ``_order`` column."""
+    """Read one :class:`ReadTask` conformed to the pairs contract (only ``columns`` of it when
+    given), with its ``_order`` column."""
     fs, p = io.filesystem(task["path"])
     pf = pq.ParquetFile(p, filesystem=fs)
-    present = [c for c in (columns or PAIRS_SCHEMA.names) if c in pf.schema_arrow.names]
-    t = pf.read_row_group(int(task["row_group"]), columns=present)
-    if columns is None:
-        t = conform(t, "pairs")
+    wanted = PAIRS_SCHEMA.names if columns is None else [*REQUIRED_COLUMNS["pairs"], *columns]
+    present = [c for c in PAIRS_SCHEMA.names if c in wanted and c in pf.schema_arrow.names]
+    t = conform(pf.read_row_group(int(task["row_group"]), columns=present), "pairs")
+    if columns is not None:
+        t = t.select(columns)
     order = (np.int64(task["file_index"]) << ORDER_BITS) + task["row_offset"] + np.arange(t.num_rows, dtype=np.int64)
     return t.append_column("_order", pa.array(order, pa.int64()))
 
