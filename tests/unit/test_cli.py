@@ -45,3 +45,16 @@ def test_validate_no_files_is_input_error(tmp_path, capsys):
 def test_every_command_has_help_and_parses():
     parser = build_parser(["--help"])
     assert set(COMMANDS) <= set(parser._subparsers._group_actions[0].choices)
+
+
+def test_validate_mixed_id_types_across_files_exits_2_naming_table_column_file(tmp_path, capsys):
+    d = tmp_path / "members"
+    d.mkdir()
+    pq.write_table(pa.table({"member_id": ["a"], "current_title": ["t"], "skills": [["x"]]}), d / "part-0.parquet")
+    pq.write_table(pa.table({"member_id": [7, 8], "current_title": ["t", "u"], "skills": [["x"], ["y"]]}),
+                   d / "part-1.parquet")
+    assert main(["validate", "--table", "members", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "table 'members'" in err and "column 'member_id'" in err and "int64" in err
+    assert "part-1.parquet (2 rows)" in err
+    assert "Traceback" not in err
