@@ -152,7 +152,12 @@ class ClassifierActor:
     def __call__(self, rows: pa.Table) -> pa.Table:
         start = time.perf_counter()
         texts = rows.column("__text").to_pylist()
-        probs = probabilities(self.model, self.tokenizer, texts, self.settings, self.bf16)
+        # A row the content join failed has no text and is an error row: not scored (the
+        # tokenizer refuses None), its placeholder scores are never written.
+        keep = [i for i, t in enumerate(texts) if t is not None]
+        probs = np.full((len(texts), len(FIT_LABELS)), 1.0 / len(FIT_LABELS), dtype=np.float32)
+        if keep:
+            probs[keep] = probabilities(self.model, self.tokenizer, [texts[i] for i in keep], self.settings, self.bf16)
         out = with_scores(rows, probs, self.settings.version)
         if self.meter is not None:
             self.meter.add.remote("classify", rows.num_rows, time.perf_counter() - start)

@@ -53,6 +53,20 @@ def test_classifier_actor_scores_rows_and_keeps_the_layout(tmp_path, tiny_bert_d
     assert abs(alone.column("p_high")[0].as_py() - out.column("p_high")[3].as_py()) < 1e-3
 
 
+def test_classifier_actor_skips_rows_the_content_join_failed(tmp_path, tiny_bert_dir):
+    model_dir = _classifier(tmp_path, tiny_bert_dir)
+    settings = ClassifierSettings.from_config(ClassifierStageConfig(batch_size=2, torch_threads=1), model_dir,
+                                              read_meta(model_dir))
+    texts = ["python spark data engineer", None, "registered nurse " * 4]
+    rows = work_table({"member_id": ["m0", "m1", "m2"], "job_id": ["j"] * 3,
+                       "__route": ["score", "error", "score"], "__err_reason": [None, "content_changed", None]})
+    out = ClassifierActor(settings)(rows.append_column("__text", pa.array(texts, pa.string())))
+    assert out.column("__route").to_pylist() == ["score", "error", "score"]
+    both = ClassifierActor(settings)(rows.filter(pa.array([True, False, True]))
+                                     .append_column("__text", pa.array([texts[0], texts[2]])))
+    np.testing.assert_allclose(out.column("p_high").to_numpy()[[0, 2]], both.column("p_high").to_numpy(), atol=1e-3)
+
+
 def test_with_scores_renormalises():
     rows = work_table({"member_id": ["a"], "job_id": ["b"]})
     out = with_scores(rows, np.array([[0.2, 0.2, 0.6000001]], dtype=np.float64), "v")
