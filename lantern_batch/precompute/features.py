@@ -13,8 +13,13 @@ steps. Columns in, columns out:
   row errors, the member's/job's reason when either was rejected, ``input_fingerprint`` and the
   routing bucket.
 * :func:`content_batch` / :func:`attach_content` — the member's and job's full rows as one struct
-  column each (``member``, ``job``) next to the pairs that need them, looked up by
-  ``__m_order`` / ``__j_order``.
+  column each (``member``, ``job``) and their content hashes (``__member_hash``,
+  ``__job_hash``) next to the pairs that need them, looked up by ``__m_order`` / ``__j_order``.
+* :func:`stage_inputs` — the stage's input column from the structs. The content is read a second
+  time, after the digest: a row whose content is gone (``content_missing``) or is not the row
+  that was digested (``content_changed``: the pair's fingerprint recomputed from the joined
+  hashes differs from its ``input_fingerprint``, e.g. a file replaced mid-run) becomes an error
+  row and is never built from another row's content.
 """
 
 from __future__ import annotations
@@ -246,7 +251,10 @@ def prev_rows(scores: pa.Table, num_buckets: int) -> pa.Table:
 # Content join
 
 CONTENT_COLUMN = {"members": "member", "jobs": "job"}
+HASH_COLUMN = {"members": "__member_hash", "jobs": "__job_hash"}
 ORDER_COLUMN = {"members": "__m_order", "jobs": "__j_order"}
+JOINED_COLUMNS: tuple[str, ...] = (*CONTENT_COLUMN.values(), *HASH_COLUMN.values())
+"""What the content join appends to work rows (and :func:`stage_inputs` consumes)."""
 
 
 def content_type(table_name: str) -> pa.StructType:
@@ -255,8 +263,8 @@ def content_type(table_name: str) -> pa.StructType:
 
 
 def content_batch(table: pa.Table, table_name: str, needed: np.ndarray | None = None) -> pa.Table:
-    """``(__order, member|job struct)`` of a conformed batch; only rows whose ``__order`` is in
-    ``needed`` (sorted int64) when given."""
+    """``(__order, member|job struct, its content hash)`` of a conformed batch; only rows whose
+    ``__order`` is in ``needed`` (sorted int64) when given."""
     if needed is not None:
         order = table.column("__order").to_numpy()
         pos = np.searchsorted(needed, order)
@@ -268,14 +276,16 @@ def content_batch(table: pa.Table, table_name: str, needed: np.ndarray | None = 
         [table.column(c).combine_chunks() for c in names],
         fields=list(content_type(table_name)),
     )
-    return pa.table({"__order": table.column("__order"), CONTENT_COLUMN[table_name]: struct})
+    return pa.table({"__order": table.column("__order"), CONTENT_COLUMN[table_name]: struct,
+                     HASH_COLUMN[table_name]: pa.array(content_hashes(table, table_name), pa.string())})
 
 
 def attach_content(rows: pa.Table, content: pa.Table, table_name: str) -> pa.Table:
-    """Append the ``member`` (or ``job``) struct to each row by its ``__m_order``/``__j_order``.
+    """Append the ``member`` (or ``job``) struct and its content hash to each row by its
+    ``__m_order``/``__j_order``.
 
     ``content`` is a :func:`content_batch` table sorted by ``__order``. Rows whose content is
-    missing get a null struct (the callers then fail those rows, never the batch).
+    missing get nulls (:func:`stage_inputs` then fails those rows, never the batch).
     """
     key = rows.column(ORDER_COLUMN[table_name]).to_numpy(zero_copy_only=False)
     orders = content.column("__order").to_numpy()
@@ -283,20 +293,21 @@ def attach_content(rows: pa.Table, content: pa.Table, table_name: str) -> pa.Tab
     pos = np.searchsorted(orders, key)
     pos = np.minimum(pos, max(len(orders) - 1, 0))
     found = (orders[pos] == key) if len(orders) else np.zeros(len(key), dtype=bool)
-    col = CONTENT_COLUMN[table_name]
-    if len(orders):
-        values = content.column(col).take(pa.array(pos))
-        values = pc.if_else(pa.array(found), values, pa.nulls(len(key), content_type(table_name)))
-    else:
-        values = pa.nulls(len(key), content_type(table_name))
-    return rows.append_column(col, values)
+    for col, dtype in ((CONTENT_COLUMN[table_name], content_type(table_name)), (HASH_COLUMN[table_name], pa.string())):
+        if len(orders):
+            values = pc.if_else(pa.array(found), content.column(col).take(pa.array(pos)), pa.nulls(len(key), dtype))
+        else:
+            values = pa.nulls(len(key), dtype)
+        rows = rows.append_column(col, values)
+    return rows
 
 
 def sorted_content(tables: list[pa.Table], table_name: str) -> pa.Table:
     """Concatenate :func:`content_batch` tables and sort them by ``__order`` for lookups."""
     if not tables:
         return pa.table({"__order": pa.array([], pa.int64()),
-                         CONTENT_COLUMN[table_name]: pa.array([], content_type(table_name))})
+                         CONTENT_COLUMN[table_name]: pa.array([], content_type(table_name)),
+                         HASH_COLUMN[table_name]: pa.array([], pa.string())})
     return pa.concat_tables(tables).sort_by([("__order", "ascending")])
 
 
@@ -304,42 +315,73 @@ def sorted_content(tables: list[pa.Table], table_name: str) -> pa.Table:
 # Stage inputs built from the joined content
 
 
-def stage_inputs(rows: pa.Table, mode: str, options: dict) -> pa.Table:
-    """Build a stage's input column from the ``member``/``job`` structs, then drop the structs.
+def content_problems(rows: pa.Table, run_fp: str) -> list[str | None]:
+    """Per joined row: ``content_missing`` (no member or job row at its input position any
+    more), ``content_changed`` (the row there is not the one the digest saw: the fingerprint
+    recomputed from the joined content hashes differs from ``input_fingerprint``), or None.
 
-    ``classifier``: ``__text`` = :func:`lantern_batch.prompts.classifier_text`; a row whose
-    member or job content is missing becomes an error row (stage ``join``).
+    The content is read after the digest, so a file replaced or rewritten in between would
+    otherwise join a pair to changed content, or to another member's or job's row.
+    """
+    present = pc.and_(rows.column("member").is_valid(), rows.column("job").is_valid()).to_pylist()
+    fps = pair_fingerprints(rows.column("__member_hash").to_pylist(), rows.column("__job_hash").to_pylist(),
+                            rows.column("query").to_pylist(), run_fp)
+    return [None if ok and fp is not None and fp == want else "content_missing" if not ok else "content_changed"
+            for ok, fp, want in zip(present, fps, rows.column("input_fingerprint").to_pylist(), strict=True)]
+
+
+CONTENT_PROBLEM_DETAIL = {
+    "content_missing": "no member or job row at its input position when the content was read",
+    "content_changed": "the member or job row at its input position changed after the digest",
+}
+
+
+def _fail_joined(out: pa.Table, problems: list[str | None]) -> pa.Table:
+    """Rows with a content problem become error rows (stage ``join``)."""
+    if not any(problems):
+        return out
+    mask = pa.array([p is not None for p in problems])
+    values = {"__route": pa.scalar("error"), "__err_table": pa.scalar("pairs"), "__err_stage": pa.scalar("join"),
+              "__err_reason": pa.array(problems, pa.string()),
+              "__err_detail": pa.array([CONTENT_PROBLEM_DETAIL.get(p) for p in problems], pa.string())}
+    for name, value in values.items():
+        i = out.schema.get_field_index(name)
+        out = out.set_column(i, out.schema.field(i), pc.if_else(mask, value, out.column(name)))
+    return out
+
+
+def stage_inputs(rows: pa.Table, mode: str, options: dict) -> pa.Table:
+    """Build a stage's input column from the ``member``/``job`` structs, then drop the joined
+    columns.
+
+    A row with a :func:`content_problems` problem becomes an error row (stage ``join``) and gets
+    no input (checked with ``options["run_fp"]``, the run fingerprint of ``input_fingerprint``).
+    ``classifier``: ``__text`` = :func:`lantern_batch.prompts.classifier_text`.
     ``explainer``: ``__messages`` = JSON of :func:`lantern_batch.prompts.explainer_messages`
-    with the row's ``fit_label``; null when content is missing (the explainer then fails the row);
+    with the row's ``fit_label`` (null for a failed row, which the prompt step then skips);
     ``__facts`` = what the explanation validator checks the text against.
     """
     from lantern_batch import prompts
     from lantern_batch.precompute.explainer_stage import explanation_facts
 
-    members = rows.column("member").to_pylist()
-    jobs = rows.column("job").to_pylist()
+    problems = content_problems(rows, options["run_fp"])
+    usable = [p is None for p in problems]
+    members = [m if ok else None for m, ok in zip(rows.column("member").to_pylist(), usable, strict=True)]
+    jobs = [j if ok else None for j, ok in zip(rows.column("job").to_pylist(), usable, strict=True)]
     queries = rows.column("query").to_pylist()
-    out = rows.drop_columns(["member", "job"])
-    missing = [m is None or j is None for m, j in zip(members, jobs, strict=True)]
+    out = _fail_joined(rows.drop_columns(list(JOINED_COLUMNS)), problems)
     if mode == "classifier":
-        texts = [None if miss else prompts.classifier_text(m, j, q, max_chars=options["max_chars"])
-                 for m, j, q, miss in zip(members, jobs, queries, missing, strict=True)]
-        out = out.append_column("__text", pa.array(texts, pa.string()))
-        if any(missing):
-            mask = pa.array(missing)
-            for name, value in (("__route", "error"), ("__err_table", "pairs"),
-                                ("__err_stage", "join"), ("__err_reason", "content_missing")):
-                i = out.schema.get_field_index(name)
-                out = out.set_column(i, out.schema.field(i), pc.if_else(mask, pa.scalar(value), out.column(name)))
-        return out
+        texts = [prompts.classifier_text(m, j, q, max_chars=options["max_chars"]) if ok else None
+                 for m, j, q, ok in zip(members, jobs, queries, usable, strict=True)]
+        return out.append_column("__text", pa.array(texts, pa.string()))
     if mode == "explainer":
         labels = rows.column("fit_label").to_pylist()
         blobs = [
-            None if miss else json.dumps(prompts.explainer_messages(
+            json.dumps(prompts.explainer_messages(
                 m, j, q, lab, member_tokens=options["member_tokens"], job_tokens=options["job_tokens"],
                 version=options.get("prompt_version", prompts.EXPLAINER_PROMPT_VERSION)),
-                ensure_ascii=False)
-            for m, j, q, lab, miss in zip(members, jobs, queries, labels, missing, strict=True)
+                ensure_ascii=False) if ok else None
+            for m, j, q, lab, ok in zip(members, jobs, queries, labels, usable, strict=True)
         ]
         out = out.append_column("__messages", pa.array(blobs, pa.string()))
         facts = [explanation_facts(m, j) for m, j in zip(members, jobs, strict=True)]

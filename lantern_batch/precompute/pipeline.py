@@ -418,6 +418,7 @@ class Pipeline:
 
     def _join(self, rows_ds, mode: str, options: dict, batch_size: int):
         s = self.spec
+        options = {**options, "run_fp": s.run_fp}  # to check the joined content against the digest
         content, strategy = self._content_refs(rows_ds, mode)
         if strategy == "broadcast":
             return rows_ds.map_batches(
@@ -558,7 +559,7 @@ def _rename_order(rows: pa.Table, key: str) -> pa.Table:
 def _stage_inputs(rows: pa.Table, mode: str, options: dict, meter: Any) -> pa.Table:
     start = time.perf_counter()
     # The hash join may reorder columns: restore the work layout, then build the inputs.
-    out = features.stage_inputs(as_work(rows, extra=("member", "job")), mode, options)
+    out = features.stage_inputs(as_work(rows, extra=features.JOINED_COLUMNS), mode, options)
     if meter is not None:
         meter.add.remote(f"join_{mode}", rows.num_rows, time.perf_counter() - start)
     return out

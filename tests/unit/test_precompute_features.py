@@ -10,7 +10,7 @@ import pytest
 
 from lantern_batch import io
 from lantern_batch.precompute import features
-from lantern_batch.precompute.fingerprints import run_fingerprint
+from lantern_batch.precompute.fingerprints import pair_fingerprints, run_fingerprint
 from lantern_batch.schema import RowLimits, SchemaError
 
 LIMITS = RowLimits()
@@ -98,6 +98,8 @@ def test_fingerprint_changes_only_for_pairs_of_a_changed_member(tiny_world, tmp_
 
 
 def test_content_join_and_stage_inputs(tiny_world):
+    m_index, _ = _index(str(tiny_world / "members"), "members")
+    j_index, _ = _index(str(tiny_world / "jobs"), "jobs")
     m_chunks = _read(str(tiny_world / "members"), "members")
     j_chunks = _read(str(tiny_world / "jobs"), "jobs")
     m_orders = np.concatenate([c.column("__order").to_numpy() for c in m_chunks])
@@ -107,22 +109,29 @@ def test_content_join_and_stage_inputs(tiny_world):
     jobs = features.sorted_content([features.content_batch(c, "jobs", None) for c in j_chunks], "jobs")
     from lantern_batch.precompute.route import work_table
 
+    run_fp = "run"
+    member = next(r for r in m_index.to_pylist() if r["__order"] == int(needed[1]))
+    job = next(r for r in j_index.to_pylist() if r["__order"] == int(jobs.column("__order")[0].as_py()))
+    fp = pair_fingerprints([member["__hash"]], [job["__hash"]], ["nurse"], run_fp)[0]
     rows = work_table({
-        "member_id": ["a", "b"], "job_id": ["x", "y"], "query": ["nurse", None],
-        "__m_order": [int(needed[1]), int(m_orders[-1])],  # the second member was not fetched
-        "__j_order": [int(jobs.column("__order")[0].as_py())] * 2,
+        "member_id": [member["member_id"], "b"], "job_id": [job["job_id"], "y"], "query": ["nurse", None],
+        "__m_order": [member["__order"], int(m_orders[-1])],  # the second member was not fetched
+        "__j_order": [job["__order"]] * 2,
+        "input_fingerprint": [fp, "f"],
         "fit_label": ["High", "Low"],
     })
     joined = features.attach_content(features.attach_content(rows, members, "members"), jobs, "jobs")
-    assert joined.column("member").to_pylist()[0]["member_id"] is not None
+    assert joined.column("member").to_pylist()[0]["member_id"] == member["member_id"]
     assert joined.column("member").to_pylist()[1] is None
-    cls_in = features.stage_inputs(joined, "classifier", {"max_chars": 400})
-    assert "member" not in cls_in.column_names
+    assert joined.column("__member_hash").to_pylist() == [member["__hash"], None]
+    run = {"run_fp": run_fp}
+    cls_in = features.stage_inputs(joined, "classifier", {"max_chars": 400, **run})
+    assert not set(features.JOINED_COLUMNS) & set(cls_in.column_names)
     text = cls_in.column("__text").to_pylist()
     assert text[0] and len(text[0]) <= 400 and "nurse" in text[0]
     assert text[1] is None and cls_in.column("__route").to_pylist()[1] == "error"
     assert cls_in.column("__err_reason").to_pylist()[1] == "content_missing"
-    exp_in = features.stage_inputs(joined, "explainer", {"member_tokens": 80, "job_tokens": 80})
+    exp_in = features.stage_inputs(joined, "explainer", {"member_tokens": 80, "job_tokens": 80, **run})
     messages = json.loads(exp_in.column("__messages").to_pylist()[0])
     assert "High fit" in messages[-1]["content"]
     assert exp_in.column("__messages").to_pylist()[1] is None
@@ -133,3 +142,57 @@ def test_content_join_and_stage_inputs(tiny_world):
     assert first_facts["member"]["skills"] == member["skills"]
     assert first_facts["job"]["required_skills"] == joined.column("job").to_pylist()[0]["required_skills"]
     assert facts[1] is None
+
+
+def test_content_replaced_after_the_digest_is_an_error_row_never_another_rows_content(tiny_world, tmp_path):
+    """Issue 13 item 15: the members file is replaced between the digest and the content read."""
+    original = io.read_table(str(tiny_world / "members"), table="members")
+    members_dir = tmp_path / "members"
+    io.write_table(original, str(members_dir), basename="m.parquet")
+    m_index, _ = _index(str(members_dir), "members")
+    j_index, _ = _index(str(tiny_world / "jobs"), "jobs")
+    ids = original.column("member_id").to_pylist()
+    job = j_index.column("job_id")[0].as_py()
+    # pairs: member 0 (its row will change), 1 (another member will sit at its position),
+    # 3 (untouched) and the last (its row will be gone)
+    chosen = [ids[0], ids[1], ids[3], ids[-1]]
+    io.write_table(pa.table({"member_id": chosen, "job_id": [job] * 4, "query": [None, "nurse", None, None]}),
+                   str(tmp_path / "pairs"), basename="p.parquet")
+    run_fp = run_fingerprint({"classifier": "c"}, {})
+    rows = features.annotate_pairs(_read(str(tmp_path / "pairs"), "pairs")[0], m_index, j_index, run_fp, LIMITS, 1)
+    assert rows.column("__err_reason").null_count == 4
+
+    # The file is replaced: row 0 edited, rows 1 and 2 swapped, the last row dropped.
+    summaries = original.column("summary").to_pylist()
+    summaries[0] = (summaries[0] or "") + " Edited mid-run."
+    edited = original.set_column(original.schema.get_field_index("summary"), "summary", pa.array(summaries))
+    n = edited.num_rows
+    replaced = edited.take(pa.array([0, 2, 1, *range(3, n - 1)]))
+    io.write_table(replaced, str(members_dir), basename="m.parquet")
+
+    needed = np.unique(rows.column("__m_order").to_numpy())
+    members = features.sorted_content(
+        [features.content_batch(c, "members", needed) for c in _read(str(members_dir), "members")], "members")
+    jobs = features.sorted_content(
+        [features.content_batch(c, "jobs", None) for c in _read(str(tiny_world / "jobs"), "jobs")], "jobs")
+    joined = features.attach_content(features.attach_content(rows, members, "members"), jobs, "jobs")
+    # the join by position alone hands pair 1 another member's row
+    assert joined.column("member").to_pylist()[1]["member_id"] == ids[2]
+
+    want = ["content_changed", "content_changed", None, "content_missing"]
+    cls_in = features.stage_inputs(joined, "classifier", {"max_chars": 400, "run_fp": run_fp})
+    assert cls_in.column("__err_reason").to_pylist() == want
+    assert cls_in.column("__route").to_pylist()[:2] == ["error", "error"]
+    assert cls_in.column("__err_stage").to_pylist()[:2] == ["join", "join"]
+    assert all(d and "changed after the digest" in d for d in cls_in.column("__err_detail").to_pylist()[:2])
+    texts = cls_in.column("__text").to_pylist()
+    assert [t is not None for t in texts] == [False, False, True, False]
+    exp_in = features.stage_inputs(joined.set_column(joined.schema.get_field_index("fit_label"), "fit_label",
+                                                     pa.array(["High"] * 4)),
+                                   "explainer", {"member_tokens": 80, "job_tokens": 80, "run_fp": run_fp})
+    assert exp_in.column("__err_reason").to_pylist() == want
+    assert [m is not None for m in exp_in.column("__messages").to_pylist()] == [False, False, True, False]
+    assert [f is not None for f in exp_in.column("__facts").to_pylist()] == [False, False, True, False]
+    # what was read a second time is checked, not trusted: a different run fingerprint fails all
+    other = features.stage_inputs(joined, "classifier", {"max_chars": 400, "run_fp": "another run"})
+    assert set(other.column("__err_reason").to_pylist()) == {"content_changed", "content_missing"}
