@@ -24,9 +24,14 @@ output via ``response_format`` (JSON schema) and ``logprobs``/``top_logprobs`` w
 supports them; p_high/p_medium/p_low come from the label position's top logprobs, else one-hot.
 An unparseable answer is asked once more with temperature 0.7.
 
-Response cache: one JSON file per request under ``OUT/cache/teacher=NAME/<hh>/<sha256>.json``,
-keyed by the hash of the endpoint's base URL and the whole request body (model, messages,
-parameters), so a different endpoint or model never reuses another's answers. Only responses
+Response cache: one JSON file per request under
+``OUT/cache/teacher=NAME/members/<mm>/<member hash>/<sha256>.json``, keyed by the hash of the
+endpoint's base URL and the whole request body (model, messages, parameters), so a different
+endpoint or model never reuses another's answers. Entries sit in one directory per member
+(:func:`member_cache_dir`; a hash of the member id, not the id) so that ``lantern-batch forget``
+can delete a member's answers without the requests; entries written before that layout
+(``<hh>/<sha256>.json``) are still read, and forget deletes them all, since they cannot be told
+apart by member. Only responses
 that became a label are cached: an unparseable or invalid answer is asked again by a rerun. A
 rerun or a resumed run pays for no labelled request twice. The cache lives under the run's
 output, so deleting the output deletes it (same retention as the labels). Token accounting:
@@ -194,25 +199,39 @@ class ResponseCache:
         blob = json.dumps(scoped, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _path(self, key: str) -> str:
-        return io.join(self.directory, key[:2], f"{key}.json")  # type: ignore[arg-type]
+    def _path(self, key: str, member_id: str | None = None) -> str:
+        if member_id is None:  # the layout before per-member directories
+            return io.join(self.directory, key[:2], f"{key}.json")  # type: ignore[arg-type]
+        return io.join(self.directory, member_cache_dir(member_id), f"{key}.json")  # type: ignore[arg-type]
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The cached response, or None when absent, unreadable or not a usable response."""
+    def get(self, key: str, member_id: str | None = None) -> dict[str, Any] | None:
+        """The cached response (the member's directory first, then the older flat layout), or
+        None when absent, unreadable or not a usable response."""
         if not self.directory:
             return None
-        path = self._path(key)
-        if not io.exists(path):
-            return None
-        try:
-            resp = json.loads(io.read_text(path))
-        except (OSError, ValueError, RecursionError):
-            return None
-        return resp if response_problem(resp) is None else None
+        for path in dict.fromkeys([self._path(key, member_id), self._path(key)]):
+            if not io.exists(path):
+                continue
+            try:
+                resp = json.loads(io.read_text(path))
+            except (OSError, ValueError, RecursionError):
+                return None
+            return resp if response_problem(resp) is None else None
+        return None
 
-    def put(self, key: str, response: dict[str, Any]) -> None:
+    def put(self, key: str, response: dict[str, Any], member_id: str | None = None) -> None:
         if self.directory:
-            io.write_text(self._path(key), json.dumps(response))
+            io.write_text(self._path(key, member_id), json.dumps(response))
+
+
+MEMBER_CACHE_ROOT = "members"
+
+
+def member_cache_dir(member_id: str) -> str:
+    """The cache directory of one member's responses, relative to a teacher's cache:
+    ``members/<mm>/<sha256(member_id)[:32]>`` (a hash, so the id is not in object names)."""
+    h = hashlib.sha256(str(member_id).encode("utf-8")).hexdigest()[:32]
+    return f"{MEMBER_CACHE_ROOT}/{h[:2]}/{h}"
 
 
 class RequestFailed(Exception):
@@ -401,10 +420,11 @@ class BlackBoxTeacher:
             body["seed"] = 17
         return body
 
-    def _call(self, key: str, body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, bool]:
+    def _call(self, key: str, body: dict[str, Any], member_id: str | None = None
+              ) -> tuple[dict[str, Any] | None, str | None, bool]:
         """(response, failure reason, served from cache). Nothing is cached here: a response
         is cached by :meth:`_one` once it has become a label."""
-        cached = self.cache.get(key)
+        cached = self.cache.get(key, member_id)
         if cached is not None:
             return cached, None, True
         try:
@@ -419,7 +439,7 @@ class BlackBoxTeacher:
         for retry in (False, True):
             body = self.request_body(row, retry)
             key = self.cache.key(body)
-            resp, failure, hit = self._call(key, body)
+            resp, failure, hit = self._call(key, body, row.get("member_id"))
             result["cache_hits"] += int(hit)
             if resp is None:
                 result["error"] = f"request_failed:{failure}"
@@ -441,7 +461,7 @@ class BlackBoxTeacher:
                 result["retried"] = True
                 continue
             if not hit:
-                self.cache.put(key, resp)
+                self.cache.put(key, resp, row.get("member_id"))
             probs, found = None, False
             lp = _logprob_positions(choice)
             if lp is not None:
