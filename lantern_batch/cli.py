@@ -10,6 +10,7 @@ the plan, do nothing), and the table shortcuts its config declares (``--members`
     lantern-batch validate --table members runs/demo/data/members
     lantern-batch synthesize --config configs/demo_synthesize.yaml --set vllm.batch_size=16
     lantern-batch distill classifier --dry-run
+    lantern-batch forget --config configs/demo_forget.yaml --members request.txt
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "Evaluate students against the teacher and write an HTML report.",
         {None: JobSpec("lantern_batch.evaluate.config:EvaluateConfig", "lantern_batch.evaluate.job:run", "")},
+    ),
+    "forget": Command(
+        "Delete members' rows from every output (right to be forgotten) and tombstone them.",
+        {None: JobSpec("lantern_batch.forget.config:ForgetConfig", "lantern_batch.forget.job:run", "")},
     ),
     "demo": Command(
         "Run the whole pipeline at toy scale on this machine (everything under runs/demo/).",
