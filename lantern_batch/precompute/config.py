@@ -209,6 +209,9 @@ class PrecomputeConfig(ConfigModel):
     """Row limits for input validation."""
     lock: LockConfig = Field(default_factory=LockConfig)
     """Per-ds lock."""
+    tombstones: str | None = None
+    """A central directory of tombstones of forgotten members (``lantern-batch forget``), read
+    besides ``OUTPUT/_tombstones``; their pairs become ``forgotten`` error rows without ids."""
     rows_per_file: int = Field(50_000, gt=0)
     """Most rows per written Parquet file (Ray batches are written as they arrive)."""
     ray: RayConfig = Field(default_factory=RayConfig)

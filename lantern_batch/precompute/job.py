@@ -298,6 +298,7 @@ def _pipeline(cfg, run_id, ds, files, rows_in, prev_files, scores_dir, errors_di
               explainer, policy, run_fp, timings, run_dir):
     import ray
 
+    from lantern_batch.forget.tombstones import load_filter as load_forget_filter
     from lantern_batch.precompute.pipeline import Pipeline, PipelineSpec
     from lantern_batch.schema import RowLimits
 
@@ -347,5 +348,6 @@ def _pipeline(cfg, run_id, ds, files, rows_in, prev_files, scores_dir, errors_di
                              "max_task_retries": cfg.explainer.max_task_retries,
                              "member_tokens": cfg.explainer.member_tokens, "job_tokens": cfg.explainer.job_tokens},
         gate_ref=gate_ref, gate_check=gate_check, timings=timings,
+        forgotten=load_forget_filter(cfg.out, cfg.tombstones),
     )
     return Pipeline(spec).run()

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lantern_batch import io
+from lantern_batch.forget.tombstones import ForgetFilter, drop_forgotten, mark_forgotten
 from lantern_batch.logs import event, get_logger
 from lantern_batch.precompute import features, manifest
 from lantern_batch.precompute.classifier_stage import ClassifierActor, ClassifierSettings
@@ -133,13 +134,16 @@ def _index_lookup(index: pa.Table, id_col: str) -> features.IndexLookup:
 
 
 def _annotate(chunk: pa.Table, member_index: pa.Table, job_index: pa.Table, run_fp: str,
-              limits: RowLimits, num_buckets: int) -> pa.Table:
-    return features.annotate_pairs(chunk, _index_lookup(member_index, "member_id"),
-                                   _index_lookup(job_index, "job_id"), run_fp, limits, num_buckets)
+              limits: RowLimits, num_buckets: int, forgotten: ForgetFilter | None = None) -> pa.Table:
+    # Pairs of forgotten members become id-less "forgotten" error rows (lantern_batch.forget).
+    return mark_forgotten(features.annotate_pairs(chunk, _index_lookup(member_index, "member_id"),
+                                                  _index_lookup(job_index, "job_id"), run_fp, limits,
+                                                  num_buckets), forgotten)
 
 
-def _prev(chunk: pa.Table, num_buckets: int) -> pa.Table:
-    return features.prev_rows(chunk, num_buckets)
+def _prev(chunk: pa.Table, num_buckets: int, forgotten: ForgetFilter | None = None) -> pa.Table:
+    # A forgotten member's previous rows are never routed, so they can never be reused.
+    return features.prev_rows(drop_forgotten(chunk, forgotten), num_buckets)
 
 
 def _route(group: pa.Table, opts: RouteOptions, meter: Any) -> pa.Table:
@@ -293,6 +297,8 @@ class PipelineSpec:
     gate_ref: Any = None
     gate_check: Callable[[dict], None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    forgotten: ForgetFilter | None = None
+    """Tombstoned members (:func:`lantern_batch.forget.tombstones.load_filter`); None or empty: none."""
 
 
 @dataclass
@@ -374,13 +380,15 @@ class Pipeline:
     def _route(self, member_index, job_index):
         s = self.spec
         buckets = max(1, math.ceil(s.rows_in / s.rows_per_partition))
+        forgotten = [self.ray.put(s.forgotten)] if s.forgotten else None
         pairs = read_files(s.pair_files, "pairs", PAIRS_ROWS_PER_BATCH, _annotate,
                            {"member_index": [member_index], "job_index": [job_index], "run_fp": s.run_fp,
-                            "limits": s.limits, "num_buckets": buckets}, self.meter, "annotate")
+                            "limits": s.limits, "num_buckets": buckets, "forgotten": forgotten},
+                           self.meter, "annotate")
         work = pairs
         if s.prev_files and s.incremental:
             prev = read_files(s.prev_files, "scores", PAIRS_ROWS_PER_BATCH, _prev,
-                              {"num_buckets": buckets}, self.meter, "read_previous")
+                              {"num_buckets": buckets, "forgotten": forgotten}, self.meter, "read_previous")
             work = pairs.union(prev)
         opts = RouteOptions(incremental=s.incremental, explainer_enabled=s.explainer is not None,
                             per_member_policy=bool(s.policy and s.policy.top_n_per_member))

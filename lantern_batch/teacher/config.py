@@ -203,6 +203,9 @@ class SynthesizeConfig(ConfigModel):
     selects the same pairs). Others are counted as ``not_sampled``."""
     resume: bool = True
     """Skip pairs this output already has for the same teacher and prompt version."""
+    tombstones: str | None = None
+    """A central directory of tombstones of forgotten members (``lantern-batch forget``), read
+    besides ``OUT/_tombstones``; their pairs are skipped and counted as ``forgotten``."""
     join_batch_size: int = Field(512, gt=0)
     """Pairs per batch of the validate/join stage."""
     join_actors: int = Field(1, gt=0)

@@ -178,6 +178,11 @@ def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], t
     limits = RowLimits(cfg.validation.max_text_chars, cfg.validation.max_list_items)
     ds = ray.data.from_items([t.__dict__ for t in tasks], override_num_blocks=max(1, len(tasks)))
     ds = ds.map_batches(read_pairs_batch, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
+    if side.get("forgotten") is not None:  # tombstoned members: skipped, counted by _scan
+        from lantern_batch.forget.tombstones import drop_forgotten_pairs
+
+        ds = ds.map_batches(drop_forgotten_pairs, batch_format="pyarrow", num_cpus=0.25,
+                            fn_kwargs={"forgotten": [side["forgotten"]]})
     ds = ds.map_batches(
         PairJoiner,
         fn_constructor_kwargs=dict(
@@ -215,13 +220,17 @@ def _done(out: str, teacher: str, prompt_version: str, version: str,
 
 
 def _scan(tasks: list[Any], sample_fraction: float, inputs_done: frozenset[str], done: dict[str, str],
-          member_hashes: dict[str, str], job_hashes: dict[str, str]) -> tuple[Any, ...]:
+          member_hashes: dict[str, str], job_hashes: dict[str, str], forgotten: Any = None) -> tuple[Any, ...]:
     """Ray task: :func:`~lantern_batch.teacher.inputs.scan_pairs` as (copy index, keys to skip,
-    changed done keys, counts)."""
+    changed done keys, counts), the counts with ``forgotten``: the pairs of tombstoned members
+    this pass skips (sampled, not skipped as done)."""
+    from lantern_batch.forget.tombstones import count_forgotten_pairs
     from lantern_batch.teacher.inputs import scan_pairs
 
     result = scan_pairs(tasks, sample_fraction, inputs_done, done, member_hashes, job_hashes)
-    return result.pop("copy_index"), result.pop("skip"), result.pop("changed"), result
+    copy_index, skip, changed = result.pop("copy_index"), result.pop("skip"), result.pop("changed")
+    result["forgotten"] = count_forgotten_pairs(tasks, sample_fraction, skip, copy_index, forgotten)
+    return copy_index, skip, changed, result
 
 
 def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any],
@@ -236,17 +245,18 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
     done_ref, inputs_done_ref = ray.remote(_done).options(num_cpus=0.5, num_returns=2).remote(
         cfg.out, teacher.name, teacher.prompt_version, version, cfg.resume)
     copy_ref, skip_ref, changed_ref, counts_ref = ray.remote(_scan).options(num_cpus=0.5, num_returns=4).remote(
-        tasks, cfg.sample_fraction, inputs_done_ref, done_ref, side["member_hashes"], side["job_hashes"])
+        tasks, cfg.sample_fraction, inputs_done_ref, done_ref, side["member_hashes"], side["job_hashes"],
+        side.get("forgotten"))
     scan = {**ray.get(counts_ref), "copy_index": copy_ref}
     retired = {"rows": 0, "batches": 0}
     if cfg.resume:  # before any new label: what no longer holds leaves the output
         retired = ray.get(ray.remote(store.retire_stale).options(num_cpus=0.5).remote(
             cfg.out, teacher.name, teacher.prompt_version, version, changed_ref))
-    to_do = scan["rows_in"] - scan["not_sampled"] - scan["skipped_done"]
+    to_do = scan["rows_in"] - scan["not_sampled"] - scan["skipped_done"] - scan["forgotten"]
     event(log, "teacher.pass_start", teacher=teacher.name, kind=teacher.kind, version=version,
           rows_in=scan["rows_in"], to_do=to_do, skipped_done=scan["skipped_done"],
           changed_done=scan["changed_done"], retired=retired["rows"], not_sampled=scan["not_sampled"],
-          duplicates=scan["duplicates"])
+          duplicates=scan["duplicates"], forgotten=scan["forgotten"])
 
     totals: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -258,6 +268,7 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
         "rows_in": scan["rows_in"], "duplicates": scan["duplicates"],
         "not_sampled": scan["not_sampled"], "skipped_done": scan["skipped_done"],
         "changed_done": scan["changed_done"], "retired": retired["rows"],
+        "forgotten": scan["forgotten"],
         "processed": totals["rows"], "labelled": totals["labelled"],
         "teacher_errors": totals["teacher_errors"], "input_errors_written": totals["input_errors"],
         "errors_by_reason": dict(reasons), "retried": totals["retried"],
@@ -279,7 +290,8 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
             invalid.update({r: n for r in reason[len(INVALID_PREFIX):].split("+")})
     counts["invalid_by_reason"] = dict(invalid.most_common())
     # Every row this pass read is accounted for exactly once.
-    counts["conserved"] = counts["rows_in"] == (counts["processed"] + counts["not_sampled"] + counts["skipped_done"])
+    counts["conserved"] = counts["rows_in"] == (counts["processed"] + counts["not_sampled"] + counts["skipped_done"]
+                                                + counts["forgotten"])
     event(log, "teacher.pass_done", teacher=teacher.name, **{k: v for k, v in counts.items() if not isinstance(v, dict)})
     return counts
 
@@ -305,17 +317,20 @@ def prepare_side_tables(cfg: SynthesizeConfig) -> dict[str, Any]:
 
 def run(cfg: SynthesizeConfig) -> int:
     """Entry point of ``lantern-batch synthesize``; returns the exit code."""
+    from lantern_batch.forget.tombstones import load_filter
     from lantern_batch.teacher.inputs import check_inputs
 
     t0 = time.perf_counter()
     check_inputs(cfg.inputs.members, cfg.inputs.jobs, cfg.inputs.pairs)  # footers only; exit 2 on a bad schema
+    # Tombstoned members (lantern-batch forget) are skipped and counted; exit 2 without the key.
+    forgotten = load_filter(cfg.out, cfg.tombstones)
     # One run per output: another run's uncommitted files look like orphans to this one.
     with io.LockKeeper(io.join(cfg.out, "_locks", "synthesize.lock"), owner=f"synthesize-{uuid.uuid4().hex[:12]}",
                        ttl_s=cfg.lock.ttl_s, wait_s=cfg.lock.wait_s, what="synthesize"):
-        return _run(cfg, t0)
+        return _run(cfg, t0, forgotten)
 
 
-def _run(cfg: SynthesizeConfig, t0: float) -> int:
+def _run(cfg: SynthesizeConfig, t0: float, forgotten: Any = None) -> int:
     import ray
 
     from lantern_batch.runtime import init_ray
@@ -331,6 +346,7 @@ def _run(cfg: SynthesizeConfig, t0: float) -> int:
             io.delete_dir(store.commits_dir(cfg.out, t.name, t.prompt_version))
         store.clean_orphans(cfg.out)
     side = prepare_side_tables(cfg)
+    side["forgotten"] = ray.put(forgotten) if forgotten else None
     if any(t.kind == "engagement" for t in cfg.teachers):
         from lantern_batch.teacher.engagement import fit_engagement_model
 
@@ -361,7 +377,7 @@ def _run(cfg: SynthesizeConfig, t0: float) -> int:
     rows_in = next(iter(passes.values()))["rows_in"]
     for name, t in totals["teachers"].items():
         t["conserved"] = rows_in == (t["labelled"] + t["errors"] + totals["input_errors"]
-                                     + passes[name]["not_sampled"])
+                                     + passes[name]["not_sampled"] + passes[name]["forgotten"])
     io.write_text(io.join(cfg.out, "run_summary.json"), json.dumps(summary, indent=2, default=str) + "\n")
     event(log, "synthesize.done", out=cfg.out, seconds=summary["seconds"],
           **{f"labelled_{k}": v["labelled"] for k, v in totals["teachers"].items()},
