@@ -201,7 +201,7 @@ def test_job_scripts_run_from_a_bare_copy_of_the_checkout(tmp_path):
     runs = [("jobs/generate.py", ["--dry-run"]), ("jobs/synthesize.py", ["--dry-run"]),
             ("jobs/distill.py", ["classifier", "--dry-run"]), ("jobs/precompute.py", ["--dry-run"]),
             ("jobs/evaluate.py", ["--dry-run"]), ("jobs/pipeline.py", ["--dry-run"]),
-            ("jobs/curate.py", ["export", "--dry-run"])]
+            ("jobs/curate.py", ["export", "--dry-run"]), ("jobs/forget.py", ["--dry-run"])]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
     done = subprocess.run([sys.executable, "-c", probe, json.dumps(runs)], cwd=copy, env=env,
                           capture_output=True, text=True, timeout=120)

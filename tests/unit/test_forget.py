@@ -52,7 +52,8 @@ def _report(out: str) -> dict:
     return json.loads(io.read_text(io.join(out, name)))
 
 
-def test_forget_removes_every_row_and_keeps_the_rest_exactly(tmp_path, key, caplog):
+@pytest.mark.parametrize("grace", [0, 0.05], ids=["collect-at-once", "collect-after-grace"])
+def test_forget_removes_every_row_and_keeps_the_rest_exactly(tmp_path, key, caplog, grace):
     root = str(tmp_path / "outputs")
     paths = build_outputs(root)
     before = snapshot(paths)
@@ -61,7 +62,7 @@ def test_forget_removes_every_row_and_keeps_the_rest_exactly(tmp_path, key, capl
     out = io.join(root, "forget")
 
     caplog.set_level(logging.INFO, logger="lantern_batch")
-    assert run(_config(paths, _request(tmp_path), out)) == 0
+    assert run(_config(paths, _request(tmp_path), out).model_copy(update={"gc_grace_s": grace})) == 0
 
     # Nothing of theirs anywhere; everyone else's rows exactly as they were.
     assert_nothing_left(root)
