@@ -42,6 +42,10 @@ class ForgetConfig(ConfigModel):
     """Other Parquet tables (files or directories) with a ``member_id`` column to clean, e.g.
     D_seed (``seed/current``) or ``validate --errors-out`` directories. Never a published
     precompute partition (those are under ``precompute``)."""
+    reports: list[str] = Field(default_factory=lambda: ["runs/demo/report"])
+    """Evaluation report directories (``evaluate --out``): a report lists example pairs by
+    member id, so every file under them that names one of the members (``index.html``,
+    ``metrics.json``) is deleted (rerun evaluate for it); Parquet files lose the rows."""
     gc_grace_s: float = Field(30.0, ge=0)
     """Seconds between publishing the cleaned generations and deleting the replaced ones (which
     still hold the members): readers that started before the switch can finish meanwhile. The
@@ -67,5 +71,6 @@ class ForgetConfig(ConfigModel):
             *[f"distill work dirs under {r}" for r in self.distill],
             *[f"curation sheets under {r}" for r in self.curation],
             *[f"table {r}" for r in self.tables],
+            *[f"evaluation reports under {r}: delete files naming the members" for r in self.reports],
             f"write the deletion report under {self.out} (counts per table, no ids)",
         ]

@@ -27,6 +27,7 @@ Order of work, and why:
    attributed to a member and are all deleted).
 5. Distillation work dirs, curation sheets (``review.csv`` keeps every other line byte for
    byte) and the other configured tables: every Parquet file with a ``member_id`` column.
+   Evaluation reports that name one of the members (they list example pairs) are deleted.
 6. The report, ``out/report-<forget_id>.json``: counts per table, the tombstone files,
    ``status`` (``complete``, or ``incomplete`` with what was skipped and why). Neither it nor
    the log holds a member id or the request's path.
@@ -562,6 +563,27 @@ def purge_tree(root: str, table: str, m: Matcher, report: Report, with_csv: bool
                     report.add(table, root, rows_removed=removed, files_rewritten=1)
 
 
+def purge_reports(root: str, m: Matcher, report: Report) -> None:
+    """Evaluation reports: Parquet files lose the members' rows; any other file that names one
+    of them (an id standing alone, not inside a longer token) is deleted."""
+    if not io.exists(root):
+        return
+    purge_tree(root, "reports", m, report)
+    pattern = re.compile(rb"(?<![A-Za-z0-9_.-])(?:" + b"|".join(re.escape(i.encode()) for i in sorted(m.idset))
+                         + rb")(?![A-Za-z0-9_-])")
+    for f in _all_files(root):
+        if f.endswith(".parquet"):
+            continue
+        fs, p = io.filesystem(f)
+        with fs.open_input_file(p) as fh:
+            data = fh.read()
+        found = {x.decode() for x in pattern.findall(data)}
+        if found:
+            m.report.found.update(found)
+            io.delete_file(f)
+            report.add("reports", root, files_deleted=1)
+
+
 def purge_csv(path: str, m: Matcher) -> int:
     """Remove the members' records from a CSV sheet with a ``member_id`` column; every other
     record keeps its exact bytes. Returns the records removed."""
@@ -647,6 +669,8 @@ def run(cfg: ForgetConfig) -> int:
             purge_tree(root, "curation", m, report, with_csv=True)
         for root in cfg.tables:
             purge_tree(root, "tables", m, report)
+        for root in cfg.reports:
+            purge_reports(root, m, report)
         if pending:
             time.sleep(cfg.gc_grace_s)
             collect_pending(pending, cfg, report, forget_id)

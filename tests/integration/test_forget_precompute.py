@@ -69,7 +69,7 @@ def test_a_forgotten_member_never_comes_back(ray_local, tiny_world, tiny_bert_di
     request = tmp_path / "request.txt"
     request.write_text(member + "\n")
     cfg = ForgetConfig(members=str(request), out=str(tmp_path / "forget"), precompute=[str(out)],
-                       synthesize=[], distill=[], curation=[], tables=[], gc_grace_s=0)
+                       synthesize=[], distill=[], curation=[], tables=[], reports=[], gc_grace_s=0)
     assert forget(cfg) == 0
     for ds in ("2026-11-24", "2026-11-25"):
         assert member not in _partition(out, "scores", ds).column("member_id").to_pylist()

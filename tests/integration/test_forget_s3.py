@@ -35,6 +35,7 @@ def test_forget_on_s3(s3_server, s3_backend, monkeypatch, tmp_path):
     cfg = ForgetConfig(members=request, out=out, tombstones=io.join(root, "central-tombstones"),
                        precompute=[paths["precompute"]], synthesize=[paths["synthesize"]],
                        distill=[paths["distill"]], curation=[paths["curation"]], tables=[paths["tables"]],
+                       reports=[paths["reports"]],
                        gc_grace_s=0.05)
     assert run(cfg) == 0
 
@@ -55,6 +56,7 @@ def test_forget_on_s3(s3_server, s3_backend, monkeypatch, tmp_path):
     report = json.loads(io.read_text(io.join(out, name)))
     assert report["status"] == "complete" and report["members_found"] == 2
     assert report["tables"]["precompute.scores"]["rows_removed"] == 5
+    assert report["tables"]["reports"] == {"files_deleted": 1}
     assert report["tables"]["synthesize.blackbox_cache"] == {"entries_deleted": 3, "legacy_entries_deleted": 1}
     # The central directory and each root's hold the tombstone; a later run's filter reads it.
     f = tb.load_filter(paths["precompute"], io.join(root, "central-tombstones"))

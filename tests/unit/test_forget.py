@@ -37,7 +37,8 @@ def key(monkeypatch):
 def _config(paths: dict[str, str], members: str, out: str, **kw) -> ForgetConfig:
     return ForgetConfig(members=members, out=out, precompute=[paths["precompute"]],
                         synthesize=[paths["synthesize"]], distill=[paths["distill"]],
-                        curation=[paths["curation"]], tables=[paths["tables"]], gc_grace_s=0, **kw)
+                        curation=[paths["curation"]], tables=[paths["tables"]], reports=[paths["reports"]],
+                        gc_grace_s=0, **kw)
 
 
 def _request(tmp_path, ids=FORGET) -> str:
@@ -122,6 +123,10 @@ def test_forget_removes_every_row_and_keeps_the_rest_exactly(tmp_path, key, capl
     assert t["synthesize.blackbox_cache"] == {"entries_deleted": 3, "legacy_entries_deleted": 1}
     assert t["distill"]["rows_removed"] == 3 and t["curation"]["rows_removed"] == 4
     assert t["tables"]["rows_removed"] == 1
+    # The report naming a forgotten member is gone; the others stay.
+    assert t["reports"] == {"files_deleted": 1}
+    assert sorted(f.rsplit("/", 2)[-2] + "/" + f.rsplit("/", 1)[-1] for f in all_files(paths["reports"])) == [
+        "ds=2026-11-23/index.html", "ds=2026-11-24/metrics.json"]
     # Tombstones: everywhere a later run looks, keyed hashes of all three requested ids.
     assert len(report["tombstones"]["files"]) == 3
     for d in (io.join(out, "_tombstones"), io.join(pre, "_tombstones"), io.join(synth, "_tombstones")):
@@ -171,7 +176,7 @@ def test_the_cli_needs_the_key_and_refuses_another_one(tmp_path, monkeypatch, ca
     paths = build_outputs(str(tmp_path / "outputs"))
     args = ["forget", "--members", _request(tmp_path), "--out", str(tmp_path / "forget"),
             "--set", f"precompute=[{paths['precompute']}]", "--set", f"synthesize=[{paths['synthesize']}]",
-            "--set", "distill=[]", "--set", "curation=[]", "--set", "tables=[]", "--set", "gc_grace_s=0"]
+            "--set", "distill=[]", "--set", "curation=[]", "--set", "tables=[]", "--set", "reports=[]", "--set", "gc_grace_s=0"]
     monkeypatch.delenv(tb.KEY_ENV, raising=False)
     assert main(args) == 2 and tb.KEY_ENV in capsys.readouterr().err
     assert not io.exists(str(tmp_path / "forget"))  # nothing written without the key
@@ -192,3 +197,16 @@ def test_a_request_that_matches_nobody_changes_nothing(tmp_path, key):
     man, _ = io.published_files(io.join(paths["precompute"], "scores", "ds=2026-11-24"))
     assert not man["run_id"].startswith("forget-")  # nothing to change: nothing republished
     assert _report(str(tmp_path / "forget"))["members_found"] == 0
+
+
+def test_reports_are_deleted_only_when_they_name_a_member(tmp_path, key):
+    from lantern_batch.forget.job import Matcher, Report, purge_reports
+
+    root = tmp_path / "reports"
+    root.mkdir()
+    (root / "a.html").write_text("<td>mem-forget-alphabet</td> <td>xmem-forget-alpha</td>")
+    (root / "b.html").write_text('{"member": "mem-forget-alpha"}')
+    report = Report("f", 1)
+    purge_reports(str(root), Matcher(["mem-forget-alpha"], report), report)
+    assert sorted(p.name for p in root.iterdir()) == ["a.html"]  # a longer id is another member
+    assert report.found == {"mem-forget-alpha"}
