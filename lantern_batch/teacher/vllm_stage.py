@@ -49,6 +49,7 @@ import pyarrow as pa
 
 from lantern_batch.logs import event, get_logger
 from lantern_batch.prompts import output_json_schema, teacher_messages
+from lantern_batch.runtime import shutdown_engine
 from lantern_batch.teacher.parsing import (
     ParseError,
     check_label,
@@ -131,9 +132,9 @@ class VLLMTeacher:
 
     def __del__(self):
         # Ray Data drops the UDF when the actor exits gracefully: stop the engine process here,
-        # not in interpreter teardown, where its exit races the resource tracker's.
-        from lantern_batch.runtime import shutdown_engine
-
+        # not in interpreter teardown, where its exit races the resource tracker's. Nothing is
+        # imported here: when __del__ runs in teardown after all, imports fail (sys.meta_path is
+        # None) and Python prints that as a traceback.
         shutdown_engine(getattr(self, "llm", None))
 
     # -- prompts ---------------------------------------------------------------------------
