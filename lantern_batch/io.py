@@ -1039,8 +1039,8 @@ class LockKeeper:
 
     * A transient storage error while refreshing is retried (with backoff) for as long as the
       lock cannot have gone stale; only then, or when the lock is found to be someone else's, is
-      it lost. A lost lock stops the run at once: the main thread is interrupted and the
-      ``with`` block ends with :class:`LockLostError`, instead of the run working on for hours
+      it lost. A lost lock stops the run at once: :class:`LockLostError` is raised in the
+      thread that holds the lock, instead of the run working on for hours
       and finding out at publish. :attr:`lost` is also there for a last check before publishing.
     * Letting the lock go is best effort: a failure there is a warning, so a run that published
       still exits 0 (the lock goes stale after ``ttl_s``).
@@ -1059,8 +1059,10 @@ class LockKeeper:
         self.lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._owner_thread: int | None = None
 
     def __enter__(self) -> LockKeeper:
+        self._owner_thread = threading.get_ident()
         if is_s3(self.lock.lock_path):
             require_conditional_writes(self.lock.lock_path)
         deadline = time.monotonic() + self.wait_s
@@ -1094,12 +1096,15 @@ class LockKeeper:
                 log.warning("lock.refresh_retry path=%s error=%s", self.lock.lock_path, type(exc).__name__)
 
     def _lose(self, why: str) -> None:
-        import _thread
+        import ctypes
 
         self.lost = True
         log.error("lock.lost what=%s reason=%s", self.what, why)
-        if not self._stop.is_set():
-            _thread.interrupt_main()  # stop the run now; __exit__ turns it into LockLostError
+        if not self._stop.is_set() and self._owner_thread is not None:
+            # Stop the run now: LockLostError is raised in the thread that holds the lock at its
+            # next bytecode. Not a SIGINT: other libraries (Ray Train) install SIGINT handlers.
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._owner_thread),
+                                                       ctypes.py_object(LockLostError))
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         self._stop.set()
@@ -1110,7 +1115,7 @@ class LockKeeper:
         except (OSError, LockHeldError) as release_exc:
             log.warning("lock.release_failed path=%s error=%s (it goes stale after %.0f s)",
                         self.lock.lock_path, type(release_exc).__name__, self.lock.ttl_s)
-        if self.lost and exc_type is KeyboardInterrupt:
+        if self.lost and exc_type is LockLostError and not str(exc):
             raise LockLostError(f"{self.what}: lost the lock {self.lock.lock_path} during the run; "
                                 "stopped (another run may be writing the same output)") from exc
         return False

@@ -58,6 +58,9 @@ def _command(world: pathlib.Path, out: pathlib.Path, model: pathlib.Path) -> lis
         # output check (tested in test_teacher_synthesize) is off here.
         "prompt.check_outputs=false",
         "topk=5", f"sample_fraction={FRACTION}", "ray.num_cpus=6", "ray.object_store_memory=300000000",
+        # The killed run leaves its output lock behind: a short lease lets the rerun take it
+        # over as stale (a real rerun waits out lock.ttl_s, or is started after it).
+        "lock.ttl_s=4", "lock.wait_s=60",
     ]
     cmd = [sys.executable, "-m", "lantern_batch.cli", "synthesize", "--config", "configs/demo_synthesize.yaml",
            "--members", str(world / "members"), "--jobs", str(world / "jobs"),
