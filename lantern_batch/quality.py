@@ -27,7 +27,9 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   posting states (within ``years_tolerance``).
 * ``wrong_seniority`` — names a level ("senior level", "a mid profile") that is neither the
   member's nor the job's.
-* ``wrong_location`` — names a known city that is neither the member's nor the job's.
+* ``wrong_location`` — names a known city that is neither the member's nor the job's, or
+  states how the two places relate against the facts ("a different country" for two cities of
+  one country, "the same country" for two countries).
 * ``copied_text`` — copies ``copy_span_words`` or more consecutive words of the member's free
   text (headline, summary, role descriptions).
 * ``contact_info`` — contains an e-mail address, a phone number or a URL.
@@ -67,7 +69,7 @@ REASONS: tuple[str, ...] = (
 
 SCORE_REASON = "scores_contradict_label"
 
-QUALITY_VERSION = "q1"
+QUALITY_VERSION = "q2"
 """Version of these rules: part of precompute's reuse fingerprint, so a rule change re-checks
 (regenerates) published explanations instead of carrying them over."""
 
@@ -233,6 +235,10 @@ _LEVEL_STATEMENT = re.compile(
     re.IGNORECASE,
 )
 _CITY_BASE = {c.name.split(",")[0]: c for c in CITIES}
+_OTHER_COUNTRY = re.compile(
+    r"\b(?:a |an )?(?:different|another|other|foreign) countr(?:y|ies)\b|\bnot (?:in )?the same country\b"
+    r"|\babroad\b|\boverseas\b", re.IGNORECASE)
+_SAME_COUNTRY = re.compile(r"\bsame country\b", re.IGNORECASE)
 _CITY_MENTION = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in sorted(_CITY_BASE, key=len, reverse=True)) + r")\b")
 
 
@@ -297,6 +303,17 @@ def _looping(tokens: Sequence[str]) -> bool:
             if tokens[i + n:i + 2 * n] == gram and tokens[i + 2 * n:i + 3 * n] == gram:
                 return True
     return False
+
+
+def _wrong_country_claim(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """The text says the two places are in different countries when they share one, or in the
+    same country when they do not (places the taxonomy does not know are not judged)."""
+    mc, jc = city_of(member.get("location")), city_of(job.get("location"))
+    if mc is None or jc is None:
+        return False
+    if mc.country == jc.country:
+        return bool(_OTHER_COUNTRY.search(text))
+    return bool(_SAME_COUNTRY.search(_OTHER_COUNTRY.sub(" ", text)))  # "not the same country" is no claim of one
 
 
 def _phone_like(text: str) -> bool:
@@ -369,6 +386,8 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
             if m.group(0) not in own and m.group(0) not in places:
                 reasons.append("wrong_location")
                 break
+        if "wrong_location" not in reasons and _wrong_country_claim(text, member, job):
+            reasons.append("wrong_location")
         if _copied(words, member, rules.copy_span_words):
             reasons.append("copied_text")
     if _EMAIL.search(text) or _URL.search(text) or _phone_like(text):

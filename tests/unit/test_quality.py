@@ -71,6 +71,11 @@ def test_a_grounded_explanation_is_valid():
     (GOOD + " They have 12 years of experience.", "wrong_years"),
     (GOOD.replace("mid level they", "lead level they"), "wrong_seniority"),
     (GOOD.replace("Bellevue is within commuting distance of Seattle", "They live in Denver"), "wrong_location"),
+    # How the places relate, against the facts: Bellevue and Seattle are both in the US.
+    (GOOD.replace("Bellevue is within commuting distance of Seattle",
+                  "The hybrid role is in Bellevue, WA, a different country from their base in Seattle, WA"),
+     "wrong_location"),
+    (GOOD + " They would have to move abroad.", "wrong_location"),
     (GOOD + " I have spent six years building payment APIs in Python and Go.", "copied_text"),
     (GOOD + " Write to jo@example.com today.", "contact_info"),
     (GOOD + " Call +1 (206) 555-0142 today.", "contact_info"),
@@ -92,6 +97,19 @@ def test_facts_that_match_the_profiles_are_not_flagged():
     ]
     for text in ok:
         assert check_explanation(text, "Medium", MEMBER, JOB).ok, (text, check_explanation(text, "Medium", MEMBER, JOB))
+
+
+def test_country_claims_are_judged_against_both_locations():
+    toronto = {**MEMBER, "location": "Toronto, ON"}
+    abroad = GOOD.replace("Bellevue is within commuting distance of Seattle",
+                          "The hybrid role is in Bellevue, WA, a different country from their base in Toronto, ON")
+    assert check_explanation(abroad, "Medium", toronto, JOB).ok
+    same = abroad.replace("a different country from", "in the same country as")
+    assert check_explanation(same, "Medium", toronto, JOB).reasons == ("wrong_location",)
+    assert check_explanation(same.replace("in the same country", "not in the same country"),
+                             "Medium", toronto, JOB).ok
+    assert check_explanation(same, "Medium", MEMBER, JOB).reasons == ("wrong_location",)  # Seattle is no longer
+    assert check_explanation(abroad.replace("Toronto, ON", "Seattle, WA"), "Medium", MEMBER, JOB).reasons == ("wrong_location",)
 
 
 def test_without_content_only_form_and_label_are_checked():
