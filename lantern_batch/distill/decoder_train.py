@@ -88,7 +88,7 @@ def decoder_train_loop(task: DecoderTask, config: dict[str, Any]) -> None:
     from lantern_batch.classifier import autocast_context, resolve_model_dir
     from lantern_batch.distill.decoder import collate_lm, online_topk
     from lantern_batch.distill.losses import explainer_loss
-    from lantern_batch.distill.trainer import StepLoop, build_engine, restore, worker_setup
+    from lantern_batch.distill.trainer import StepLoop, build_engine, worker_setup
 
     cfg: Any = task.config_type.model_validate(config["cfg"])
     wrapper, only_trainable = task.build(cfg)
@@ -104,20 +104,9 @@ def decoder_train_loop(task: DecoderTask, config: dict[str, Any]) -> None:
 
         teacher = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir(kd.teacher_model)), dtype=torch.float32)
         teacher.to(ctx.device).eval()
-    state, checkpoint = restore(config.get("run_dir"), config.get("data_fingerprint"))
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            engine.load(d)
-    loop = StepLoop(engine=engine, train=cfg.train, plan=plan, ctx=ctx, state=state, what=task.kind,
-                    data_fingerprint=config.get("data_fingerprint"))
-    shard = ray.train.get_dataset_shard("train")
-    engine.module.train()
-    iter_kwargs: dict[str, Any] = {"batch_format": "pyarrow", "prefetch_batches": 1}
-    if cfg.train.shuffle:
-        iter_kwargs.update(local_shuffle_buffer_size=max(64, 8 * cfg.train.batch_size),
-                           local_shuffle_seed=cfg.train.seed + loop.epoch)
+    loop = StepLoop.resumed(engine=engine, train=cfg.train, plan=plan, ctx=ctx, config=config, what=task.kind)
     columns = ["prompt_ids", "target_ids"] + (["topk_ids", "topk_logprobs"] if kd is not None else [])
-    for table in loop.batches(shard, cfg.train.batch_size, **iter_kwargs):
+    for table in loop.shard_batches(ray.train.get_dataset_shard("train"), "pyarrow", min_shuffle_buffer=64):
         rows = {c: table.column(c).to_pylist() for c in columns if c in table.column_names}
         b = collate_lm(rows, pad)
         b = {k: v.to(ctx.device) for k, v in b.items()}
@@ -141,6 +130,6 @@ def decoder_train_loop(task: DecoderTask, config: dict[str, Any]) -> None:
             parts["label_ce"] = float(label_ce.detach())
         engine.backward(loss, cfg.train.grad_accum)
         loop.after_backward(int(b["input_ids"].shape[0]), {"total": float(loss.detach()), **parts})
-    loop.finish(checkpoint)
+    loop.finish()
     if ctx.rank == 0:
         event(log, f"{task.kind}.train_throughput", samples_per_s=round(loop.throughput(), 3))

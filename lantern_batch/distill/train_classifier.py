@@ -106,7 +106,7 @@ def train_loop(config: dict[str, Any]) -> None:
         resolve_model_dir,
     )
     from lantern_batch.distill.losses import classifier_loss
-    from lantern_batch.distill.trainer import StepLoop, build_engine, restore, worker_setup
+    from lantern_batch.distill.trainer import StepLoop, build_engine, worker_setup
 
     cfg = ClassifierConfig.model_validate(config["cfg"])
     plan = config["plan"]
@@ -120,19 +120,8 @@ def train_loop(config: dict[str, Any]) -> None:
         teacher, teacher_tok, teacher_meta = load_classifier(resolve_model_dir(cfg.kd.teacher_model))
         teacher.to(ctx.device)
     engine = build_engine(model, cfg.train, plan["total_steps"], ctx)
-    state, checkpoint = restore(config.get("run_dir"), config.get("data_fingerprint"))
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            engine.load(d)
-    loop = StepLoop(engine=engine, train=cfg.train, plan=plan, ctx=ctx, state=state, what="classifier",
-                    data_fingerprint=config.get("data_fingerprint"))
-    shard = ray.train.get_dataset_shard("train")
-    engine.module.train()
-    iter_kwargs: dict[str, Any] = {"batch_format": "numpy", "prefetch_batches": 1}
-    if cfg.train.shuffle:
-        iter_kwargs.update(local_shuffle_buffer_size=max(256, 8 * cfg.train.batch_size),
-                           local_shuffle_seed=cfg.train.seed + loop.epoch)
-    for batch in loop.batches(shard, cfg.train.batch_size, **iter_kwargs):
+    loop = StepLoop.resumed(engine=engine, train=cfg.train, plan=plan, ctx=ctx, config=config, what="classifier")
+    for batch in loop.shard_batches(ray.train.get_dataset_shard("train"), "numpy", min_shuffle_buffer=256):
         b = collate(batch, tokenizer, cfg.model.max_length)
         b = {k: v.to(ctx.device) for k, v in b.items()}
         targets = b["teacher_probs"]
@@ -145,7 +134,7 @@ def train_loop(config: dict[str, Any]) -> None:
                                       temperature=cfg.kd.temperature, weight=b["weight"])
         engine.backward(loss, cfg.train.grad_accum)
         loop.after_backward(len(b["labels"]), {"total": float(loss.detach()), **parts})
-    loop.finish(checkpoint)
+    loop.finish()
     if ctx.rank == 0:
         event(log, "classifier.train_throughput", samples_per_s=round(loop.throughput(), 2))
 

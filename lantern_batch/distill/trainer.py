@@ -637,6 +637,7 @@ class StepLoop:
         self.loss_first = state.get("loss_first") if state else None
         self.loss_last = state.get("loss_last") if state else None
         self.extra_state = dict(extra_state or {})
+        self.restored: Any = None  # the checkpoint the run resumed from (see resumed())
         self._micro = 0
         self._start = time.perf_counter()
         self._samples_at_start = self.samples
@@ -648,9 +649,33 @@ class StepLoop:
             event(log, f"{what}.resumed", rank=ctx.rank, step=self.step, epoch=self.epoch,
                   micro_in_epoch=self.micro_in_epoch)
 
+    @classmethod
+    def resumed(cls, *, engine: Engine, train: Any, plan: dict[str, int], ctx: WorkerContext,
+                config: dict[str, Any], what: str) -> StepLoop:
+        """The loop of a worker's training function: the run's newest complete checkpoint (if
+        any, see :func:`restore`) loaded into ``engine``, the module in train mode."""
+        state, checkpoint = restore(config.get("run_dir"), config.get("data_fingerprint"))
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                engine.load(d)
+        engine.module.train()
+        loop = cls(engine=engine, train=train, plan=plan, ctx=ctx, state=state, what=what,
+                   data_fingerprint=config.get("data_fingerprint"))
+        loop.restored = checkpoint
+        return loop
+
     @property
     def done(self) -> bool:
         return self.step >= self.plan["total_steps"]
+
+    def shard_batches(self, shard: Any, batch_format: str, min_shuffle_buffer: int) -> Iterator[Any]:
+        """:meth:`batches` of ``train.batch_size`` rows, locally shuffled when ``train.shuffle``
+        (a buffer of at least ``min_shuffle_buffer`` rows, seeded by the epoch it starts in)."""
+        iter_kwargs: dict[str, Any] = {"batch_format": batch_format, "prefetch_batches": 1}
+        if self.train.shuffle:
+            iter_kwargs.update(local_shuffle_buffer_size=max(min_shuffle_buffer, 8 * self.train.batch_size),
+                               local_shuffle_seed=self.train.seed + self.epoch)
+        return self.batches(shard, self.train.batch_size, **iter_kwargs)
 
     def batches(self, shard: Any, batch_size: int, **iter_kwargs: Any) -> Iterator[Any]:
         while not self.done:
@@ -722,15 +747,15 @@ class StepLoop:
                 "loss_last": self.loss_last, "samples_per_s": self.steady_throughput(),
                 **self.extra_state}
 
-    def finish(self, restored: Any) -> None:
+    def finish(self) -> None:
         """End of the loop. A run restored from a checkpoint of an already finished run reports
         that checkpoint again, so the run's result always carries its final weights."""
         import ray.train
 
-        if self._reported or restored is None:
+        if self._reported or self.restored is None:
             return
         has_files = self.engine.deepspeed or self.ctx.rank == 0
-        with restored.as_directory() as d:
+        with self.restored.as_directory() as d:
             checkpoint = ray.train.Checkpoint.from_directory(d) if has_files else None
             ray.train.report({"step": self.step, "epoch": self.epoch}, checkpoint=checkpoint)
         if self.ctx.rank == 0:

@@ -42,6 +42,7 @@ per path): the restart tests use it.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -62,6 +63,9 @@ from lantern_batch.teacher.soft_labels import Candidate, label_probs, one_hot
 from lantern_batch.teacher.topk import explanation_topk
 
 log = get_logger(__name__)
+
+OUTPUT_EXCERPT_CHARS = 400
+"""How much of a rejected teacher output its error row's ``detail`` keeps."""
 
 FAULT_ENV = "LANTERN_FAULT_CRASH_ONCE"
 MIN_LABEL_LOGPROBS = 8
@@ -227,7 +231,10 @@ class VLLMTeacher:
             reason = self._label(out, row, res, len(ids), retried=True)
             if reason is not None:
                 n_out = n_first + (len(res.outputs[0].token_ids) if res is not None else 0)
+                # The retry's text (its start): what the teacher wrote is what a reader of the
+                # error table needs to judge the reason.
+                said = json.dumps(res.outputs[0].text[:OUTPUT_EXCERPT_CHARS], ensure_ascii=False) if res is not None else "null"
                 out.add_error(row, stage="teacher", reason=error_reason(reason), prompt_tokens=len(ids),
                               output_tokens=n_out, retried=True,
-                              detail=f"teacher={self.name} first={first_reason}")
+                              detail=f"teacher={self.name} first={first_reason} output={said}")
         return out.to_table()

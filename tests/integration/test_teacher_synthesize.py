@@ -162,6 +162,8 @@ def test_invalid_outputs_never_become_labels(ray_local, synth_world, smollm2_dir
     assert invalid, [e["reason"] for e in teacher_errors]
     for e in invalid:
         assert set(e["reason"].split(":", 1)[1].split("+")) <= {*REASONS, SCORE_REASON}, e["reason"]
+        said = json.loads(e["detail"].split(" output=", 1)[1])  # what the teacher wrote, for a reader
+        assert isinstance(said, str) and said.strip(), e["detail"]
     smollm2 = summary["passes"]["smollm2"]
     judged = smollm2["labelled"] + smollm2["teacher_errors"]
     assert judged > 0 and smollm2["valid_rate"] == pytest.approx(smollm2["labelled"] / judged, abs=1e-4)
