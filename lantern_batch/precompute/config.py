@@ -117,7 +117,7 @@ class ExplainerStageConfig(ConfigModel):
     )
     """Passed to ``vllm.LLM`` as is."""
     sampling_params: dict[str, Any] = Field(
-        default_factory=lambda: {"max_tokens": 96, "temperature": 0.0}
+        default_factory=lambda: {"max_tokens": 128, "temperature": 0.0}
     )
     """Passed to ``vllm.SamplingParams`` as is (greedy by default, so reruns agree)."""
     regenerate_invalid: bool = True
