@@ -840,6 +840,40 @@ def _s3_etag(uri: str) -> str | None:
 # --------------------------------------------------------------------------- partition lock
 
 
+@lru_cache(maxsize=1)
+def _process_identity() -> dict[str, str]:
+    """What tells two processes with one host name apart (Linux): the boot and the pid namespace
+    (two containers, or host-network pods, can share a host name but never both of these)."""
+    ident: dict[str, str] = {}
+    try:
+        ident["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        ident["pid_ns"] = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return {}
+    return ident
+
+
+def _holder_is_dead(content: dict) -> bool:
+    """A lock's holder ran on this host, in this boot and pid namespace, and its process is gone
+    (a run killed with SIGKILL, or one whose host rebooted): its lock need not wait out the ttl.
+    Anything unknown (another host, no pid, no identity recorded) counts as alive."""
+    mine = _process_identity()
+    if not mine or content.get("host") != socket.gethostname() or not content.get("boot_id"):
+        return False
+    if content["boot_id"] != mine["boot_id"]:
+        return True  # rebooted since: nothing of that boot runs
+    pid = content.get("pid")
+    if content.get("pid_ns") != mine["pid_ns"] or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, someone else's
+        return False
+    return False
+
+
 class PartitionLock:
     """One run per partition at a time: a lock file/object with an owner and a time to live.
 
@@ -849,7 +883,10 @@ class PartitionLock:
     creates the lock.
 
     A lock older than its holder's ``ttl_s`` (both recorded in the lock; a lock without them
-    ages by file time and the contender's ``ttl_s``) is stale: its holder is presumed dead, and the lock is broken with a logged warning. Breaking is itself atomic —
+    ages by file time and the contender's ``ttl_s``) is stale: its holder is presumed dead, and
+    the lock is broken with a logged warning. So is a younger lock whose holder provably is: it
+    ran on this host (same boot, same pid namespace) and its pid no longer exists, so a run
+    killed with SIGKILL does not block the next run on the machine for ``ttl_s``. Breaking is itself atomic —
     locally the stale file is renamed away (one contender wins; a contender that finds it moved
     a fresh lock puts it back and gives up), on S3 the stale object is overwritten with
     ``If-Match: <its ETag>``. Long runs keep the lock fresh with :meth:`refresh`.
@@ -889,15 +926,17 @@ class PartitionLock:
             age = time.time() - float(content.get("created_at", 0))
             # The holder's own ttl decides (it knows how long it may hold); ours if it wrote none.
             ttl = float(content.get("ttl_s", self.ttl_s))
-            if age <= ttl:
+            dead = age <= ttl and _holder_is_dead(content)
+            if age <= ttl and not dead:
                 raise LockHeldError(
                     f"{self.lock_path} is held by {content.get('owner', '?')} "
                     f"(host {content.get('host', '?')}, pid {content.get('pid', '?')}, "
                     f"{age:.0f} s old, ttl {ttl:.0f} s); another run is writing this partition"
                 )
             log.warning(
-                "lock.stale_broken path=%s previous_owner=%s age_s=%.0f ttl_s=%.0f",
+                "lock.stale_broken path=%s previous_owner=%s age_s=%.0f ttl_s=%.0f%s",
                 self.lock_path, content.get("owner", "?"), age, ttl,
+                f" (its process {content.get('pid')} on this host is gone)" if dead else "",
             )
             if self._take_over(content, etag):
                 self.held = True
@@ -955,6 +994,7 @@ class PartitionLock:
                 "token": self.token,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
+                **_process_identity(),
                 "created_at": time.time(),
                 "ttl_s": self.ttl_s,
             }

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -318,6 +321,39 @@ def test_stale_lock_is_broken_with_a_warning(tmp_path, caplog):
     assert json.loads(open(path).read())["owner"] == "runB"
     lock.release()
     assert not os.path.exists(path)
+
+
+def _fresh_lock(path, pid, **ident):
+    body = {"owner": "killed-run", "token": "t0", "host": socket.gethostname(), "pid": pid,
+            **io._process_identity(), "created_at": time.time(), "ttl_s": 3600, **ident}
+    with open(path, "w") as f:
+        json.dump(body, f)
+
+
+@pytest.mark.skipif(not io._process_identity(), reason="needs /proc (Linux)")
+def test_a_fresh_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
+    """A run killed with SIGKILL leaves a lock well inside its ttl; the next run on the same
+    machine takes it over at once, while a live holder, or one in another pid namespace or on
+    another host, still blocks it."""
+    path = str(tmp_path / "ds.lock")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _fresh_lock(path, gone.pid)
+    lock = io.PartitionLock(path, owner="runB", ttl_s=3600).acquire()
+    assert json.loads(open(path).read())["owner"] == "runB"
+    lock.release()
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for ident in ({}, {"pid_ns": "pid:[1]"}, {"host": "another-host"}):
+            _fresh_lock(path, alive.pid if not ident else gone.pid, **ident)
+            with pytest.raises(LockHeldError, match="killed-run"):
+                io.PartitionLock(path, owner="runB", ttl_s=3600).acquire()
+    finally:
+        alive.kill()
+        alive.wait()
+    _fresh_lock(path, 1, boot_id="an-earlier-boot")  # the host rebooted since: nothing of it runs
+    io.PartitionLock(path, owner="runB", ttl_s=3600).acquire().release()
 
 
 def test_empty_lock_file_ages_by_mtime(tmp_path):
