@@ -37,6 +37,34 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith("lantern_batch") else f"lantern_batch.{name}")
 
 
+KNOWN_RAY_NOISE: dict[str, tuple[str, ...]] = {
+    # Ray Train's placement-group cleaner asks the State API whether the controller lives; a
+    # local Ray started without the dashboard serves no State API, so the cleaner warns every
+    # few seconds of every training run. The placement group is still released at the end.
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner": (
+        "Failed to query Ray Train Controller actor state",),
+}
+"""Logger name -> message starts that :func:`quiet_known_ray_noise` drops."""
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
+
+
+def quiet_known_ray_noise() -> None:
+    """Drop :data:`KNOWN_RAY_NOISE` (the ``worker_process_setup_hook`` of the local Ray that
+    :func:`lantern_batch.runtime.init_ray` starts; idempotent)."""
+    for name, starts in KNOWN_RAY_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(starts))
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

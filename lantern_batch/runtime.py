@@ -88,6 +88,8 @@ def init_ray(cfg: RayConfig) -> None:
         event(log, "ray.joined", address=address, cpus=ray.cluster_resources().get("CPU", 0),
               s3_env=passed)
     else:
+        # Only a local Ray lacks the dashboard's State API that the known noise is about.
+        extra["runtime_env"] = {**runtime_env, "worker_process_setup_hook": "lantern_batch.logs.quiet_known_ray_noise"}
         ray.init(
             address="local",
             num_cpus=cfg.num_cpus,
