@@ -436,17 +436,13 @@ def verify_checkpoint(directory: str) -> None:
 
 
 def linear_warmup_decay(optimizer: Any, total_steps: int, warmup_ratio: float) -> Any:
-    """LambdaLR: linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0."""
-    import torch
+    """transformers' linear schedule (the HF Trainer's default): warm-up over ``warmup_ratio``
+    of the steps (at least one when the ratio is positive; the first step runs at lr 0), then
+    linear decay to 0 at ``total_steps``."""
+    from transformers import get_linear_schedule_with_warmup
 
     warmup = max(1, int(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
 def trainable_state_dict(model: Any, only_trainable: bool) -> dict[str, Any]:

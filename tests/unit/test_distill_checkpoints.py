@@ -192,3 +192,19 @@ def test_checkpoint_restore_unpickles_nothing_but_tensors_and_checks_the_manifes
     os.remove(ckpt / f"{MANIFEST_PREFIX}0.json")
     with pytest.raises(InputError, match="manifest"):
         fresh.load(str(ckpt))
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    import torch
+
+    from lantern_batch.distill.trainer import linear_warmup_decay
+
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = linear_warmup_decay(optimizer, total_steps=10, warmup_ratio=0.2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:3] == [0.0, 0.5, 1.0]  # two warm-up steps, then the peak
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:], strict=False)) and optimizer.param_groups[0]["lr"] == 0.0
