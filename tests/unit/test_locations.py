@@ -12,6 +12,7 @@ import pytest
 
 from lantern_batch import locations
 from lantern_batch.locations import relation, resolve
+from lantern_batch.prompts import _pair_facts
 from lantern_batch.quality import check_explanation
 from lantern_batch.taxonomy import CITIES
 
@@ -157,6 +158,26 @@ MEMBER = {"location": "Berlin, Germany", "seniority": "mid", "skills": ["Python"
           "years_experience": 5.0, "experience": [], "summary": None, "headline": None}
 JOB = {"location": "Munich", "seniority": "mid", "required_skills": ["Python"], "title": "Engineer",
        "company": "Acme", "description": None}
+
+
+def test_pair_facts_fall_back_to_the_gazetteer():
+    assert "locations same country" in _pair_facts(MEMBER, JOB, gazetteer=True)
+    assert "locations same metro area" in _pair_facts(MEMBER, {**JOB, "location": "Potsdam"}, gazetteer=True)
+    assert "locations different countries" in _pair_facts(MEMBER, {**JOB, "location": "Paris, France"}, gazetteer=True)
+    assert "locations" not in _pair_facts(MEMBER, {**JOB, "location": "Somewhere, Atlantis"}, gazetteer=True)
+    assert "locations" not in _pair_facts(MEMBER, {**JOB, "location": None}, gazetteer=True)
+
+
+def test_released_versions_print_no_gazetteer_fact():
+    assert "locations" not in _pair_facts(MEMBER, JOB)  # off by default: v2/v3/e2/c3 unchanged
+
+
+def test_pair_facts_of_taxonomy_cities_are_the_same_with_or_without_the_gazetteer():
+    for a, b in itertools.product(CITIES, repeat=2):
+        m, j = {**MEMBER, "location": a.name}, {**JOB, "location": b.name}
+        facts = _pair_facts(m, j)
+        assert f"locations {_taxonomy_relation(a, b)}" in facts
+        assert _pair_facts(m, j, gazetteer=True) == facts
 
 
 TEXT = "Medium fit: the Python skills match at the mid level asked for, and the job is {where}."
