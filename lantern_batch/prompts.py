@@ -757,14 +757,20 @@ def _matching_skills(member: dict, job: dict) -> tuple[list[str], int]:
     return matched, len(seen)
 
 
-def _pair_facts(member: dict, job: dict) -> str:
+def _pair_facts(member: dict, job: dict, *, gazetteer: bool = False) -> str:
     """Comparisons of the two profiles' structured fields, normalised by the taxonomy: the
     seniority gap in levels, years against what the job's level usually asks, how the two
     locations relate, the two role families and how many roles were in the job's family.
 
     Facts about the inputs that a small encoder would otherwise have to learn from examples
     (that Toronto and Austin are in different countries, that "Analytics Engineer" is data
-    work); never a score, weight, threshold or label of the fit policy."""
+    work); never a score, weight, threshold or label of the fit policy.
+
+    ``gazetteer``: where the taxonomy does not know a side's place ("Berlin, Germany", "Remote -
+    EU"), say how the two relate from the offline gazetteer (:mod:`lantern_batch.locations`).
+    Off by default: the released prompt and classifier-text versions print no location fact
+    for such rows and must not change; a new version turns it on. Two taxonomy cities read the
+    same either way."""
     from lantern_batch.policy import member_family  # the policy module's own feature helper
     from lantern_batch.taxonomy import (  # pure Python tables, imported on use
         MIN_YEARS,
@@ -789,6 +795,12 @@ def _pair_facts(member: dict, job: dict) -> str:
         where = ("same city" if mc.name == jc.name else "same metro area" if mc.metro == jc.metro
                  else "same country" if mc.country == jc.country else "different countries")
         facts.append(f"locations {where}")
+    elif gazetteer and _clean(member.get("location")) and _clean(job.get("location")):
+        from lantern_batch import locations  # loads the gazetteer on first use only
+
+        where = locations.relation(locations.resolve(member.get("location")), locations.resolve(job.get("location")))
+        if where != "unknown":
+            facts.append(f"locations {where}")
     j_family = family_of_title(job.get("title"))
     m_family = member_family(member)
     if j_family and m_family:

@@ -38,8 +38,8 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
 contradict the label (all zero with a non-Low label, or the label the policy would give those
 scores two classes away) are ``scores_contradict_label``.
 
-Pure Python (standard library and :mod:`lantern_batch.taxonomy` only): cheap to call per row in
-any Ray worker.
+Pure Python (standard library, :mod:`lantern_batch.taxonomy` and, for places the taxonomy does
+not know, :mod:`lantern_batch.locations`): cheap to call per row in any Ray worker.
 """
 
 from __future__ import annotations
@@ -307,13 +307,27 @@ def _looping(tokens: Sequence[str]) -> bool:
 
 def _wrong_country_claim(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
     """The text says the two places are in different countries when they share one, or in the
-    same country when they do not (places the taxonomy does not know are not judged)."""
+    same country when they do not. Places the taxonomy does not know are judged by the offline
+    gazetteer (:mod:`lantern_batch.locations`) when both resolve to known countries; else not."""
     mc, jc = city_of(member.get("location")), city_of(job.get("location"))
-    if mc is None or jc is None:
-        return False
-    if mc.country == jc.country:
+    if mc is not None and jc is not None:
+        same = mc.country == jc.country
+    else:
+        where = _gazetteer_relation(member.get("location"), job.get("location"))
+        if where == "unknown":
+            return False
+        same = where != "different countries"
+    if same:
         return bool(_OTHER_COUNTRY.search(text))
     return bool(_SAME_COUNTRY.search(_OTHER_COUNTRY.sub(" ", text)))  # "not the same country" is no claim of one
+
+
+def _gazetteer_relation(a: str | None, b: str | None) -> str:
+    if not (a or "").strip() or not (b or "").strip():
+        return "unknown"  # nothing to compare: the gazetteer is not loaded
+    from lantern_batch import locations
+
+    return locations.relation(locations.resolve(a), locations.resolve(b))
 
 
 def _phone_like(text: str) -> bool:
