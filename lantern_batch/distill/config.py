@@ -348,7 +348,7 @@ class _TableJob(ConfigModel):
         if self.train.run_name:  # type: ignore[attr-defined]
             return self.train.run_name  # type: ignore[attr-defined]
         settings = self.model_dump(mode="json", exclude={"ray", "out", "work_dir", "inputs", "eval", "calibrate",
-                                                         "min_accuracy"})
+                                                         "min_accuracy", "min_macro_f1"})
         for key in ("storage_path", "resume", "log_every_steps", "checkpoint_every_steps", "checkpoints_to_keep",
                     "max_failures"):
             settings["train"].pop(key, None)
@@ -458,6 +458,10 @@ class TeacherSFTConfig(_TableJob):
     """DeepSpeed ZeRO (off: DDP)."""
     eval: TeacherEvalSettings = Field(default_factory=TeacherEvalSettings)
     """Label agreement with held-out seed labels before and after SFT."""
+    min_macro_f1: float | None = Field(None, ge=0, le=1)
+    """Fail (exit 3) when T2's held-out macro-F1 after SFT is below this, so a teacher that
+    learnt one label (macro-F1 ~0.14 on three classes) never labels a synthesis run; None: no
+    gate. The model is exported either way (its ``metrics.json`` says what it predicted)."""
 
     @model_validator(mode="after")
     def _needs_seed(self) -> TeacherSFTConfig:

@@ -233,6 +233,7 @@ def run(cfg: TeacherSFTConfig) -> int:
     from lantern_batch.classifier import resolve_model_dir
     from lantern_batch.config import write_resolved_config
     from lantern_batch.distill.data import prepare_examples
+    from lantern_batch.distill.trainer import require_heldout
     from lantern_batch.runtime import init_ray
 
     init_ray(cfg.ray)
@@ -248,7 +249,8 @@ def run(cfg: TeacherSFTConfig) -> int:
         hash_fields=("member_id", "job_id", "target_text"),
         settings_for_fingerprint={"prompt": prompt, "version": cfg.prompt_version},
     )
-    train_decoder(TASK, cfg, prepared, source)
+    metrics = train_decoder(TASK, cfg, prepared, source)
+    require_heldout("teacher T2 after SFT", metrics["label_agreement_after"], "macro_f1", cfg.min_macro_f1)
     return 0
 
 

@@ -234,8 +234,7 @@ def run(cfg: ClassifierConfig) -> int:
     """The ``distill classifier`` job: prepare → train (Ray Train) → evaluate → export."""
     from lantern_batch.config import write_resolved_config
     from lantern_batch.distill.data import prepare_examples, train_dataset
-    from lantern_batch.distill.trainer import fit, on_eval_worker, steps_plan
-    from lantern_batch.errors import QualityGateError
+    from lantern_batch.distill.trainer import fit, on_eval_worker, require_heldout, steps_plan
     from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
     from lantern_batch.runtime import init_ray
 
@@ -256,11 +255,6 @@ def run(cfg: ClassifierConfig) -> int:
                  run_name=cfg.training_run_name("classifier", prepared.fingerprint),
                  data_fingerprint=prepared.fingerprint)
     metrics = on_eval_worker(finalize, cfg.train.scaling, cfg, result.checkpoint, prepared, plan)
-    if cfg.min_accuracy is not None and metrics["accuracy"] is None:
-        # No held-out pair (data.holdout_fraction 0): nothing shows the gate is met.
-        raise QualityGateError(f"classifier has no held-out pairs to check min_accuracy {cfg.min_accuracy} against")
-    if cfg.min_accuracy is not None and metrics["accuracy"] < cfg.min_accuracy:
-        raise QualityGateError(f"classifier held-out accuracy {metrics['accuracy']:.3f} is below "
-                               f"min_accuracy {cfg.min_accuracy}")
+    require_heldout("classifier", metrics, "accuracy", cfg.min_accuracy)
     return 0
 

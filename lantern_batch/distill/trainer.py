@@ -205,6 +205,32 @@ def on_eval_worker(fn: Callable[..., Any], scaling: Any, *args: Any) -> Any:
     return ray.get(task.remote(*args))
 
 
+def require_heldout(model: str, metrics: dict[str, Any], key: str, threshold: float | None) -> None:
+    """Stop a distillation job (exit 3) whose exported model misses its held-out bar.
+
+    ``metrics[key]`` is the held-out score (accuracy, macro-F1); ``metrics['confusion']``, when
+    there, says what the model predicted (a collapse to one class reads at a glance). No
+    held-out pair to score is a failure too: nothing shows the bar is met.
+
+    Raises:
+        QualityGateError: the score is missing or below ``threshold`` (None: no bar).
+    """
+    from lantern_batch.errors import QualityGateError
+    from lantern_batch.schema import FIT_LABELS
+
+    if threshold is None:
+        return
+    value = metrics.get(key)
+    if value is None:
+        raise QualityGateError(f"{model} has no held-out pairs to check min_{key} {threshold} against")
+    if value < threshold:
+        said = ""
+        if metrics.get("confusion"):
+            predicted = [sum(col) for col in zip(*metrics["confusion"], strict=True)]
+            said = " (it predicted " + ", ".join(f"{lab} {n}" for lab, n in zip(FIT_LABELS, predicted, strict=True)) + ")"
+        raise QualityGateError(f"{model} held-out {key} {value:.3f} is below min_{key} {threshold}{said}")
+
+
 def eval_device(scaling: Any) -> Any:
     """Device for evaluation inside :func:`on_eval_worker`: CUDA when present, else the CPU with
     ``torch_threads`` (default: every core — evaluation runs alone after training)."""

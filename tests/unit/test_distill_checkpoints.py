@@ -211,3 +211,24 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lrs[:3] == [0.5, 1.0, 1.0]
     assert lrs[2:] == [1.0 - k / 8 for k in range(8)]
     assert optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_heldout_gate_stops_a_collapsed_teacher_and_names_what_it_predicted():
+    from lantern_batch.distill.trainer import require_heldout
+    from lantern_batch.errors import QualityGateError
+    from lantern_batch.metrics import classification_report
+
+    # The demo's teacher SFT at 0944473: every held-out pair predicted Medium.
+    truth = ["High"] * 39 + ["Medium"] * 27 + ["Low"] * 34
+    collapsed = classification_report(truth, ["Medium"] * 100)
+    with pytest.raises(QualityGateError, match=r"macro_f1 0\.1\d+ is below min_macro_f1 0\.5 "
+                                               r"\(it predicted High 0, Medium 100, Low 0\)") as err:
+        require_heldout("teacher T2 after SFT", collapsed, "macro_f1", 0.5)
+    assert err.value.exit_code == 3
+    # The 2026-12-02 evening teacher passes the same bar; no bar, no check; no held-out pair fails.
+    learnt = classification_report(truth, ["High"] * 38 + ["Medium"] + ["High"] * 19 + ["Medium"] * 8
+                                   + ["High"] * 2 + ["Medium"] * 2 + ["Low"] * 30)
+    require_heldout("teacher T2 after SFT", learnt, "macro_f1", 0.5)
+    require_heldout("teacher T2 after SFT", collapsed, "macro_f1", None)
+    with pytest.raises(QualityGateError, match="no held-out pairs"):
+        require_heldout("classifier", {"accuracy": None}, "accuracy", 0.8)
