@@ -29,7 +29,8 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   member's nor the job's.
 * ``wrong_location`` — names a known city that is neither the member's nor the job's, or
   states how the two places relate against the facts ("a different country" for two cities of
-  one country, "the same country" for two countries).
+  one country, "the same country" for two countries), or says the member would have to
+  relocate for a remote job or one in their own city.
 * ``copied_text`` — copies ``copy_span_words`` or more consecutive words of the member's free
   text (headline, summary, role descriptions).
 * ``contact_info`` — contains an e-mail address, a phone number or a URL.
@@ -69,7 +70,7 @@ REASONS: tuple[str, ...] = (
 
 SCORE_REASON = "scores_contradict_label"
 
-QUALITY_VERSION = "q2"
+QUALITY_VERSION = "q3"
 """Version of these rules: part of precompute's reuse fingerprint, so a rule change re-checks
 (regenerates) published explanations instead of carrying them over."""
 
@@ -305,6 +306,25 @@ def _looping(tokens: Sequence[str]) -> bool:
     return False
 
 
+_RELOCATE = re.compile(r"\brelocat\w*", re.IGNORECASE)
+_HEDGED = re.compile(r"\b(?:no|not|never|without|nor|if|unless|whether|needn't|n't)\b|n't\b", re.IGNORECASE)
+
+
+def _needless_relocation_claim(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """A sentence says the member would relocate ("so they would need to relocate from Boston")
+    although the job is remote or in the member's own city. Negated or conditional sentences
+    ("no need to relocate", "if it were onsite") claim nothing."""
+    remote = (job.get("workplace_type") or "").strip().lower() == "remote"
+    mc, jc = city_of(member.get("location")), city_of(job.get("location"))
+    same_city = mc is not None and jc is not None and mc.name == jc.name
+    if not (remote or same_city):
+        return False
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        if _RELOCATE.search(sentence) and not _HEDGED.search(sentence):
+            return True
+    return False
+
+
 def _wrong_country_claim(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
     """The text says the two places are in different countries when they share one, or in the
     same country when they do not. Places the taxonomy does not know are judged by the offline
@@ -400,7 +420,8 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
             if m.group(0) not in own and m.group(0) not in places:
                 reasons.append("wrong_location")
                 break
-        if "wrong_location" not in reasons and _wrong_country_claim(text, member, job):
+        if "wrong_location" not in reasons and (_wrong_country_claim(text, member, job)
+                                                or _needless_relocation_claim(text, member, job)):
             reasons.append("wrong_location")
         if _copied(words, member, rules.copy_span_words):
             reasons.append("copied_text")

@@ -112,6 +112,29 @@ def test_country_claims_are_judged_against_both_locations():
     assert check_explanation(abroad.replace("Toronto, ON", "Seattle, WA"), "Medium", MEMBER, JOB).reasons == ("wrong_location",)
 
 
+def test_relocation_claims_are_judged_against_the_workplace_and_both_cities():
+    # T2 in the 2026-12-03 demo: 16 of its 126 otherwise valid explanations had the member
+    # relocate for a remote job or within their own city (verbatim, but for the facts below).
+    remote = {**JOB, "workplace_type": "remote", "location": "Oakland, CA"}
+    claim = ("This is a Medium fit for the Senior Software Engineer role at Northwind Labs. They bring "
+             "Python and SQL but do not list Kubernetes. The role is remote, so they would need to "
+             "relocate from Seattle, WA.")
+    assert check_explanation(claim, "Medium", MEMBER, remote).reasons == ("wrong_location",)
+    onsite_here = {**JOB, "workplace_type": "onsite", "location": "Seattle, WA"}
+    assert check_explanation(claim.replace("The role is remote", "The role is onsite"), "Medium", MEMBER,
+                             onsite_here).reasons == ("wrong_location",)
+    # Moving for an onsite job elsewhere is a fair claim; a negated or conditional one claims nothing.
+    onsite_far = {**JOB, "workplace_type": "onsite", "location": "Oakland, CA"}
+    assert check_explanation(claim.replace("The role is remote", "The role is onsite in Oakland, CA"),
+                             "Medium", MEMBER, onsite_far).ok
+    for hedged in ("The role is remote, so they would not need to relocate from Seattle, WA.",
+                   "The role is remote, so they wouldn't have to relocate from Seattle, WA.",
+                   "The role is remote: they can stay in Seattle, WA, without relocating.",
+                   "Were it onsite, they would relocate only if the offer is right."):
+        text = claim.rsplit(". ", 1)[0] + ". " + hedged
+        assert check_explanation(text, "Medium", MEMBER, remote).ok, hedged
+
+
 def test_without_content_only_form_and_label_are_checked():
     text = GOOD.replace("Python", "Java")
     assert check_explanation(text, "Medium", None, None).ok
