@@ -120,13 +120,16 @@ class ExplainerStageConfig(ConfigModel):
         default_factory=lambda: {"max_tokens": 128, "temperature": 0.0}
     )
     """Passed to ``vllm.SamplingParams`` as is (greedy by default, so reruns agree)."""
-    regenerate_invalid: bool = True
-    """An explanation the validator rejects (:mod:`lantern_batch.quality`) is generated once
-    more with ``retry_sampling_params``; still invalid, it is left null and counted by reason in
-    the manifest (``explanations_invalid``). Invalid text is never published either way."""
+    regenerations: int = Field(1, ge=0, le=8)
+    """How many more times an explanation the validator rejects (:mod:`lantern_batch.quality`)
+    is generated, each time with ``retry_sampling_params`` and its ``seed`` advanced by one;
+    still invalid after the last, it is left null and counted by reason in the manifest
+    (``explanations_invalid``). Invalid text is never published either way; the manifest's
+    ``explanations_regenerated`` counts the published ones that needed more than one try.
+    0: no regeneration."""
     retry_sampling_params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.7, "seed": 17})
-    """Overrides of ``sampling_params`` for that one regeneration (greedy decoding would repeat
-    the same text)."""
+    """Overrides of ``sampling_params`` for the regenerations (greedy decoding would repeat the
+    same text)."""
 
 
 class JoinConfig(ConfigModel):

@@ -12,7 +12,8 @@ touched, so no model output can change the row's schema or its label.
 Every generated explanation is checked before it can be published
 (:func:`lantern_batch.quality.check_explanation`, against the pair's label and the member and
 job facts the join put in ``__facts``). An invalid one is generated once more with
-``retry_sampling_params`` (when ``regenerate_invalid``); still invalid, it is left null and its
+``retry_sampling_params`` up to ``regenerations`` times, each with the next seed; still invalid,
+it is left null and its
 reasons go to ``__explain_invalid`` (counted by reason in the manifest's
 ``explanations_invalid``) and its ``explainer_version`` is cleared, so an incremental run does
 not retry it with the same model. A published explanation is therefore always a valid one.
@@ -60,7 +61,7 @@ class ExplainerSettings:
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     sampling_params: dict[str, Any] = field(default_factory=dict)
     max_explanation_chars: int = 600
-    regenerate_invalid: bool = True
+    regenerations: int = 1
     retry_sampling_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.7, "seed": 17})
     ref: str = ""
     """The model reference each node resolves itself where ``model_dir`` is not on it."""
@@ -71,6 +72,15 @@ class ExplainerSettings:
 
         return on_this_node(self.ref or self.model_dir, self.model_dir, self.version,
                             lambda d: "exp-" + model_version(d))
+
+
+def retry_sampling(settings: ExplainerSettings, k: int) -> dict[str, Any]:
+    """Sampling parameters of regeneration ``k`` (0-based): ``retry_sampling_params`` over
+    ``sampling_params``, the seed advanced by ``k`` so each try samples another text."""
+    params = {**settings.sampling_params, **settings.retry_sampling_params}
+    if params.get("seed") is not None:
+        params["seed"] = int(params["seed"]) + k
+    return params
 
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
@@ -178,7 +188,7 @@ class ExplainerActor:
 
         self.llm = LLM(model=settings.local_dir(), **engine_kwargs(settings.engine_kwargs))
         self.params = SamplingParams(**settings.sampling_params)
-        self.retry_params = SamplingParams(**{**settings.sampling_params, **settings.retry_sampling_params})
+        self.retry_params = [SamplingParams(**retry_sampling(settings, k)) for k in range(settings.regenerations)]
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.max_tokens = int(self.params.max_tokens or 16)
 
@@ -220,14 +230,15 @@ class ExplainerActor:
         labels = rows.column("fit_label").to_pylist()
         facts = rows.column("__facts").to_pylist()
         invalid: list[str | None] = [None] * len(raw)
+        attempts: list[int | None] = [None] * len(raw)
         tokens = 0
-        for attempt in range(2 if self.settings.regenerate_invalid else 1):
+        for params in [self.params, *self.retry_params]:
             if not prompts:
                 break
-            params = self.params if attempt == 0 else self.retry_params
             again, again_prompts = [], []
             for i, (text, n_tok) in zip(todo, self._generate(prompts, params), strict=True):
                 tokens += n_tok
+                attempts[i] = (attempts[i] or 0) + 1
                 text = clean_explanation(text, self.settings.max_explanation_chars)
                 reason = check_generated(text, labels[i], facts[i]) if text is not None else None
                 texts[i], invalid[i] = (None, reason) if reason else (text, None)
@@ -240,6 +251,7 @@ class ExplainerActor:
         out = _set(out, "__explain_failed", pa.array([t is None and r is None for t, r in zip(texts, invalid, strict=True)],
                                                      pa.bool_()))
         out = _set(out, "__explain_invalid", pa.array(invalid, pa.string()))
+        out = _set(out, "__explain_attempts", pa.array(attempts, pa.int8()))
         # A rejected explanation is withheld: the row carries no explainer version, so a later
         # incremental run does not retry it (the same model on the same input writes the same text).
         rejected = pa.array([r is not None for r in invalid], pa.bool_())
@@ -257,7 +269,9 @@ def canary_explanations(gate: dict[str, Any], settings: ExplainerSettings, limit
 
     ``valid_rate`` = explanations that pass the validator / pairs asked (a prompt that does not
     fit or an empty output counts as not valid); ``consistency`` = explanations that state
-    exactly one label, the given one / explanations generated. Runs in one Ray task.
+    exactly one label, the given one / explanations generated. Both are judged on what the run
+    would publish, regenerations included (``valid_first_try`` says how many needed none).
+    Runs in one Ray task.
 
     Args:
         gate: the canary paths (``canary``, ``members``, ``jobs``, ``max_pairs``), ``pairs``,
@@ -287,6 +301,7 @@ def canary_explanations(gate: dict[str, Any], settings: ExplainerSettings, limit
         "explainer_version": pa.array([settings.version] * n, pa.string()),
         "__explain": pa.array([True] * n), "__explain_failed": pa.array([False] * n),
         "__explain_invalid": pa.nulls(n, pa.string()),
+        "__explain_attempts": pa.nulls(n, pa.int8()),
         "__messages": pa.array(messages, pa.string()),
         "__facts": pa.array([explanation_facts(m, j) for m, j, _, _ in usable], pa.string()),
     })
@@ -304,9 +319,11 @@ def canary_explanations(gate: dict[str, Any], settings: ExplainerSettings, limit
     consistent = sum(t is not None or (r is not None and not label_reasons & set(r.split("+")))
                      for t, r in zip(texts, invalid, strict=True))
     valid = sum(t is not None for t in texts)
+    tries = out.column("__explain_attempts").to_pylist()
     valid_rate = valid / n
     consistency = consistent / generated if generated else 0.0
-    report.update(valid=valid, generated=generated, valid_rate=round(valid_rate, 4),
+    report.update(valid=valid, valid_first_try=sum(t is not None and a == 1 for t, a in zip(texts, tries, strict=True)),
+                  regenerations=settings.regenerations, generations=sum(a or 0 for a in tries), generated=generated, valid_rate=round(valid_rate, 4),
                   consistency=round(consistency, 4), invalid_by_reason=dict(reasons.most_common()),
                   examples=[t for t in texts if t][:3])
     failed = []

@@ -154,8 +154,8 @@ def precompute_fingerprint(cfg: PrecomputeConfig, classifier: ClassifierSettings
         "explainer_prompt_budget": [cfg.explainer.member_tokens, cfg.explainer.job_tokens] if e else None,
         "explainer_engine": engine_output_settings(e.engine_kwargs) if e else None,
         "sampling_params": dict(e.sampling_params) if e else None,
-        "regenerate_invalid": e.regenerate_invalid if e else None,
-        "retry_sampling_params": dict(e.retry_sampling_params) if e and e.regenerate_invalid else None,
+        "regenerations": e.regenerations if e else None,
+        "retry_sampling_params": dict(e.retry_sampling_params) if e and e.regenerations else None,
         "max_explanation_chars": e.max_explanation_chars if e else None,
         "explanation_validator": QUALITY_VERSION if e else None,
     }

@@ -171,7 +171,7 @@ def _resolve_models(cfg: PrecomputeConfig) -> dict[str, Any]:
             engine_kwargs=dict(cfg.explainer.engine_kwargs),
             sampling_params=dict(cfg.explainer.sampling_params),
             max_explanation_chars=cfg.explainer.max_explanation_chars,
-            regenerate_invalid=cfg.explainer.regenerate_invalid,
+            regenerations=cfg.explainer.regenerations,
             retry_sampling_params=dict(cfg.explainer.retry_sampling_params),
             ref=str(cfg.explainer.ref),
         )

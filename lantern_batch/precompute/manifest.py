@@ -15,6 +15,7 @@ Manifest keys (all counts are rows)::
             ("rows_in = rows_scored + rows_reused + rows_error"), conservation_ok,
             explanations_selected, explanations_generated, explanations_reused,
             explanations_failed, explanations_rejected (generated but invalid: left null),
+            explanations_regenerated (published after a rejected first try),
             explanations_invalid (the validator's reasons: count each), errors_by_reason,
             members_rejected, jobs_rejected}
     models {classifier {ref, version}, explainer {ref, version} | null}
@@ -56,6 +57,8 @@ def batch_counts(rows: pa.Table) -> dict[str, Any]:
         if reason and g:
             n_invalid += 1
             invalid.update(reason.split("+"))
+    tries = rows.column("__explain_attempts").to_pylist() if "__explain_attempts" in rows.column_names else ()
+    regenerated = sum(bool(a and a > 1 and e) for a, e in zip(tries, expl, strict=True))
     errors: Counter[str] = Counter()
     for t, s, r, g in zip(rows.column("__err_table").to_pylist(), rows.column("__err_stage").to_pylist(),
                           rows.column("__err_reason").to_pylist(), good, strict=True):
@@ -71,6 +74,7 @@ def batch_counts(rows: pa.Table) -> dict[str, Any]:
         "explanations_reused": sum(e and not a and g for e, a, g in zip(expl, asked, good, strict=True)),
         "explanations_failed": sum(f and g for f, g in zip(failed, good, strict=True)),
         "explanations_rejected": n_invalid,
+        "explanations_regenerated": regenerated,
         "explanations_invalid": dict(invalid),
         "errors_by_reason": dict(errors),
     }
@@ -88,7 +92,8 @@ def aggregate_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
             else:
                 total[k] = total.get(k, 0) + v
     for k in ("rows_scored", "rows_reused", "rows_error", "explanations_selected",
-              "explanations_generated", "explanations_reused", "explanations_failed", "explanations_rejected"):
+              "explanations_generated", "explanations_reused", "explanations_failed", "explanations_rejected",
+              "explanations_regenerated"):
         total.setdefault(k, 0)
     total.setdefault("labels", {})
     total.setdefault("explanations_invalid", {})
@@ -168,6 +173,7 @@ def build_manifest(
             "explanations_reused": counts["explanations_reused"],
             "explanations_failed": counts["explanations_failed"],
             "explanations_rejected": counts["explanations_rejected"],
+            "explanations_regenerated": counts["explanations_regenerated"],
             "explanations_invalid": counts["explanations_invalid"],
             "errors_by_reason": dict(sorted(counts.get("errors_by_reason", {}).items())),
             "members_rejected": dict(sorted(members_rejected.items())),

@@ -66,6 +66,7 @@ WORK_SCHEMA = pa.schema(
         pa.field("__explain", pa.bool_()),  # needs the explainer (set by select_explanations)
         pa.field("__explain_failed", pa.bool_()),
         pa.field("__explain_invalid", pa.string()),  # the validator's reasons for a rejected explanation
+        pa.field("__explain_attempts", pa.int8()),  # generations it took (1 + regenerations used)
     ]
 )
 """Every intermediate table of the pipeline has exactly this schema (unions stay trivial)."""

@@ -286,6 +286,7 @@ def test_explanation_gate_blocks_a_degenerate_explainer(first, world, capsys):
     explainer whose text fails the validator blocks the run however well the classifier does."""
     cfg = copy.deepcopy(first["cfg"])
     cfg["ds"] = DS5
+    cfg["explainer"]["regenerations"] = 2
     cfg["quality_gate"] = {"canary": str(world / "seed"), "min_agreement": 0.0, "min_pairs": 20,
                            "explanation_pairs": 8, "min_explanation_valid_rate": 0.9}
     path = first["out"] / "gate_explain.yaml"
@@ -299,6 +300,11 @@ def test_explanation_gate_blocks_a_degenerate_explainer(first, world, capsys):
                   if "explanations" in json.loads(p.read_text()))
     assert report["explanations"]["pairs"] == 8 and report["explanations"]["status"] == "failed"
     assert report["explanations"]["valid_rate"] < 0.9
+    # Each rejected explanation was generated three times (the first try and two regenerations,
+    # each with the next seed) before it was given up on.
+    e = report["explanations"]
+    assert e["regenerations"] == 2 and e["valid_first_try"] <= e["valid"]
+    assert e["generations"] >= 3 * (e["generated"] - e["valid"]) > 0
 
 
 def test_hostile_profile_changes_nothing_and_never_reaches_logs(first, world, capfd):

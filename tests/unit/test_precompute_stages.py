@@ -100,3 +100,16 @@ def test_clean_explanation():
     assert clean_explanation("High fit: they match. The role is rem", 100) == "High fit: they match."
     assert clean_explanation("High fit. They list Python and SQL.", 20) == "High fit."
     assert clean_explanation("Low fit! Wrong city.", 100) == "Low fit! Wrong city."
+
+
+def test_each_regeneration_samples_with_the_next_seed():
+    from lantern_batch.precompute.explainer_stage import retry_sampling
+
+    settings = ExplainerSettings(model_dir="m", version="e", regenerations=3,
+                                 sampling_params={"max_tokens": 96, "temperature": 0.0},
+                                 retry_sampling_params={"temperature": 0.7, "seed": 17})
+    tries = [retry_sampling(settings, k) for k in range(settings.regenerations)]
+    assert [t["seed"] for t in tries] == [17, 18, 19]
+    assert all(t["temperature"] == 0.7 and t["max_tokens"] == 96 for t in tries)
+    unseeded = ExplainerSettings(model_dir="m", version="e", retry_sampling_params={"temperature": 0.7})
+    assert "seed" not in retry_sampling(unseeded, 2)
