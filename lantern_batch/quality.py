@@ -20,6 +20,9 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   "not a High fit" do not count) and it must be the row's label.
 * ``repetition`` — a token or 2–4-gram repeated three or more times in a row ("fit fit fit"),
   or under ``min_distinct_bigrams`` of the bigrams distinct (looping text).
+* ``circular`` — describes a thing by itself: "the profile shows a profile of…", "their
+  background is in teaching, not teaching", "cloud infrastructure, a different field from cloud
+  infrastructure". Grammatical, grounded, and says nothing (or contradicts itself).
 * ``ungrounded_skill`` — names a skill of the vocabulary that is neither among the job's
   required skills nor among the member's skills (synonyms folded: "K8s" is Kubernetes).
 * ``wrong_years`` — states "N years" where N is neither the member's years of experience, a
@@ -63,7 +66,7 @@ from lantern_batch.taxonomy import (
 
 REASONS: tuple[str, ...] = (
     "empty", "too_short", "too_long", "not_prose", "truncated", "no_label", "multiple_labels",
-    "wrong_label", "repetition", "ungrounded_skill", "wrong_years", "wrong_seniority",
+    "wrong_label", "repetition", "circular", "ungrounded_skill", "wrong_years", "wrong_seniority",
     "wrong_location", "copied_text", "contact_info",
 )
 """Every reason :func:`check_explanation` can give, in the order it reports them."""
@@ -296,6 +299,19 @@ _PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{6,}\d(?!\w)")
 _TOKEN = re.compile(r"\w+(?:['’.+#/-]\w+)*|[^\w\s]")
 
 
+_PHRASE = r"([^\W\d_][\w-]*(?: [\w-]+){0,3})"
+_CIRCULAR = (
+    # "the profile shows a profile of", "a profile on the profile"
+    re.compile(r"\b(\w{4,}) (?:shows|of|with|has|on|covers|lists) (?:an?|the) \1\b", re.IGNORECASE),
+    # "teaching, not teaching"
+    re.compile(rf"\b{_PHRASE},? (?:and )?not (?:an? |the |in )?\1(?=[.,;:!?)]|$)", re.IGNORECASE),
+    # "cloud infrastructure, which is a different field from cloud infrastructure"
+    re.compile(rf"\b{_PHRASE},? (?:which |that )?(?:is )?(?:a |an )?(?:different|other) \w+ (?:from|than) \1(?=[.,;:!?)]|$)",
+               re.IGNORECASE),
+)
+"""A phrase that describes itself (the ``circular`` reason)."""
+
+
 def _looping(tokens: Sequence[str]) -> bool:
     """A token or n-gram (n <= 4) repeated three or more times in a row."""
     for n in (1, 2, 3, 4):
@@ -393,6 +409,8 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
     bigrams = list(zip(word_tokens, word_tokens[1:], strict=False))
     if _looping(word_tokens) or (len(bigrams) >= 10 and len(set(bigrams)) / len(bigrams) < rules.min_distinct_bigrams):
         reasons.append("repetition")
+    if any(p.search(text) for p in _CIRCULAR):
+        reasons.append("circular")
     if member is not None and job is not None:
         # Names of the job, the company and the member's roles are not claims ("Logistics" in
         # "Senior Logistics Coordinator"): they are blanked before skills and places are read.

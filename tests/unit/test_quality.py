@@ -135,6 +135,20 @@ def test_relocation_claims_are_judged_against_the_workplace_and_both_cities():
         assert check_explanation(text, "Medium", MEMBER, remote).ok, hedged
 
 
+def test_circular_text_is_invalid():
+    # What T2 and the explainer wrote in the 2026-12-03 demo (103 of 164 published explanations
+    # had one of these; none of the 1,500 D_seed explanations does).
+    for circular in ("The profile shows a profile of a mid-level Software Engineer.",
+                     "Their background is in software engineering, not software engineering.",
+                     "Their background is in backend work, which is a different field from backend work."):
+        check = check_explanation(GOOD + " " + circular, "Medium", MEMBER, JOB)
+        assert check.reasons == ("circular",), (circular, check.reasons)
+    for fine in ("Their background is in backend work, not data science.",
+                 "They list SQL, not SQL Server.",
+                 "The profile lists six years of Python."):
+        assert check_explanation(GOOD + " " + fine, "Medium", MEMBER, JOB).ok, fine
+
+
 def test_without_content_only_form_and_label_are_checked():
     text = GOOD.replace("Python", "Java")
     assert check_explanation(text, "Medium", None, None).ok
