@@ -426,7 +426,9 @@ def load_inputs(cfg: EvaluateConfig) -> EvalInputs:
                         other = one_prompt_version(other, d, None)[0] if other is not None else None
                     except InputError:
                         continue  # several prompt versions: no single teacher text to take
-                    if other is not None and "explanation" in other.schema.names:
+                    # A teacher that writes no text (the engagement model) has the column, all null.
+                    if (other is not None and "explanation" in other.schema.names
+                            and other.count_rows(filter=pads.field("explanation").is_valid()) > 0):
                         inputs.teacher_explanations_from = other
                         inputs.notes.append(f"teacher explanations taken from {posixpath.basename(d)} "
                                             f"({name} labels carry none)")

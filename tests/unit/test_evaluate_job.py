@@ -452,6 +452,23 @@ def test_teacher_without_explanations_still_judges_the_student(tmp_path):
     assert all(w["teacher_reasons"] is None for w in metrics["worst_explanations"])
 
 
+def test_fused_labels_take_the_text_of_a_teacher_that_writes_some(tmp_path):
+    """The demo's fused labels carry no explanation; of its two teachers the engagement model
+    (first by name) writes none (its column is all null): the report takes T2's text."""
+    facts = make_eval_inputs(tmp_path)
+    labels = io.read_table(str(tmp_path / "labels" / "teacher=tiny"))
+    io.write_table(labels.drop_columns(["explanation"]), str(tmp_path / "fused"))
+    io.write_text(str(tmp_path / "fused" / "_SUCCESS"), "{}")
+    silent = labels.set_column(labels.schema.get_field_index("explanation"), "explanation",
+                               pa.nulls(labels.num_rows, pa.string()))
+    io.write_table(silent, str(tmp_path / "labels" / "teacher=engagement"))
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["explanations"]["teacher"]["available"] is True
+    assert metrics["explanations"]["teacher"]["n"] == len(judged_pairs(facts))
+    assert metrics["inputs"]["notes"] == ["teacher explanations taken from teacher=tiny (fused labels carry none)"]
+
+
 def test_cli_dry_run_and_shortcuts(tmp_path, capsys):
     assert main(["evaluate", "--labels", str(tmp_path), "--scores", str(tmp_path), "--ds", DS,
                  "--out", str(tmp_path / "r"), "--dry-run"]) == 0
