@@ -555,6 +555,7 @@ def compute_results(inputs: EvalInputs, cfg: EvaluateConfig) -> dict[str, Any]:
     res["throughput"] = {"available": bool(throughput), "rows": throughput} if throughput else \
         _unavailable("no run summary or manifest reports rates or timings")
     res["manifest"] = _manifest_summary(inputs.manifest)
+    res["published"] = m.published_explanations(inputs.manifest)
     res["training"] = {k: (_without_text(v) if v is not None else None) for k, v in inputs.training.items()}
     return res
 

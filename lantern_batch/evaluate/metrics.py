@@ -216,6 +216,40 @@ def worst_explanations(checks: Sequence[ExplanationCheck], k: int = 5) -> list[i
 _RATE_KEY = re.compile(r"(?:per_s(?:ec(?:ond)?)?|_per_second|/s|throughput)$", re.IGNORECASE)
 
 
+def published_explanations(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """What precompute did with every explanation it generated for the ds (its manifest), and
+    the quality gate's canary explanations: the validator judges all of them, not a held-out
+    sample, so at demo scale (a handful of held-out pairs get an explanation) these are the
+    numbers that describe the explainer.
+
+    Returns:
+        ``available``; ``selected`` / ``published`` / ``withheld`` / ``failed`` pairs and
+        ``published_rate``, ``regenerated`` and its ``regenerated_rate`` (of published),
+        ``withheld_by_reason``; ``canary`` (``pairs``, ``valid``, ``valid_first_try``,
+        ``valid_rate``, ``consistency``, ``regenerations``) or None.
+    """
+    counts = (manifest or {}).get("counts") or {}
+    if "explanations_selected" not in counts:
+        return {"available": False, "reason": "no precompute manifest with explanation counts"}
+    selected = int(counts["explanations_selected"])
+    published = int(counts.get("explanations_generated", 0))
+    regenerated = counts.get("explanations_regenerated")
+    gate = (((manifest or {}).get("quality_gate") or {}).get("explanations")) or None
+    canary = None
+    if gate and gate.get("pairs"):
+        canary = {k: gate.get(k) for k in ("pairs", "valid", "valid_first_try", "valid_rate", "consistency",
+                                           "regenerations", "status")}
+    return {
+        "available": True, "selected": selected, "published": published,
+        "published_rate": published / selected if selected else None,
+        "withheld": int(counts.get("explanations_rejected", 0)), "failed": int(counts.get("explanations_failed", 0)),
+        "withheld_by_reason": dict(sorted((counts.get("explanations_invalid") or {}).items(), key=lambda kv: -kv[1])),
+        "regenerated": regenerated,
+        "regenerated_rate": regenerated / published if regenerated is not None and published else None,
+        "canary": canary,
+    }
+
+
 def _flatten(obj: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
     if isinstance(obj, dict):
         for k, v in obj.items():

@@ -347,6 +347,23 @@ TEMPLATE = r"""<!doctype html>
   <p class="note">Judged by the explanation validator on {{ fmt(r.explanations.heldout.judged_pairs) }} held-out pairs; the five worst are
     <a href="#worst">under Explanations</a>.</p>
   {% else %}{{ na(r.explanations) }}{% endif %}
+  <h3>Every explanation precompute generated (ds {{ r.inputs.ds }})</h3>
+  {% if r.published.available %}{% set p = r.published %}
+  <div class="cards" id="published-cards">
+    <div class="card"><div class="v">{{ pct(p.published_rate) }}</div><div class="k">published: {{ fmt(p.published) }} of the {{ fmt(p.selected) }}
+      selected pairs passed the validator; {{ fmt(p.withheld) }} withheld{% if p.withheld_by_reason %} ({% for k, v in p.withheld_by_reason.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}){% endif %}, {{ fmt(p.failed) }} failed</div></div>
+    <div class="card"><div class="v">{{ pct(p.regenerated_rate) }}</div><div class="k">of the published needed a regeneration: {{ fmt(p.regenerated) }}
+      (the first text was rejected)</div></div>
+    {% if p.canary %}
+    <div class="card"><div class="v">{{ pct(p.canary.valid_rate) }}</div><div class="k">quality gate: canary explanations valid, {{ fmt(p.canary.valid) }} of
+      {{ fmt(p.canary.pairs) }} ({{ fmt(p.canary.valid_first_try) }} on the first try; up to {{ fmt(p.canary.regenerations) }} regenerations)</div></div>
+    <div class="card"><div class="v">{{ pct(p.canary.consistency) }}</div><div class="k">quality gate: canary explanations that state the given label</div></div>
+    {% endif %}
+  </div>
+  <p class="note">Published explanations pass every check by construction; how many were withheld or regenerated is what says how
+    good the explainer is. The validator checks form, the label, the facts an explanation names and circular phrasing; it cannot
+    check the reasoning between them.</p>
+  {% else %}{{ na(r.published) }}{% endif %}
   <h3>Three good and three bad explanations, next to the teacher's</h3>
   {% if r.explanations.available %}
   <table class="examples" id="summary-examples">
@@ -571,4 +588,5 @@ class _Defaulting(dict):
         self.setdefault("training", {})
         self["training"] = {k: self["training"].get(k) for k in ("teacher_sft", "classifier", "explainer")}
         self.setdefault("manifest", None)
+        self.setdefault("published", {"available": False, "reason": "no precompute manifest"})
         self.setdefault("config_hash", None)

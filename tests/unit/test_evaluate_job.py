@@ -176,7 +176,13 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True, holdout_fractio
              io.write_table(scores.slice(60), str(part), basename="part-r1-00001.parquet")]
     io.publish_partition(str(part), files, {
         "run_id": "r1", "ds": DS,
-        "counts": {"rows_in": len(s_rows), "rows_scored": len(s_rows), "rows_reused": 0, "rows_error": 0},
+        "counts": {"rows_in": len(s_rows), "rows_scored": len(s_rows), "rows_reused": 0, "rows_error": 0,
+                   "explanations_selected": 40, "explanations_generated": 30, "explanations_rejected": 8,
+                   "explanations_failed": 2, "explanations_regenerated": 6,
+                   "explanations_invalid": {"circular": 3, "wrong_label": 6}},
+        "quality_gate": {"status": "passed", "explanations": {"pairs": 32, "valid": 30, "valid_first_try": 25,
+                                                              "valid_rate": 0.9375, "consistency": 1.0,
+                                                              "regenerations": 2, "status": "passed"}},
         "timings": {"classifier": 4.0, "explainer": 20.0},
         "rows_per_s": {"classifier": 30.0, "explainer": 2.5},
     })
@@ -467,6 +473,29 @@ def test_fused_labels_take_the_text_of_a_teacher_that_writes_some(tmp_path):
     assert metrics["explanations"]["teacher"]["available"] is True
     assert metrics["explanations"]["teacher"]["n"] == len(judged_pairs(facts))
     assert metrics["inputs"]["notes"] == ["teacher explanations taken from teacher=tiny (fused labels carry none)"]
+
+
+def test_every_generated_explanation_is_summarised_from_the_manifest(evaluated):
+    """Held-out pairs with an explanation are few at demo scale (one in the 2026-12-03 demo): the
+    first screen also says what precompute published, withheld and regenerated, and what the
+    gate's canary explanations scored."""
+    root, _, metrics = evaluated
+    p = metrics["published"]
+    assert p["available"] and (p["selected"], p["published"], p["withheld"], p["failed"]) == (40, 30, 8, 2)
+    assert p["published_rate"] == 0.75 and p["regenerated_rate"] == 0.2
+    assert list(p["withheld_by_reason"]) == ["wrong_label", "circular"]
+    assert p["canary"]["valid_first_try"] == 25
+    html = (root / "report" / "index.html").read_text()
+    cards = " ".join(html[html.index('id="published-cards"'):].split())
+    assert "published: 30 of the 40" in cards and "wrong_label 6, circular 3" in cards
+    assert "30 of 32 (25 on the first try" in cards
+
+
+def test_no_manifest_counts_says_not_available():
+    from lantern_batch.evaluate.metrics import published_explanations
+
+    assert published_explanations(None)["available"] is False
+    assert published_explanations({"counts": {"rows_in": 3}})["available"] is False
 
 
 def test_cli_dry_run_and_shortcuts(tmp_path, capsys):
