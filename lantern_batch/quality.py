@@ -19,7 +19,8 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   label ("High fit", "rate it Medium", "fit: Low", "weak match", ...; negated statements such as
   "not a High fit" do not count) and it must be the row's label.
 * ``repetition`` — a token or 2–4-gram repeated three or more times in a row ("fit fit fit"),
-  or under ``min_distinct_bigrams`` of the bigrams distinct (looping text).
+  under ``min_distinct_bigrams`` of the bigrams distinct (looping text), or one skill named
+  twice in a sentence ("Prospecting, Closing and Prospecting").
 * ``circular`` — describes a thing by itself: "the profile shows a profile of…", "their
   background is in teaching, not teaching", "cloud infrastructure, a different field from cloud
   infrastructure". Grammatical, grounded, and says nothing (or contradicts itself).
@@ -29,7 +30,8 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   role's duration on the profile, the years the job's level expects, nor a number of years the
   posting states (within ``years_tolerance``).
 * ``wrong_seniority`` — names a level ("senior level", "a mid profile") that is neither the
-  member's nor the job's.
+  member's nor the job's, or counts the levels between them wrong ("six levels below" for a mid
+  member and a lead job: two).
 * ``wrong_location`` — names a known city that is neither the member's nor the job's, or
   states how the two places relate against the facts ("a different country" for two cities of
   one country, "the same country" for two countries), or says the member would have to
@@ -312,6 +314,38 @@ _CIRCULAR = (
 """A phrase that describes itself (the ``circular`` reason)."""
 
 
+def _skill_named_twice(text: str) -> bool:
+    """One sentence names the same skill twice (synonyms folded)."""
+    matcher = taxonomy_skill_matcher()
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        names = [canonical_skill(n) for _, _, n in matcher.spans(sentence)]
+        if len(names) != len(set(names)):
+            return True
+    return False
+
+
+_NUMBER_WORDS = {w: i for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                                              "nine", "ten"))}
+_LEVEL_COUNT = re.compile(r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\s+levels?\s+(?:above|below|apart|under|over)\b",
+                          re.IGNORECASE)
+
+
+def _wrong_level_count(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """States "N levels above/below" where N is not the distance between the member's and the
+    job's levels on the seniority scale (only when both are on it)."""
+    ranks = [SENIORITY_LEVELS.index(s) for s in ((member.get("seniority") or "").strip().lower(),
+                                                  (job.get("seniority") or "").strip().lower())
+             if s in SENIORITY_LEVELS]
+    if len(ranks) != 2:
+        return False
+    distance = abs(ranks[0] - ranks[1])
+    for m in _LEVEL_COUNT.finditer(text):
+        said = m.group(1).lower()
+        if (int(said) if said.isdigit() else _NUMBER_WORDS[said]) != distance:
+            return True
+    return False
+
+
 def _looping(tokens: Sequence[str]) -> bool:
     """A token or n-gram (n <= 4) repeated three or more times in a row."""
     for n in (1, 2, 3, 4):
@@ -407,7 +441,8 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
     elif label is not None and labels[0] != label:
         reasons.append("wrong_label")
     bigrams = list(zip(word_tokens, word_tokens[1:], strict=False))
-    if _looping(word_tokens) or (len(bigrams) >= 10 and len(set(bigrams)) / len(bigrams) < rules.min_distinct_bigrams):
+    if (_looping(word_tokens) or (len(bigrams) >= 10 and len(set(bigrams)) / len(bigrams) < rules.min_distinct_bigrams)
+            or _skill_named_twice(text)):
         reasons.append("repetition")
     if any(p.search(text) for p in _CIRCULAR):
         reasons.append("circular")
@@ -432,6 +467,8 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
             if next(g for g in m.group("a", "b", "c") if g).lower() not in levels:
                 reasons.append("wrong_seniority")
                 break
+        if "wrong_seniority" not in reasons and _wrong_level_count(text, member, job):
+            reasons.append("wrong_seniority")
         places = " ".join(filter(None, (member.get("location"), job.get("location"))))
         own = {c.name.split(",")[0] for c in (city_of(member.get("location")), city_of(job.get("location"))) if c}
         for m in _CITY_MENTION.finditer(facts):

@@ -144,9 +144,26 @@ def test_circular_text_is_invalid():
         check = check_explanation(GOOD + " " + circular, "Medium", MEMBER, JOB)
         assert check.reasons == ("circular",), (circular, check.reasons)
     for fine in ("Their background is in backend work, not data science.",
-                 "They list SQL, not SQL Server.",
+                 "They list Python, not Go alone.",
                  "The profile lists six years of Python."):
         assert check_explanation(GOOD + " " + fine, "Medium", MEMBER, JOB).ok, fine
+
+
+def test_a_skill_named_twice_and_a_wrong_level_count_are_caught():
+    # The demo explainer, 2026-12-03: "Pipeline Management, Prospecting, Closing and Prospecting";
+    # "Their level is 6 levels below the lead level" (no D_seed explanation does either).
+    twice = GOOD.replace("they bring Python and SQL", "they bring Python, SQL and Python")
+    assert check_explanation(twice, "Medium", MEMBER, JOB).reasons == ("repetition",)
+    assert check_explanation(GOOD + " The role asks for Python too.", "Medium", MEMBER, JOB).ok  # another sentence
+    for said, ok in (("one level below", True), ("1 level below", True), ("two levels below", False),
+                     ("6 levels below", False)):
+        text = GOOD.replace("one level below", said)
+        assert check_explanation(text, "Medium", MEMBER, JOB).ok is ok, said
+        if not ok:
+            assert check_explanation(text, "Medium", MEMBER, JOB).reasons == ("wrong_seniority",)
+    # Off the scale, the count is not judged.
+    assert check_explanation(GOOD.replace("At mid level they are one level below", "They are two levels below"),
+                             "Medium", {**MEMBER, "seniority": "Member of Technical Staff"}, JOB).ok
 
 
 def test_without_content_only_form_and_label_are_checked():
