@@ -26,6 +26,9 @@ TINY = [
     "generate.num_members=40", "generate.num_jobs=20", "generate.num_pairs=160", "generate.num_seed=100",
     "generate.inject_bad_rows=0.03",
     "teacher_sft.train.max_steps=1", "teacher_sft.train.batch_size=1", "teacher_sft.eval.num_pairs=2",
+    # A one-step teacher is no better than chance: the demo's macro-F1 gate (0.5) would stop the
+    # chain after SFT (exit 3). The gate is tested in tests/unit/test_distill_checkpoints.py.
+    "teacher_sft.min_macro_f1=0.0",
     # A one-step T2 rarely closes its JSON: the default 240-character explanation cap and 128 new
     # tokens keep its (retried) generations short.
     "synthesize.sample_fraction=0.15", "synthesize.vllm.sampling_params.max_tokens=128",
@@ -33,6 +36,9 @@ TINY = [
     "classifier.train.epochs=1",
     "explainer.train.max_steps=2", "explainer.eval.num_pairs=2",
     "precompute.explainer.policy.sample_rate=0.1", "precompute.ds=2026-11-24",
+    # A two-step explainer's text rarely passes the validator: one regeneration, not the demo's
+    # three, keeps the chain's time (regenerating is tested in test_precompute_pipeline.py).
+    "precompute.explainer.regenerations=1",
     # A few-step classifier may call no pair High: explain each member's top pair of any label.
     "precompute.explainer.policy.labels=[High,Medium,Low]",
     # A classifier trained for a few steps agrees with D_seed about as well as chance: keep the
