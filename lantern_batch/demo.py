@@ -109,6 +109,17 @@ class DemoConfig(ConfigModel):
         return [f"{stage}" for stage in self.stages]
 
 
+def _teacher_ref(cfg: DemoConfig, exported: str) -> str:
+    """T2, for synthesis and as the explainer's parent: the teacher this run trains, else the one
+    an earlier run exported under ``out`` (a rerun of later stages keeps the demo's own chain),
+    else ``teacher_sft.model`` (no demo teacher yet: the base model)."""
+    from lantern_batch.models import export_root
+
+    if "teacher-sft" in cfg.stages or io.exists(io.join(export_root(exported), "metrics.json")):
+        return exported
+    return cfg.teacher_sft.model
+
+
 def wire(cfg: DemoConfig) -> DemoConfig:
     """Point every stage's inputs and outputs at the layout under ``cfg.out``:
 
@@ -123,7 +134,7 @@ def wire(cfg: DemoConfig) -> DemoConfig:
     models = io.join(root, "models")
     labels = io.join(root, "synth")
     tables = {t: io.join(data, t) for t in ("members", "jobs", "pairs")}
-    teacher_ref = io.join(models, "teacher") if "teacher-sft" in cfg.stages else cfg.teacher_sft.model
+    teacher_ref = _teacher_ref(cfg, io.join(models, "teacher"))
 
     cfg.generate.out = data
     for stage_cfg in (cfg.teacher_sft, cfg.synthesize, cfg.classifier, cfg.explainer, cfg.precompute, cfg.evaluate):

@@ -26,6 +26,17 @@ def test_demo_wires_two_teachers_and_the_explainer_data(tmp_path):
     assert cfg.classifier.data.seed == str(tmp_path / "data" / "seed")
 
 
+def test_a_rerun_of_later_stages_keeps_the_demos_own_teacher(tmp_path):
+    later = [f"out={tmp_path}", "stages=[synthesize, explainer]"]
+    cfg = wire(load_config(DemoConfig, str(CONFIG), later))
+    # No teacher exported yet: synthesis and the explainer start from the configured base model.
+    assert cfg.synthesize.teachers[0].model == cfg.explainer.student.source == cfg.teacher_sft.model
+    (tmp_path / "models" / "teacher").mkdir(parents=True)
+    (tmp_path / "models" / "teacher" / "metrics.json").write_text("{}")
+    cfg = wire(load_config(DemoConfig, str(CONFIG), later))
+    assert cfg.synthesize.teachers[0].model == cfg.explainer.student.source == str(tmp_path / "models" / "teacher")
+
+
 def test_explainer_falls_back_to_seed_when_the_teacher_kept_nothing(tmp_path, capsys):
     cfg = wire(load_config(DemoConfig, str(CONFIG), [f"out={tmp_path}"]))
     assert _explainer_inputs(cfg.explainer).data.teacher_labels is None
