@@ -112,12 +112,25 @@ class DemoConfig(ConfigModel):
 def _teacher_ref(cfg: DemoConfig, exported: str) -> str:
     """T2, for synthesis and as the explainer's parent: the teacher this run trains, else the one
     an earlier run exported under ``out`` (a rerun of later stages keeps the demo's own chain),
-    else ``teacher_sft.model`` (no demo teacher yet: the base model)."""
+    else ``teacher_sft.model`` (no demo teacher yet: the base model).
+
+    Raises:
+        QualityGateError: the earlier run's teacher missed ``teacher_sft.min_macro_f1`` (it is
+            exported so it can be inspected, never used by a rerun).
+    """
+    import json
+
+    from lantern_batch.distill.trainer import require_heldout
     from lantern_batch.models import export_root
 
-    if "teacher-sft" in cfg.stages or io.exists(io.join(export_root(exported), "metrics.json")):
+    if "teacher-sft" in cfg.stages:
         return exported
-    return cfg.teacher_sft.model
+    metrics = io.join(export_root(exported), "metrics.json")
+    if not io.exists(metrics):
+        return cfg.teacher_sft.model
+    after = json.loads(io.read_text(metrics)).get("label_agreement_after") or {}
+    require_heldout(f"teacher T2 at {exported}", after, "macro_f1", cfg.teacher_sft.min_macro_f1)
+    return exported
 
 
 def wire(cfg: DemoConfig) -> DemoConfig:

@@ -3,10 +3,14 @@ explanations plus D_seed's (D_seed alone when T2 kept none)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from lantern_batch.config import load_config
 from lantern_batch.demo import DemoConfig, _explainer_inputs, wire
+from lantern_batch.errors import QualityGateError
 from lantern_batch.io import write_table
 from lantern_batch.schema import TEACHER_LABELS_SCHEMA
 
@@ -32,9 +36,15 @@ def test_a_rerun_of_later_stages_keeps_the_demos_own_teacher(tmp_path):
     # No teacher exported yet: synthesis and the explainer start from the configured base model.
     assert cfg.synthesize.teachers[0].model == cfg.explainer.student.source == cfg.teacher_sft.model
     (tmp_path / "models" / "teacher").mkdir(parents=True)
-    (tmp_path / "models" / "teacher" / "metrics.json").write_text("{}")
+    metrics = tmp_path / "models" / "teacher" / "metrics.json"
+    metrics.write_text(json.dumps({"label_agreement_after": {"macro_f1": 0.71}}))
     cfg = wire(load_config(DemoConfig, str(CONFIG), later))
     assert cfg.synthesize.teachers[0].model == cfg.explainer.student.source == str(tmp_path / "models" / "teacher")
+    # A teacher that missed the demo's gate (exported for inspection, the run exited 3) is never
+    # picked up by a rerun.
+    metrics.write_text(json.dumps({"label_agreement_after": {"macro_f1": 0.21, "confusion": [[0, 39, 0]] * 3}}))
+    with pytest.raises(QualityGateError, match=r"teacher T2 at .*models/teacher held-out macro_f1 0\.210 is below"):
+        wire(load_config(DemoConfig, str(CONFIG), later))
 
 
 def test_explainer_falls_back_to_seed_when_the_teacher_kept_nothing(tmp_path, capsys):
