@@ -118,17 +118,15 @@ def _teacher_ref(cfg: DemoConfig, exported: str) -> str:
         QualityGateError: the earlier run's teacher missed ``teacher_sft.min_macro_f1`` (it is
             exported so it can be inspected, never used by a rerun).
     """
-    import json
-
     from lantern_batch.distill.trainer import require_heldout
     from lantern_batch.models import export_root
 
     if "teacher-sft" in cfg.stages:
         return exported
-    metrics = io.join(export_root(exported), "metrics.json")
-    if not io.exists(metrics):
+    metrics = io.read_json(io.join(export_root(exported), "metrics.json"))
+    if metrics is None:
         return cfg.teacher_sft.model
-    after = json.loads(io.read_text(metrics)).get("label_agreement_after") or {}
+    after = metrics.get("label_agreement_after") or {}
     require_heldout(f"teacher T2 at {exported}", after, "macro_f1", cfg.teacher_sft.min_macro_f1)
     return exported
 

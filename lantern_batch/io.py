@@ -604,7 +604,7 @@ def referenced_files(final_dir: str) -> set[str]:
     for name in list_dir(final_dir):
         if name != MANIFEST and _generation_of(name) is None:
             continue
-        manifest = _read_json(join(final_dir, name))
+        manifest = read_json(join(final_dir, name))
         if manifest is not None:
             out.update(str(f) for f in manifest.get("files", []))
     return out
@@ -618,7 +618,7 @@ def live_run_id(final_dir: str) -> str | None:
         return None
 
 
-def _read_json(path: str) -> dict | None:
+def read_json(path: str) -> dict | None:
     """A small JSON object file; None when it does not exist.
 
     Raises:
@@ -647,7 +647,7 @@ def _manifest_of(final_dir: str, run_id: str) -> dict | None:
     """
     for name in (generation_manifest_name(run_id), MANIFEST):
         try:
-            manifest = _read_json(join(final_dir, name))
+            manifest = read_json(join(final_dir, name))
         except ValueError:
             manifest = None
         if manifest is not None and str(manifest.get("run_id")) == run_id:

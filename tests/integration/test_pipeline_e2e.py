@@ -26,7 +26,7 @@ TINY = [
     "generate.num_members=40", "generate.num_jobs=20", "generate.num_pairs=160", "generate.num_seed=100",
     "generate.inject_bad_rows=0.03",
     "teacher_sft.train.max_steps=1", "teacher_sft.train.batch_size=1", "teacher_sft.eval.num_pairs=2",
-    # A one-step teacher is no better than chance: the demo's macro-F1 gate (0.5) would stop the
+    # A one-step teacher is no better than chance: the demo's macro-F1 gate would stop the
     # chain after SFT (exit 3). The gate is tested in tests/unit/test_distill_checkpoints.py.
     "teacher_sft.min_macro_f1=0.0",
     # A one-step T2 rarely closes its JSON: the default 240-character explanation cap and 128 new
