@@ -55,6 +55,17 @@ def engine_kwargs(kwargs: dict) -> dict:
     return {**kwargs, "dtype": dtype}
 
 
+def retry_sampling(sampling_params: dict, retry_overrides: dict, k: int) -> dict:
+    """Sampling parameters of retry ``k`` (0-based) of a rejected generation: ``retry_overrides``
+    over ``sampling_params``, the seed advanced by ``k`` so each try samples another text (the
+    first pass is usually greedy, and greedy decoding would repeat the rejected output). Used by
+    the teacher stage (``vllm.retries``) and the precompute explainer (``regenerations``)."""
+    params = {**sampling_params, **retry_overrides}
+    if params.get("seed") is not None:
+        params["seed"] = int(params["seed"]) + k
+    return params
+
+
 def shutdown_engine(llm: object | None) -> None:
     """Stop a ``vllm.LLM``'s engine process now, quietly (idempotent; None is a no-op)."""
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)

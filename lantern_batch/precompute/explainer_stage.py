@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lantern_batch.logs import get_logger
+from lantern_batch.runtime import retry_sampling as runtime_retry_sampling
 from lantern_batch.runtime import shutdown_engine
 
 log = get_logger(__name__)
@@ -75,12 +76,8 @@ class ExplainerSettings:
 
 
 def retry_sampling(settings: ExplainerSettings, k: int) -> dict[str, Any]:
-    """Sampling parameters of regeneration ``k`` (0-based): ``retry_sampling_params`` over
-    ``sampling_params``, the seed advanced by ``k`` so each try samples another text."""
-    params = {**settings.sampling_params, **settings.retry_sampling_params}
-    if params.get("seed") is not None:
-        params["seed"] = int(params["seed"]) + k
-    return params
+    """Sampling parameters of regeneration ``k`` (0-based): see :func:`lantern_batch.runtime.retry_sampling`."""
+    return runtime_retry_sampling(settings.sampling_params, settings.retry_sampling_params, k)
 
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")

@@ -40,7 +40,7 @@ class PromptConfig(ConfigModel):
     check_outputs: bool = True
     """Check every parsed output with :func:`lantern_batch.quality.check_explanation` (against
     the pair's member and job) and :func:`~lantern_batch.quality.check_dimension_scores`; an
-    invalid output is generated once more, then becomes an ``invalid_output:<reasons>`` error
+    invalid output is generated again (``vllm.retries`` times), then becomes an ``invalid_output:<reasons>`` error
     row, never a label. Off only to test the stage's mechanics with an untrained model."""
 
 
@@ -62,8 +62,11 @@ class VLLMStageConfig(ConfigModel):
     """Keyword arguments of ``vllm.SamplingParams``. ``logprobs`` and ``structured_outputs`` are
     set by the stage (from ``topk`` and the output schema)."""
     retry_sampling_params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.7, "seed": 17})
-    """Overrides of ``sampling_params`` for the one retry of an unparseable output (greedy
-    decoding would repeat the same output)."""
+    """Overrides of ``sampling_params`` for a retry of an unparseable or invalid output (greedy
+    decoding would repeat the same output); retry ``k`` uses ``seed + k``."""
+    retries: int = Field(1, ge=0)
+    """Times an unparseable or invalid output is generated again (each retry with the next
+    seed) before the pair becomes an error row; 0: never."""
     structured_outputs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments of ``vllm.sampling_params.StructuredOutputsParams`` besides
     ``json`` (the schema)."""

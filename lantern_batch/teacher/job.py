@@ -46,8 +46,8 @@ log = get_logger(__name__)
 SUMMARY_SCHEMA = pa.schema([
     ("rows", pa.int64()), ("labelled", pa.int64()), ("teacher_errors", pa.int64()),
     ("input_errors", pa.int64()), ("prompt_tokens", pa.int64()), ("output_tokens", pa.int64()),
-    ("cached_tokens", pa.int64()), ("retried", pa.int64()), ("probs_fallback", pa.int64()), ("cache_hits", pa.int64()),
-    ("reasons", pa.string()),
+    ("cached_tokens", pa.int64()), ("retried", pa.int64()), ("labelled_first_try", pa.int64()),
+    ("probs_fallback", pa.int64()), ("cache_hits", pa.int64()), ("reasons", pa.string()),
 ])
 
 
@@ -78,6 +78,8 @@ def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str,
         "output_tokens": total("_output_tokens"),
         "cached_tokens": total("_cached_tokens"),
         "retried": int(sum(bool(x) for x in batch.column("_retried").to_pylist())),
+        "labelled_first_try": int(sum(s is None and not r for s, r in zip(stages, batch.column("_retried").to_pylist(),
+                                                                         strict=True))),
         "probs_fallback": int(sum(x is False for x in batch.column("_probs_from_logprobs").to_pylist())),
         "cache_hits": int(sum(bool(x) for x in batch.column("_cache_hit").to_pylist())),
         "reasons": json.dumps(Counter(r for r in reasons if r is not None)),
@@ -101,6 +103,7 @@ def output_settings(cfg: SynthesizeConfig, teacher: TeacherSpec) -> dict[str, An
         v = cfg.vllm
         sampling = {**v.sampling_params, **teacher.sampling_params}
         out.update(sampling_params=sampling, retry_sampling_params={**sampling, **v.retry_sampling_params},
+                   **({"retries": v.retries} if v.retries != 1 else {}),  # 1: the hash of configs before the field
                    structured_outputs=dict(v.structured_outputs), topk=cfg.topk,
                    engine=engine_output_settings({**v.engine_kwargs, **teacher.engine_kwargs}))
     elif teacher.kind == "openai":
@@ -272,6 +275,7 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
         "processed": totals["rows"], "labelled": totals["labelled"],
         "teacher_errors": totals["teacher_errors"], "input_errors_written": totals["input_errors"],
         "errors_by_reason": dict(reasons), "retried": totals["retried"],
+        "labelled_first_try": totals["labelled_first_try"],
         "probs_fallback": totals["probs_fallback"], "cache_hits": totals["cache_hits"],
         "prompt_tokens": totals["prompt_tokens"],
         "output_tokens": totals["output_tokens"], "cached_tokens": totals["cached_tokens"],
@@ -284,6 +288,7 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
     # What share of the teacher's outputs could be trained on, and why the rest could not.
     judged = counts["labelled"] + counts["teacher_errors"]
     counts["valid_rate"] = round(counts["labelled"] / judged, 4) if judged else None
+    counts["valid_first_try_rate"] = round(counts["labelled_first_try"] / judged, 4) if judged else None
     invalid: Counter[str] = Counter()
     for reason, n in reasons.items():
         if reason.startswith(INVALID_PREFIX):
@@ -382,5 +387,6 @@ def _run(cfg: SynthesizeConfig, t0: float, forgotten: Any = None) -> int:
     event(log, "synthesize.done", out=cfg.out, seconds=summary["seconds"],
           **{f"labelled_{k}": v["labelled"] for k, v in totals["teachers"].items()},
           **{f"valid_rate_{k}": p["valid_rate"] for k, p in passes.items()},
+          **{f"valid_first_try_{k}": p["valid_first_try_rate"] for k, p in passes.items()},
           input_errors=totals["input_errors"])
     return 0

@@ -16,8 +16,8 @@ Per batch:
    and ``logprobs = max(topk, 8)``.
 3. Parse each output (:mod:`~lantern_batch.teacher.parsing`) and check it
    (:func:`~lantern_batch.teacher.parsing.check_label`: the explanation validator and the
-   dimension scores against the label); rows that fail are generated once more with
-   ``retry_sampling_params``; still failing -> ``unparseable:<reason>`` or
+   dimension scores against the label); rows that fail are generated again, ``retries`` times at
+   most, with ``retry_sampling_params`` and the next seed each time; still failing -> ``unparseable:<reason>`` or
    ``invalid_output:<reasons>`` errors, never labels.
 4. p_high/p_medium/p_low from the logprobs at the fit-label position
    (:mod:`~lantern_batch.teacher.soft_labels`) and the sparse top-k of the explanation tokens
@@ -27,7 +27,7 @@ Per batch:
 them on the same prompts (see ``bench/RESULTS.md``: the processor reached 0.9x–1.0x this
 stage's tokens/s here). This class is used because the stage needs things the processor's
 fixed preprocess -> engine -> postprocess chain does not give per row: the over-context check
-before the engine sees the prompt (the processor fails the whole batch), the one retry of
+before the engine sees the prompt (the processor fails the whole batch), the retries of
 unparseable outputs with other sampling parameters inside the same batch, and the token
 offsets of the sampled tokens to find the label position and the explanation span. On CPU the
 processor also needs a ``placement_group_config`` with CPU bundles and
@@ -50,7 +50,7 @@ import pyarrow as pa
 
 from lantern_batch.logs import event, get_logger
 from lantern_batch.prompts import output_json_schema, teacher_messages
-from lantern_batch.runtime import shutdown_engine
+from lantern_batch.runtime import retry_sampling, shutdown_engine
 from lantern_batch.teacher.parsing import (
     ParseError,
     check_label,
@@ -99,6 +99,11 @@ def output_tokens(output: Any, tokenizer: Any) -> tuple[list[int], list[str], li
     return ids, texts, positions
 
 
+def _n_out(result: Any) -> int:
+    """Output tokens of a generation result (0 when the engine failed on it)."""
+    return len(result.outputs[0].token_ids) if result is not None else 0
+
+
 class VLLMTeacher:
     """Ray Data UDF (actor): label JOINED rows with one vLLM engine (see module doc)."""
 
@@ -123,15 +128,17 @@ class VLLMTeacher:
         self.check_outputs = bool(prompt.get("check_outputs", True))
         schema = output_json_schema(self.max_chars)
         sampling = {**vllm_cfg["sampling_params"], **teacher.get("sampling_params", {})}
-        retry = {**sampling, **vllm_cfg.get("retry_sampling_params", {})}
+        retries = int(vllm_cfg.get("retries", 1))
+        retry_overrides = vllm_cfg.get("retry_sampling_params", {})
         n_logprobs = max(topk, MIN_LABEL_LOGPROBS)
 
         def params(kw: dict[str, Any]) -> Any:
             so = StructuredOutputsParams(json=schema, **vllm_cfg.get("structured_outputs", {}))
             return SamplingParams(**kw, logprobs=n_logprobs, structured_outputs=so)
 
-        self.params, self.retry_params = params(sampling), params(retry)
-        self.max_tokens = max(int(self.params.max_tokens or 16), int(self.retry_params.max_tokens or 16))
+        self.params = params(sampling)
+        self.retry_params = [params(retry_sampling(sampling, retry_overrides, k)) for k in range(retries)]
+        self.max_tokens = max(int(p.max_tokens or 16) for p in (self.params, *self.retry_params))
         event(log, "teacher.engine_ready", teacher=self.name, max_model_len=self.max_model_len)
 
     def __del__(self):
@@ -220,21 +227,29 @@ class VLLMTeacher:
                 continue
             todo.append((row, ids))
         results = self._generate([ids for _, ids in todo], self.params)
-        retry: list[tuple[dict[str, Any], list[int], str, int]] = []
+        # Rows still without a label: (row, prompt ids, first reason, output tokens so far,
+        # last reason, last result).
+        pending: list[tuple[dict[str, Any], list[int], str, int, str, Any]] = []
         for (row, ids), res in zip(todo, results, strict=False):
             reason = self._label(out, row, res, len(ids), retried=False)
             if reason is not None:
-                n_out = len(res.outputs[0].token_ids) if res is not None else 0
-                retry.append((row, ids, reason, n_out))
-        results = self._generate([ids for _, ids, _, _ in retry], self.retry_params)
-        for (row, ids, first_reason, n_first), res in zip(retry, results, strict=False):
-            reason = self._label(out, row, res, len(ids), retried=True)
-            if reason is not None:
-                n_out = n_first + (len(res.outputs[0].token_ids) if res is not None else 0)
-                # The retry's text (its start): what the teacher wrote is what a reader of the
-                # error table needs to judge the reason.
-                said = json.dumps(res.outputs[0].text[:OUTPUT_EXCERPT_CHARS], ensure_ascii=False) if res is not None else "null"
-                out.add_error(row, stage="teacher", reason=error_reason(reason), prompt_tokens=len(ids),
-                              output_tokens=n_out, retried=True,
-                              detail=f"teacher={self.name} first={first_reason} output={said}")
+                pending.append((row, ids, reason, _n_out(res), reason, res))
+        for params in self.retry_params:  # each retry samples with the next seed
+            if not pending:
+                break
+            results = self._generate([p[1] for p in pending], params)
+            still = []
+            for (row, ids, first, n_out, _, _), res in zip(pending, results, strict=False):
+                reason = self._label(out, row, res, len(ids), retried=True)
+                if reason is not None:
+                    still.append((row, ids, first, n_out + _n_out(res), reason, res))
+            pending = still
+        for row, ids, first, n_out, reason, res in pending:
+            # The last try's text (its start): what the teacher wrote is what a reader of the
+            # error table needs to judge the reason.
+            said = json.dumps(res.outputs[0].text[:OUTPUT_EXCERPT_CHARS], ensure_ascii=False) if res is not None else "null"
+            out.add_error(row, stage="teacher", reason=error_reason(reason), prompt_tokens=len(ids),
+                          output_tokens=n_out, retried=bool(self.retry_params),
+                          detail=f"teacher={self.name} first={first} tries={1 + len(self.retry_params)} "
+                                 f"output={said}")
         return out.to_table()

@@ -135,8 +135,9 @@ def test_labels_follow_the_contract(synth_run, smollm2_dir):
 
 def test_invalid_outputs_never_become_labels(ray_local, synth_world, smollm2_dir, tmp_path):
     """With the check on (the default), each output is validated against its own pair: the
-    untrained model's outputs are retried once, then become ``invalid_output`` error rows with
-    the validator's reasons; none becomes a label, and the summary's valid rate says so."""
+    untrained model's outputs are retried (``vllm.retries``, each with the next seed), then become
+    ``invalid_output`` error rows with the validator's reasons; none becomes a label, and the
+    summary's valid rates (first try and after retries) say so."""
     from lantern_batch.quality import (
         REASONS,
         SCORE_REASON,
@@ -147,7 +148,7 @@ def test_invalid_outputs_never_become_labels(ray_local, synth_world, smollm2_dir
 
     cfg = _config(synth_world, tmp_path, smollm2_dir).model_copy(update={"sample_fraction": 0.02})
     cfg = cfg.model_copy(update={"teachers": cfg.teachers[:1], "prompt": cfg.prompt.model_copy(
-        update={"check_outputs": True, "member_tokens": 380})})
+        update={"check_outputs": True, "member_tokens": 380}), "vllm": cfg.vllm.model_copy(update={"retries": 2})})
     assert run(cfg) == 0
     summary = json.loads((tmp_path / "run_summary.json").read_text())
     members = {r["member_id"]: r for r in read_table(cfg.inputs.members).to_pylist()}
@@ -164,10 +165,13 @@ def test_invalid_outputs_never_become_labels(ray_local, synth_world, smollm2_dir
         assert set(e["reason"].split(":", 1)[1].split("+")) <= {*REASONS, SCORE_REASON}, e["reason"]
         said = json.loads(e["detail"].split(" output=", 1)[1])  # what the teacher wrote, for a reader
         assert isinstance(said, str) and said.strip(), e["detail"]
+        assert " tries=3 " in e["detail"], e["detail"]  # the first generation and both retries
     smollm2 = summary["passes"]["smollm2"]
     judged = smollm2["labelled"] + smollm2["teacher_errors"]
     assert judged > 0 and smollm2["valid_rate"] == pytest.approx(smollm2["labelled"] / judged, abs=1e-4)
     assert smollm2["valid_rate"] < 0.5  # an untrained teacher
+    assert smollm2["valid_first_try_rate"] == pytest.approx(smollm2["labelled_first_try"] / judged, abs=1e-4)
+    assert smollm2["labelled_first_try"] <= smollm2["labelled"]
     assert sum(smollm2["invalid_by_reason"].values()) >= len(invalid)
     assert smollm2["conserved"] and summary["output"]["teachers"]["smollm2"]["conserved"]
 

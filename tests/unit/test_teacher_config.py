@@ -30,3 +30,17 @@ def test_overrides_pass_engine_settings_through():
     cfg = load_config(SynthesizeConfig, "configs/demo_synthesize.yaml",
                       ["vllm.engine_kwargs.swap_space=0", "vllm.batch_size=8", "sample_fraction=0.5"])
     assert cfg.vllm.engine_kwargs["swap_space"] == 0 and cfg.vllm.batch_size == 8 and cfg.sample_fraction == 0.5
+
+
+def test_retries_change_the_teacher_version_only_when_set():
+    """``vllm.retries`` changes which outputs become labels, so it is part of the teacher's
+    version; the default (1, the behaviour before the field) keeps earlier runs' version."""
+    from lantern_batch.teacher.job import output_settings
+
+    cfg = SynthesizeConfig()
+    teacher = cfg.teachers[0]
+    assert "retries" not in output_settings(cfg, teacher)
+    three = cfg.model_copy(update={"vllm": cfg.vllm.model_copy(update={"retries": 3})})
+    assert output_settings(three, teacher)["retries"] == 3
+    with pytest.raises(ConfigError, match="retries"):
+        load_config(SynthesizeConfig, None, ["vllm.retries=-1"])
