@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from lantern_batch.schema import DIMENSIONS, FIT_LABELS
+from lantern_batch.schema import DIMENSIONS, FIT_LABELS, UNKNOWN_WORKPLACE, normalise_workplace
 from lantern_batch.taxonomy import (
     DEGREE_LEVEL,
     FAMILY_BY_NAME,
@@ -27,6 +27,7 @@ from lantern_batch.taxonomy import (
     families_related,
     family_of_title,
 )
+from lantern_batch.titles import job_seniority, member_seniority
 
 #: Dimension weights (sum to 1); docs/POLICY.md.
 WEIGHTS: dict[str, float] = {
@@ -86,9 +87,10 @@ def skill_overlap(member_skills: Iterable[str | None] | None, job_skills: Iterab
 
 def seniority_gap(member: dict, job: dict) -> int:
     """Member rank minus job rank on :data:`~lantern_batch.schema.SENIORITY_LEVELS` (positive:
-    the member is more senior). 0 when either level is missing or unknown."""
-    m = SENIORITY_RANK.get((member.get("seniority") or "").strip().lower())
-    j = SENIORITY_RANK.get((job.get("seniority") or "").strip().lower())
+    the member is more senior). 0 when either level is missing or unknown. Levels are read by
+    :mod:`lantern_batch.titles` ("Sr" is senior; a missing level is the one the title names)."""
+    m = SENIORITY_RANK.get(member_seniority(member) or "")
+    j = SENIORITY_RANK.get(job_seniority(job) or "")
     if m is None or j is None:
         return 0
     return m - j
@@ -138,8 +140,7 @@ def _score_skills(member: dict, job: dict) -> tuple[float, tuple[str, ...], tupl
 
 
 def _known_levels(member: dict, job: dict) -> bool:
-    return ((member.get("seniority") or "").strip().lower() in SENIORITY_RANK
-            and (job.get("seniority") or "").strip().lower() in SENIORITY_RANK)
+    return member_seniority(member) is not None and job_seniority(job) is not None
 
 
 def _score_seniority(member: dict, job: dict) -> float:
@@ -159,7 +160,7 @@ def _score_seniority(member: dict, job: dict) -> float:
 
 def _score_experience(member: dict, job: dict, job_family: str | None) -> float:
     years = member.get("years_experience")
-    need = MIN_YEARS.get((job.get("seniority") or "").strip().lower(), 0.0)
+    need = MIN_YEARS.get(job_seniority(job) or "", 0.0)
     if years is None:
         years_pts = 1
     elif years >= need:
@@ -191,9 +192,16 @@ def _score_domain(member: dict, job_family: str | None, m_family: str | None, sk
     return 1.0 if skills_score > 0 else 0.0
 
 
+def _workplace(job: dict) -> str | None:
+    """The job's workplace type (:func:`~lantern_batch.schema.normalise_workplace`): an unknown or
+    missing one is not remote, so location counts as for an onsite or hybrid role."""
+    raw = job.get("workplace_type")
+    return normalise_workplace(raw if isinstance(raw, str) else None)
+
+
 def _score_location(member: dict, job: dict) -> float:
     mc, jc = city_of(member.get("location")), city_of(job.get("location"))
-    workplace = (job.get("workplace_type") or "").strip().lower()
+    workplace = _workplace(job)
     if mc is None or jc is None:
         return 2.0
     if workplace == "remote":
@@ -348,9 +356,8 @@ def _skills_sentence(rng: random.Random, result: PolicyResult) -> str:
 
 
 def _seniority_sentence(rng: random.Random, member: dict, job: dict) -> str | None:
-    m_level = (member.get("seniority") or "").strip().lower()
-    j_level = (job.get("seniority") or "").strip().lower()
-    if m_level not in SENIORITY_RANK or j_level not in SENIORITY_RANK:
+    m_level, j_level = member_seniority(member), job_seniority(job)
+    if m_level is None or j_level is None:
         return None
     gap = seniority_gap(member, job)
     years = member.get("years_experience")
@@ -377,7 +384,9 @@ def _seniority_sentence(rng: random.Random, member: dict, job: dict) -> str | No
 
 def _location_sentence(rng: random.Random, member: dict, job: dict, score: float) -> str | None:
     mc, jc = city_of(member.get("location")), city_of(job.get("location"))
-    workplace = (job.get("workplace_type") or "").strip().lower() or "onsite"
+    workplace = _workplace(job) or "onsite"
+    # "the onsite role"; an unknown workplace type is not named ("the role").
+    role = "role" if workplace == UNKNOWN_WORKPLACE else f"{workplace} role"
     if mc is None or jc is None:
         return "The location of the member or the job is unclear, so location is neutral."
     if workplace == "remote":
@@ -389,17 +398,17 @@ def _location_sentence(rng: random.Random, member: dict, job: dict, score: float
         return f"The role is remote but hires in {_COUNTRY_NAME.get(jc.country, jc.country)}, and they are based in {mc.name}."
     if mc.name == jc.name:
         return rng.choice((
-            "They are based in {mc}, where this {w} role is.",
-            "Location works: the {w} role is in {mc}, their city.",
-        )).format(mc=mc.name, w=workplace)
+            "They are based in {mc}, where this {r} is.",
+            "Location works: the {r} is in {mc}, their city.",
+        )).format(mc=mc.name, r=role)
     if mc.metro == jc.metro:
-        return f"{mc.name} is within commuting distance of the {workplace} role in {jc.name}."
+        return f"{mc.name} is within commuting distance of the {role} in {jc.name}."
     if mc.country == jc.country:
         return rng.choice((
-            "The {w} role is in {jc}, so they would need to relocate from {mc}.",
-            "They live in {mc}, far from this {w} role in {jc}.",
-        )).format(mc=mc.name, w=workplace, jc=jc.name)
-    return f"The {workplace} role is in {jc.name}, a different country from their base in {mc.name}."
+            "The {r} is in {jc}, so they would need to relocate from {mc}.",
+            "They live in {mc}, far from this {r} in {jc}.",
+        )).format(mc=mc.name, r=role, jc=jc.name)
+    return f"The {role} is in {jc.name}, a different country from their base in {mc.name}."
 
 
 def _domain_sentence(rng: random.Random, member: dict, job: dict, score: float) -> str | None:

@@ -209,6 +209,24 @@ def _clean(value: Any) -> str:
     return re.sub(r"\s+", " ", str(value)).strip()
 
 
+def _levels(member: dict, job: dict) -> tuple[str, str]:
+    """The member's and the job's seniority on the enum ("" when unknown), read through
+    :mod:`lantern_batch.titles` (an enum value is itself; "Sr", or a title when the field is
+    missing, names its level)."""
+    from lantern_batch.titles import job_seniority, member_seniority  # pure Python, imported on use
+
+    return member_seniority(member) or "", job_seniority(job) or ""
+
+
+def _job_place(job: dict) -> str:
+    """The job's location and workplace type, as one phrase (an unknown type is left out)."""
+    from lantern_batch.schema import WORKPLACE_TYPES, normalise_workplace
+
+    workplace = normalise_workplace(_clean(job.get("workplace_type")) or None)
+    return ", ".join(x for x in (_clean(job.get("location")), workplace if workplace in WORKPLACE_TYPES else "")
+                     if x)
+
+
 def _shorten(text: str, max_tokens: int, count: TokenCounter) -> str:
     """The longest word-boundary prefix of ``text`` within ``max_tokens`` (with an ellipsis)."""
     if count(text) <= max_tokens:
@@ -287,7 +305,7 @@ def member_text(member: dict, max_tokens: int = MEMBER_TOKENS, count: TokenCount
     """
     count = count or approx_tokens
     years = member.get("years_experience")
-    level = _clean(member.get("seniority"))
+    level = _levels(member, {})[0]
     if years is not None:
         level = f"{level}, {float(years):g} years" if level else f"{float(years):g} years"
     skills = ", ".join(_clean(s) for s in (member.get("skills") or []) if _clean(s))
@@ -322,11 +340,11 @@ def job_text(job: dict, max_tokens: int = JOB_TOKENS, count: TokenCounter | None
     """
     count = count or approx_tokens
     skills = ", ".join(_clean(s) for s in (job.get("required_skills") or []) if _clean(s))
-    place = ", ".join(x for x in (_clean(job.get("location")), _clean(job.get("workplace_type"))) if x)
+    place = _job_place(job)
     description = compress_job_description(job.get("description"))
     sections = [
         ("Title", _clean(job.get("title"))),
-        ("Seniority", _clean(job.get("seniority"))),
+        ("Seniority", _levels({}, job)[1]),
         ("Required skills", skills),
         ("Description", description),
         ("Location", place),
@@ -781,8 +799,7 @@ def _pair_facts(member: dict, job: dict, *, gazetteer: bool = False) -> str:
     )
 
     facts: list[str] = []
-    m_level = _clean(member.get("seniority")).lower()
-    j_level = _clean(job.get("seniority")).lower()
+    m_level, j_level = _levels(member, job)
     if m_level in SENIORITY_RANK and j_level in SENIORITY_RANK:
         gap = SENIORITY_RANK[m_level] - SENIORITY_RANK[j_level]
         facts.append("level same as the job" if gap == 0 else
@@ -838,7 +855,7 @@ def classifier_text(member: dict, job: dict, query: str | None = None, max_chars
     """
     q = _clean(query)[:150]
     years = member.get("years_experience")
-    level = _clean(member.get("seniority"))
+    level, job_level = _levels(member, job)
     if years is not None:
         level = f"{level}, {float(years):g} years" if level else f"{float(years):g} years"
     roles = _recent_experience(member.get("experience"), limit=8)
@@ -848,11 +865,11 @@ def classifier_text(member: dict, job: dict, query: str | None = None, max_chars
         " ".join(x for x in (_clean(d.get("degree")), _clean(d.get("field"))) if x)
         for d in (member.get("education") or []) if isinstance(d, dict))
     matched, required = _matching_skills(member, job)
-    job_place = ", ".join(x for x in (_clean(job.get("location")), _clean(job.get("workplace_type"))) if x)
+    job_place = _job_place(job)
     evidence = [  # most decisive first: a tokenizer limit cuts from the end
         ("Query", q),
         ("Job title", _clean(job.get("title"))),
-        ("Job seniority", _clean(job.get("seniority"))),
+        ("Job seniority", job_level),
         ("Job location", job_place),
         ("Member title", _clean(member.get("current_title"))),
         ("Member seniority", level),

@@ -31,7 +31,8 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   posting states (within ``years_tolerance``).
 * ``wrong_seniority`` — names a level ("senior level", "a mid profile") that is neither the
   member's nor the job's, or counts the levels between them wrong ("six levels below" for a mid
-  member and a lead job: two).
+  member and a lead job: two). Levels are read by :mod:`lantern_batch.titles` ("Sr" is
+  senior; a missing level is the one the title names).
 * ``wrong_location`` — names a known city that is neither the member's nor the job's, or
   states how the two places relate against the facts ("a different country" for two cities of
   one country, "the same country" for two countries), or says the member would have to
@@ -56,7 +57,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from lantern_batch.schema import DIMENSIONS, FIT_LABELS, SENIORITY_LEVELS
+from lantern_batch.schema import DIMENSIONS, FIT_LABELS, SENIORITY_LEVELS, normalise_workplace
 from lantern_batch.taxonomy import (
     ALL_SKILLS,
     CITIES,
@@ -65,6 +66,7 @@ from lantern_batch.taxonomy import (
     canonical_skill,
     city_of,
 )
+from lantern_batch.titles import job_seniority, member_seniority
 
 REASONS: tuple[str, ...] = (
     "empty", "too_short", "too_long", "not_prose", "truncated", "no_label", "multiple_labels",
@@ -253,7 +255,7 @@ def _allowed_years(member: Mapping[str, Any], job: Mapping[str, Any]) -> list[fl
     years = member.get("years_experience")
     if years is not None:
         allowed.append(float(years))
-    level = (job.get("seniority") or "").strip().lower()
+    level = job_seniority(job)
     if level in MIN_YEARS:
         allowed.append(float(MIN_YEARS[level]))
     for role in member.get("experience") or ():
@@ -333,8 +335,7 @@ _LEVEL_COUNT = re.compile(r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\s+levels?\s
 def _wrong_level_count(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
     """States "N levels above/below" where N is not the distance between the member's and the
     job's levels on the seniority scale (only when both are on it)."""
-    ranks = [SENIORITY_LEVELS.index(s) for s in ((member.get("seniority") or "").strip().lower(),
-                                                  (job.get("seniority") or "").strip().lower())
+    ranks = [SENIORITY_LEVELS.index(s) for s in (member_seniority(member), job_seniority(job))
              if s in SENIORITY_LEVELS]
     if len(ranks) != 2:
         return False
@@ -364,7 +365,8 @@ def _needless_relocation_claim(text: str, member: Mapping[str, Any], job: Mappin
     """A sentence says the member would relocate ("so they would need to relocate from Boston")
     although the job is remote or in the member's own city. Negated or conditional sentences
     ("no need to relocate", "if it were onsite") claim nothing."""
-    remote = (job.get("workplace_type") or "").strip().lower() == "remote"
+    workplace = job.get("workplace_type")
+    remote = normalise_workplace(workplace if isinstance(workplace, str) else None) == "remote"
     mc, jc = city_of(member.get("location")), city_of(job.get("location"))
     same_city = mc is not None and jc is not None and mc.name == jc.name
     if not (remote or same_city):
@@ -462,7 +464,7 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
             if not any(abs(float(y) - a) <= rules.years_tolerance for a in allowed_years):
                 reasons.append("wrong_years")
                 break
-        levels = {(member.get("seniority") or "").strip().lower(), (job.get("seniority") or "").strip().lower()}
+        levels = {member_seniority(member), job_seniority(job)}
         for m in _LEVEL_STATEMENT.finditer(text):
             if next(g for g in m.group("a", "b", "c") if g).lower() not in levels:
                 reasons.append("wrong_seniority")

@@ -9,10 +9,17 @@ Two kinds of failure, as DESIGN.md's input contract says:
   names the table, the column, the expected type, the file and its rows; it is raised before
   any row is read.
 * **Per-row** (error rows): null or duplicate ids, text that is not valid UTF-8, empty required
-  text, text over the size limit, null or empty list elements, unknown enum values. Each bad
-  row becomes one row of
+  text, text over the size limit, null or empty list elements. Each bad row becomes one row of
   :data:`ERRORS_SCHEMA` with a reason code; the reason and detail never contain the offending
   value (profile text may be hostile or private), only ids and column names.
+
+What real tables hold is not an error: a ``seniority`` outside :data:`SENIORITY_LEVELS`
+("Sr", "Mid-Senior level", "Senior Staff") is kept as the text it is, and every reader reads it
+through :func:`lantern_batch.titles.member_seniority` / :func:`~lantern_batch.titles.job_seniority`
+(the enum level it names, else the one the title names, else unknown); a ``workplace_type``
+outside :data:`WORKPLACE_TYPES` is written as it reads ("On-site" -> ``onsite``, "WFH" ->
+``remote``) or, when it names none ("flexible"), as :data:`UNKNOWN_WORKPLACE` by :func:`conform`
+(:func:`normalise_workplace`).
 
 Row checks are vectorised with ``pyarrow.compute`` so they run per Ray Data batch; duplicates
 need a global view and are handled by :func:`first_occurrence_mask` (in memory) or by the
@@ -21,6 +28,7 @@ pipelines' own keyed de-duplication.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +53,8 @@ SENIORITY_LEVELS: tuple[str, ...] = (
 """Ordered seniority scale shared by members and jobs (index = rank)."""
 
 WORKPLACE_TYPES: tuple[str, ...] = ("onsite", "hybrid", "remote")
+UNKNOWN_WORKPLACE = "unknown"
+"""What :func:`conform` writes for a ``workplace_type`` that names none of :data:`WORKPLACE_TYPES`."""
 FIT_LABELS: tuple[str, ...] = ("High", "Medium", "Low")
 """Fit labels in the column order of ``p_high, p_medium, p_low``."""
 DIMENSIONS: tuple[str, ...] = (
@@ -215,10 +225,51 @@ LIST_OF_TEXT: dict[str, tuple[str, ...]] = {
     "pairs": (),
 }
 ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
-    "members": {"seniority": SENIORITY_LEVELS},
-    "jobs": {"seniority": SENIORITY_LEVELS, "workplace_type": WORKPLACE_TYPES},
+    "members": {},
+    "jobs": {"workplace_type": (*WORKPLACE_TYPES, UNKNOWN_WORKPLACE)},
     "pairs": {},
 }
+"""Columns whose conformed values are one of a fixed set (anything else is ``unknown_enum``).
+``seniority`` is free text (read through :mod:`lantern_batch.titles`); ``workplace_type`` is
+rewritten onto its set by :func:`conform`, so the check only guards that step."""
+
+#: Workplace wordings (lower case, punctuation as spaces) -> workplace type.
+WORKPLACE_ALIASES: dict[str, str] = {
+    "on site": "onsite", "onsite": "onsite", "in office": "onsite", "office": "onsite",
+    "office based": "onsite", "in person": "onsite", "on location": "onsite",
+    "on premise": "onsite", "on premises": "onsite",
+    "remote": "remote", "fully remote": "remote", "full remote": "remote", "100 remote": "remote",
+    "remote first": "remote", "remote only": "remote", "work from home": "remote", "wfh": "remote",
+    "home based": "remote", "telecommute": "remote", "teleworking": "remote", "telework": "remote",
+    "hybrid": "hybrid", "hybrid remote": "hybrid", "remote hybrid": "hybrid", "partially remote": "hybrid",
+    "partly remote": "hybrid", "part remote": "hybrid",
+}
+
+
+def normalise_workplace(value: str | None) -> str | None:
+    """A ``workplace_type`` on :data:`WORKPLACE_TYPES`: an enum value is itself; a known wording
+    (:data:`WORKPLACE_ALIASES`, any case and punctuation: "On-site", "Fully Remote", "WFH") is its
+    type; any other text is :data:`UNKNOWN_WORKPLACE` ("flexible", "Remote-ish": never a guess);
+    None or blank is None (not given)."""
+    if value is None:
+        return None
+    if value in WORKPLACE_TYPES or value == UNKNOWN_WORKPLACE:
+        return value
+    key = re.sub(r"[^a-z0-9]+", " ", value.lower()).strip()
+    if not key:
+        return None
+    return WORKPLACE_ALIASES.get(key, UNKNOWN_WORKPLACE)
+
+
+def _normalise_workplace_column(arr: pa.Array) -> pa.Array:
+    """:func:`normalise_workplace` over a string array, each distinct value once. Values that
+    carry U+FFFD (text that was not valid UTF-8) stay as they are, for :func:`row_reasons`."""
+    if len(arr) == 0 or arr.null_count == len(arr):
+        return arr
+    enc = pc.dictionary_encode(arr)
+    values = enc.dictionary.to_pylist()
+    mapped = pa.array([v if REPLACEMENT_CHARACTER in v else normalise_workplace(v) for v in values], pa.string())
+    return mapped.take(enc.indices)
 
 
 class SchemaError(InputError):
@@ -421,15 +472,19 @@ def conform(table: pa.Table, table_name: str) -> pa.Table:
 
     Optional columns the input lacks, or that are null-typed, become nulls; extra columns are
     dropped; timestamps become microseconds in UTC; text that is not valid UTF-8 is decoded
-    lossily (the row then fails :func:`row_reasons` with ``invalid_utf8:<column>``).
+    lossily (the row then fails :func:`row_reasons` with ``invalid_utf8:<column>``); a jobs
+    ``workplace_type`` becomes one of :data:`WORKPLACE_TYPES` or :data:`UNKNOWN_WORKPLACE`
+    (:func:`normalise_workplace`; blank is null). ``seniority`` is kept as it is.
     """
     check_columns(table_name, table.schema)
     expected = INPUT_SCHEMAS[table_name]
     arrays = []
     for field in expected:
         if field.name in table.column_names:
-            col = table.column(field.name).combine_chunks()
-            arrays.append(_valid_utf8(_cast(col, field.type)))
+            col = _valid_utf8(_cast(table.column(field.name).combine_chunks(), field.type))
+            if table_name == "jobs" and field.name == "workplace_type":
+                col = _normalise_workplace_column(col)
+            arrays.append(col)
         else:
             arrays.append(pa.nulls(table.num_rows, field.type))
     # Keys are checked row by row (null id -> error row), so relax nullability here.
@@ -458,8 +513,8 @@ def row_reasons(table: pa.Table, table_name: str, limits: RowLimits = RowLimits(
     ``table`` must already be conformed (:func:`conform`). Codes look like
     ``null_id:member_id``, ``invalid_utf8:summary`` (text that was not valid UTF-8, or that
     carries U+FFFD from an earlier failed decode), ``empty_text:title``, ``text_too_long:summary``,
-    ``bad_list_element:skills``, ``too_many_items:skills``, ``unknown_enum:seniority``.
-    """
+    ``bad_list_element:skills``, ``too_many_items:skills``; ``unknown_enum:workplace_type`` is a
+    value :func:`conform` never writes (a guard for tables built another way)."""
     n = table.num_rows
     reasons = np.full(n, None, dtype=object)
 

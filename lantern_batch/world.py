@@ -107,7 +107,8 @@ class GenerateConfig(ConfigModel):
     """Rows per written Parquet file for pairs and apply_log (members/jobs: at most 5,000)."""
     inject_bad_rows: float = Field(0.0, ge=0, le=0.5)
     """Share of extra invalid rows injected into members, jobs and pairs (null/duplicate ids,
-    blank or null skill elements, unknown enums, over-long text, unknown ids, duplicate pairs);
+    blank or null skill elements, over-long text, unknown ids, duplicate pairs; also seniority
+    and workplace types outside the enums, which the input contract keeps as good rows);
     never into seed or apply_log. When > 0 the id columns are written as nullable."""
     hostile_fraction: float = Field(0.01, ge=0, le=1)
     """Share of members whose summary carries a prompt-injection attempt (labels stay honest)."""
@@ -566,7 +567,8 @@ def _skill_codes(skills: list[str | None], width: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Bad rows (only when inject_bad_rows > 0)
+# Bad rows (only when inject_bad_rows > 0). Kinds 4 (members, jobs) and 6 (jobs) write values
+# real tables hold (a seniority or workplace type outside the enum): good rows, normalised.
 
 LONG_TEXT = "lorem ipsum dolor sit amet " * 1000  # 27,000 chars > the 20,000 default limit
 

@@ -87,7 +87,8 @@ def fit_classifier(encoder_dir: Path, world: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def world(tiny_world_dirty, tmp_path_factory) -> Path:
     """The dirty tiny world, plus: a prompt-injection attempt in one valid member's summary, one
-    member and one job (both with pairs) made invalid (unknown seniority / workplace type)."""
+    member and one job (both with pairs) made invalid (a blank current title / description; a
+    seniority or workplace type outside the enum is no longer an error)."""
     root = tmp_path_factory.mktemp("pc_world")
     members = io.read_table(str(tiny_world_dirty / "members"))
     jobs = io.read_table(str(tiny_world_dirty / "jobs"))
@@ -106,8 +107,8 @@ def world(tiny_world_dirty, tmp_path_factory) -> Path:
                                 pa.array(col, table.schema.field(column).type))
 
     members = edit(members, "member_id", hostile_id, "summary", HOSTILE)
-    members = edit(members, "member_id", broken_m, "seniority", "wizard")
-    jobs = edit(jobs, "job_id", broken_j, "workplace_type", "moon")
+    members = edit(members, "member_id", broken_m, "current_title", "  ")
+    jobs = edit(jobs, "job_id", broken_j, "description", "   ")
     io.write_table(members, str(root / "members"), basename="part-0.parquet")
     io.write_table(jobs, str(root / "jobs"), basename="part-0.parquet")
     for name in ("pairs", "seed"):
@@ -227,12 +228,12 @@ def test_every_input_pair_is_a_score_or_an_error_with_a_reason(first, world):
     for r in members.errors.to_pylist():
         first_reason.setdefault(r["member_id"], r["reason"])
     rejected_rows = [r for r in errors.to_pylist() if r["table"] == "members"]
-    assert any(r["reason"] == "unknown_enum:seniority" for r in rejected_rows)
+    assert any(r["reason"] == "empty_text:current_title" for r in rejected_rows)
     good_ids = set(members.good.column("member_id").to_pylist())
     for r in rejected_rows:
         assert r["member_id"] not in good_ids and r["stage"] == "validate"
         assert r["reason"] == first_reason[r["member_id"]]
-    assert any(r["table"] == "jobs" and r["reason"] == "unknown_enum:workplace_type" for r in errors.to_pylist())
+    assert any(r["table"] == "jobs" and r["reason"] == "empty_text:description" for r in errors.to_pylist())
     # Members and jobs rejected on their own are counted in the manifest.
     assert sum(man["counts"]["members_rejected"].values()) == members.errors.num_rows
     assert sum(man["counts"]["jobs_rejected"].values()) == jobs.errors.num_rows

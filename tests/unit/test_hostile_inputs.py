@@ -235,6 +235,21 @@ def test_hostile_rows_through_precompute_digest(tmp_path, case):
     assert rejected == expected
 
 
+def test_real_world_seniority_and_workplace_types_through_precompute_digest(tmp_path):
+    """Values real tables hold are good rows in the streaming reader too: seniority outside the
+    enum kept as written, workplace types conformed (an unknown one is "unknown")."""
+    jobs = pa.table({"job_id": ["j1", "j2", "j3"], "title": ["Staff Engineer", "Analyst", "Nurse"],
+                     "description": ["d"] * 3, "seniority": ["Senior Staff", "mid-senior level", None],
+                     "workplace_type": ["flexible", "On-site", "Remote-ish"]})
+    path = _write(tmp_path / "jobs", {"a.parquet": jobs})
+    files = input_files(path, "jobs")
+    chunks = [c for i, f in enumerate(files) for c in features.read_file_batches(f, i, "jobs", 1_000)]
+    assert [r for c in chunks for r in c.column("workplace_type").to_pylist()] == ["unknown", "onsite", "unknown"]
+    assert [r for c in chunks for r in c.column("seniority").to_pylist()] == ["Senior Staff", "mid-senior level", None]
+    index, rejected = features.finalize_index([features.digest_batch(c, "jobs", RowLimits()) for c in chunks], "jobs")
+    assert rejected == {} and index.num_rows == 3
+
+
 def test_invalid_utf8_in_pair_ids_through_the_teacher_reader(tmp_path):
     path = _write(tmp_path / "pairs", {"a.parquet": pa.table({
         "member_id": _bad_text([b"m1", BAD_BYTES, b"m3"]),

@@ -97,6 +97,31 @@ def test_unknown_seniority_is_neutral():
     assert score_pair(member, JOB).dimension_scores["seniority"] == 2
 
 
+def test_seniority_in_other_words_or_from_the_title():
+    """Levels outside the enum are read as the level they name (lantern_batch.titles); a missing
+    one is the level the title names; unreadable ones stay neutral."""
+    assert seniority_gap(_with(MEMBER, seniority="Sr."), JOB) == 1
+    assert seniority_gap(MEMBER, _with(JOB, seniority="Mid-Senior level")) == -1
+    assert seniority_gap(_with(MEMBER, seniority=None, current_title="Staff Software Engineer"), JOB) == 2
+    assert seniority_gap(MEMBER, _with(JOB, seniority="L7", title="Head of Engineering")) == -4
+    member = _with(MEMBER, seniority="Werkstudent", current_title="Werkstudent")
+    assert seniority_gap(member, JOB) == 0 and score_pair(member, JOB).dimension_scores["seniority"] == 2
+    # an enum value is read as it is, whatever the title says
+    assert seniority_gap(_with(MEMBER, current_title="VP Engineering"), JOB) == 0
+
+
+def test_an_unknown_workplace_type_is_not_remote_and_not_named():
+    for workplace in ("unknown", "flexible"):
+        job = _with(JOB, workplace_type=workplace, location="Seattle, WA")
+        res = score_pair(MEMBER, job)
+        assert res.dimension_scores["location"] == 1  # as for an onsite or hybrid role
+        texts = [explain(MEMBER, job, res, seed=s) for s in range(20)]
+        assert not any(workplace in t for t in texts)
+        assert any("role is in Seattle" in t or "this role in Seattle" in t for t in texts)
+    remote = _with(JOB, workplace_type="Fully Remote", location="Seattle, WA")
+    assert score_pair(MEMBER, remote).dimension_scores["location"] == 4
+
+
 def test_high_needs_skills_and_seniority_of_three():
     # Everything else perfect, two levels over-qualified: total stays above 0.75 but label is Medium.
     res = score_pair(_with(MEMBER, seniority="lead"), JOB)

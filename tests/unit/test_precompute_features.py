@@ -58,7 +58,11 @@ def test_index_keeps_first_occurrence_and_counts_rejections(tiny_world_dirty):
 
 
 def test_annotate_gives_pairs_the_reason_of_their_rejected_member(tiny_world_dirty, tmp_path):
-    m_index, _ = _index(str(tiny_world_dirty / "members"), "members")
+    members = io.read_table(str(tiny_world_dirty / "members"))
+    blank = {**members.slice(0, 1).to_pylist()[0], "member_id": "m-blank-title", "current_title": " "}
+    members = pa.concat_tables([members, pa.Table.from_pylist([blank], schema=members.schema)])
+    io.write_table(members, str(tmp_path / "members"), basename="m.parquet")
+    m_index, _ = _index(str(tmp_path / "members"), "members")
     j_index, _ = _index(str(tiny_world_dirty / "jobs"), "jobs")
     bad_member = next(r for r in m_index.to_pylist() if r["__reason"])
     good_member = next(r for r in m_index.to_pylist() if not r["__reason"])

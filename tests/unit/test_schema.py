@@ -81,13 +81,13 @@ def test_row_errors_by_reason_never_echo_values():
     r = validate_table(t, "members", RowLimits(max_text_chars=40))
     assert r.good.num_rows + r.errors.num_rows == 6
     assert r.counts == {
-        "good": 0,
+        "good": 1,  # m5: a seniority outside the enum is kept as text, not an error
         "duplicate_id": 1,
         "null_id:member_id": 1,
         "empty_text:current_title": 1,
-        "unknown_enum:seniority": 1,
         "text_too_long:summary": 2,  # first problem wins: m6 also has a null skill
     }
+    assert r.good.column("seniority").to_pylist() == ["wizard"]
     # the first m1 has an over-long hostile summary (limit 40); its later copy is a duplicate
     reasons = dict(zip(r.errors.column("reason").to_pylist(), r.errors.column("member_id").to_pylist(), strict=True))
     assert reasons["duplicate_id"] == "m1"
@@ -111,15 +111,82 @@ def test_pairs_duplicates_and_nulls():
     assert r.good.column("query").null_count == 2  # optional column added as nulls
 
 
-def test_jobs_enums_and_nested_nulls_allowed():
+def test_jobs_workplace_types_and_nested_nulls_allowed():
     t = pa.table({
         "job_id": ["j1", "j2"], "title": ["A", "B"], "description": ["d", "d"],
         "workplace_type": ["remote", "moon"], "required_skills": [[], ["x"]],
     })
     r = validate_table(t, "jobs")
-    assert r.good.column("job_id").to_pylist() == ["j1"]
-    assert r.errors.column("reason").to_pylist() == ["unknown_enum:workplace_type"]
+    assert r.good.column("job_id").to_pylist() == ["j1", "j2"] and r.errors.num_rows == 0
+    assert r.good.column("workplace_type").to_pylist() == ["remote", "unknown"]
     assert r.good.schema.names == JOBS_SCHEMA.names
+
+
+# ---------------------------------------------------------------------------------------------
+# What real tables hold: seniority as free text, workplace types outside the enum
+
+
+def test_real_world_seniority_and_workplace_make_good_rows_with_normalised_values(tmp_path):
+    """A members/jobs table as people write them: off-enum seniority ("Senior Staff",
+    "mid-senior level", "Sr"), a missing one beside a title that names it, workplace types in
+    other words ("flexible", "On-site", "WFH"). Every row is good; seniority is kept as written
+    and every reader gets the level it names; workplace types are conformed."""
+    from lantern_batch import io, prompts
+    from lantern_batch.titles import job_seniority, member_seniority
+
+    members = _members(
+        member_id=["m1", "m2", "m3", "m4"],
+        current_title=["Staff Engineer", "Data Analyst", "Sr. Software Engineer", "Werkstudent"],
+        seniority=["Senior Staff", "mid-senior level", None, "Werkstudent"],
+        skills=[["x"]] * 4, years_experience=[9.0, 5.0, 6.0, 1.0], summary=["a"] * 4,
+    )
+    jobs = pa.table({
+        "job_id": ["j1", "j2", "j3", "j4", "j5", "j6"],
+        "title": ["Staff Engineer", "Data Analyst", "Head of Data", "VP Engineering", "Analyst", "Analyst"],
+        "description": ["d"] * 6,
+        "seniority": ["Senior Staff", "Mid-Senior level", None, "Exec", "Entry Level", "L7"],
+        "workplace_type": ["flexible", "On-site", "WFH", " Hybrid ", None, ""],
+    })
+    for table, name in ((members, "members"), (jobs, "jobs")):
+        io.write_table(table, str(tmp_path / name), basename="part-00000.parquet")
+    m = validate_table(io.read_table(str(tmp_path / "members"), table="members"), "members")
+    j = validate_table(io.read_table(str(tmp_path / "jobs"), table="jobs"), "jobs")
+    assert m.errors.num_rows == 0 and j.errors.num_rows == 0
+    assert m.good.column("seniority").to_pylist() == ["Senior Staff", "mid-senior level", None, "Werkstudent"]
+    assert [member_seniority(r) for r in m.good.to_pylist()] == ["lead", "senior", "senior", None]
+    assert j.good.column("seniority").to_pylist() == ["Senior Staff", "Mid-Senior level", None, "Exec",
+                                                      "Entry Level", "L7"]
+    assert [job_seniority(r) for r in j.good.to_pylist()] == ["lead", "senior", "director", "executive",
+                                                              "entry", None]
+    assert j.good.column("workplace_type").to_pylist() == ["unknown", "onsite", "remote", "hybrid", None, None]
+    # The classifier text shows the level on the enum, and no unknown workplace type.
+    text = prompts.classifier_text(m.good.to_pylist()[0], {**j.good.to_pylist()[0], "location": "Berlin"})
+    assert "Job seniority: lead\n" in text and "Member seniority: lead, 9 years\n" in text
+    assert "Job location: Berlin\n" in text and "level same as the job" in text
+    assert "unknown" not in text
+    unknown = prompts.classifier_text(m.good.to_pylist()[3], j.good.to_pylist()[5])  # unknown stays unknown
+    assert "Member seniority: 1 years\n" in unknown and "Job seniority" not in unknown
+    assert "level " not in unknown.split("Facts: ")[-1].split("\n")[0]
+
+
+def test_invalid_utf8_in_a_workplace_type_is_still_an_error_row():
+    raw = pa.array([b"remote", b"caf\xc3 \xff"], pa.binary()).view(pa.string())
+    t = pa.table({"job_id": ["j1", "j2"], "title": ["A", "B"], "description": ["d", "d"], "workplace_type": raw})
+    r = validate_table(t, "jobs")
+    assert r.good.column("job_id").to_pylist() == ["j1"]
+    assert r.errors.column("reason").to_pylist() == ["invalid_utf8:workplace_type"]
+
+
+def test_normalise_workplace():
+    from lantern_batch.schema import WORKPLACE_TYPES, normalise_workplace
+
+    for w in WORKPLACE_TYPES:
+        assert normalise_workplace(w) == w
+    cases = {"On-site": "onsite", "on site": "onsite", "In Office": "onsite", "REMOTE": "remote",
+             "Fully remote": "remote", "WFH": "remote", "Work from home": "remote", "Hybrid": "hybrid",
+             "hybrid-remote": "hybrid", "flexible": "unknown", "Remote-ish": "unknown", "spaceship": "unknown",
+             "unknown": "unknown", "": None, "  ": None, None: None}
+    assert {k: normalise_workplace(k) for k in cases} == cases
 
 
 def test_experience_struct_with_null_end_year_and_missing_child():
