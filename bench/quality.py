@@ -3,6 +3,7 @@
     flock /tmp/lantern-heavy.lock python bench/quality.py        # ~1.5 h on 2 cores (all parts)
     python bench/quality.py --only classifier --pairs 4000         # one part, another size
     python bench/quality.py --only teacher_sft --teacher-epochs 2  # teacher SFT, longer
+    python bench/quality.py --only ood                             # an exported classifier, real-world text
 
 The teacher is the written policy (docs/POLICY.md) itself
 (:mod:`lantern_batch.distill.policy_teacher`): policy-consistent labels, soft probabilities and
@@ -25,6 +26,20 @@ Ray Train, evaluation, export):
 
 Writes ``bench/results/quality.json`` and ``bench/results/quality.png`` (each ``--only`` run merges
 into them).
+
+One more part measures an exported classifier rather than training one, so it runs only when asked:
+
+* **ood** — the hand-written out-of-distribution set (``tests/data/ood``: members and postings in
+  fields, places and wording the generator never writes, each member with a High, a Medium and a
+  Low posting labelled by a person). The classifier (``--classifier``, default the demo's
+  ``runs/demo/models/classifier``) scores every pair on ``prompts.classifier_text``, as precompute
+  does; reported: how often each member's postings are ordered High > Medium > Low by
+  p_high - p_low (share of the 3 pairwise comparisons per member that hold, ties count as
+  failures), label accuracy and confusion against the hand labels, and the same for the written
+  policy's own label and total (``policy.score_pair``), which shows how far the synthetic
+  vocabulary (taxonomy titles, skills, cities) reaches on real-world text. Claim checked: the
+  classifier's ordering holds for >= 85% of comparisons. ~1 min on 2 cores. Writes
+  ``bench/results/quality_ood.json`` and ``bench/results/quality_ood.png``.
 """
 
 from __future__ import annotations
@@ -43,6 +58,9 @@ RESULTS = ROOT / "bench" / "results"
 MIN_ACCURACY = 0.85
 MIN_ROUGE_L_GAIN = 0.15
 MIN_AGREEMENT_GAIN = 0.25
+MIN_OOD_ORDERING = 0.85
+DEFAULT_CLASSIFIER = ROOT / "runs" / "demo" / "models" / "classifier"
+COMPARISONS = (("High", "Medium"), ("Medium", "Low"), ("High", "Low"))
 
 
 def make_world(out: Path, pairs: int, **overrides) -> dict[str, str]:
@@ -220,9 +238,269 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+# ---------------------------------------------------------------------------------------------
+# ood: an exported classifier and the policy on the hand-written set
+
+
+def host() -> str:
+    """This machine in words: cores, CPU model (and native bf16), memory, GPU."""
+    import os
+
+    cpu, bf16 = platform.processor() or platform.machine(), False
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), cpu)
+        bf16 = "avx512_bf16" in info
+        mem = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                   if ln.startswith("MemTotal"))
+        memory = f", {mem / 2**20:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        memory = ""
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    except ImportError:
+        gpu = "no GPU"
+    return f"{os.cpu_count()}-core {cpu}{' with AVX-512 BF16' if bf16 else ''}{memory}, {gpu}"
+
+
+def ordering(scores: dict[tuple[str, str], float], labels: list) -> dict:
+    """How often a member's postings are ordered High > Medium > Low by ``scores``.
+
+    ``labels``: the hand labels (one High, one Medium and one Low posting per member). Each member
+    gives three comparisons (High > Medium, Medium > Low, High > Low); a tie fails.
+    """
+    by_member: dict[str, dict[str, float]] = {}
+    for h in labels:
+        by_member.setdefault(h.member_id, {})[h.label] = scores[(h.member_id, h.job_id)]
+    held = {f"{a}>{b}": 0 for a, b in COMPARISONS}
+    fully, failures = 0, {}
+    for member, s in by_member.items():
+        wrong = [f"{a}>{b}" for a, b in COMPARISONS if not s[a] > s[b]]
+        for a, b in COMPARISONS:
+            held[f"{a}>{b}"] += s[a] > s[b]
+        fully += not wrong
+        if wrong:
+            failures[member] = wrong
+    n = len(by_member)
+    total = sum(held.values())
+    return {
+        "share": total / (3 * n), "held": total, "comparisons": 3 * n,
+        "by_comparison": {k: v / n for k, v in held.items()},
+        "members_fully_ordered": fully, "members": n, "failures": failures,
+    }
+
+
+def score_classifier(model_dir: Path, texts: list[str]) -> tuple[list[list[float]], dict]:
+    """Probabilities ``[n, 3]`` (High, Medium, Low) of an exported classifier, loaded and run as
+    precompute runs it (max length, text length and calibration temperature from the export,
+    bf16 where the hardware has it), and what was run."""
+    from lantern_batch.classifier import (
+        bf16_supported,
+        classifier_version,
+        load_classifier,
+        predict_proba,
+    )
+
+    model, tokenizer, meta = load_classifier(model_dir)
+    bf16 = bf16_supported("cpu")
+    start = time.perf_counter()
+    probs = predict_proba(model, tokenizer, texts, max_length=int(meta.get("max_length") or 256),
+                          batch_size=32, temperature=float(meta.get("calibration_temperature") or 1.0), bf16=bf16)
+    seconds = time.perf_counter() - start
+    metrics_path = model_dir / "metrics.json"
+    trained = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return probs.tolist(), {
+        "dir": str(model_dir), "version": classifier_version(model_dir),
+        "text_version": meta.get("text_version"), "max_length": meta.get("max_length"),
+        "text_max_chars": meta.get("text_max_chars"),
+        "calibration_temperature": meta.get("calibration_temperature"), "bf16": bf16,
+        "scoring_seconds": round(seconds, 2),
+        "heldout_accuracy_in_distribution": trained.get("accuracy"), "heldout_n": trained.get("n"),
+    }
+
+
+def vocabulary_reach(members: dict[str, dict], jobs: dict[str, dict], labels: list, policy: dict) -> dict:
+    """How much of the set the synthetic world's vocabulary reads: levels, role families, places
+    (taxonomy cities vs the offline gazetteer) and required skills the policy matches."""
+    from lantern_batch import locations
+    from lantern_batch.policy import member_family
+    from lantern_batch.taxonomy import city_of, family_of_title
+    from lantern_batch.titles import job_seniority, member_seniority
+
+    def share(values) -> float:
+        values = list(values)
+        return sum(bool(v) for v in values) / len(values)
+
+    m, j = list(members.values()), list(jobs.values())
+    high = [h for h in labels if h.label == "High"]
+    return {
+        "level_read": {"members": share(member_seniority(r) for r in m), "jobs": share(job_seniority(r) for r in j)},
+        "role_family_known": {"members": share(member_family(r) for r in m),
+                              "jobs": share(family_of_title(r.get("title")) for r in j)},
+        "location_a_taxonomy_city": {"members": share(city_of(r.get("location")) for r in m),
+                                     "jobs": share(city_of(r.get("location")) for r in j)},
+        "location_in_gazetteer": {"members": share(locations.resolve(r.get("location")) for r in m),
+                                  "jobs": share(locations.resolve(r.get("location")) for r in j)},
+        "pairs_with_a_required_skill_matched": share(policy[(h.member_id, h.job_id)]["matched"] for h in labels),
+        "high_pairs_with_policy_skills_ge_3": share(
+            policy[(h.member_id, h.job_id)]["dimension_scores"]["skills"] >= 3 for h in high),
+    }
+
+
+def plot_ood(result: dict, path: Path) -> None:
+    """Each member's p_high - p_low for its three postings; confusion of the classifier and the
+    policy against the hand labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from lantern_batch.schema import FIT_LABELS
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [2.4, 1, 1]})
+    ax = axes[0]
+    members = sorted({p["member_id"] for p in result["pairs"]})
+    x = {m: i for i, m in enumerate(members)}
+    for label, color, marker in (("High", "#4c72b0", "^"), ("Medium", "#dd8452", "o"), ("Low", "#c44e52", "v")):
+        rows = [p for p in result["pairs"] if p["hand_label"] == label]
+        ax.scatter([x[p["member_id"]] for p in rows], [p["score"] for p in rows], c=color, marker=marker,
+                   s=28, label=f"hand {label}", zorder=3)
+    for m in result["classifier_ordering"]["failures"]:
+        ax.axvspan(x[m] - 0.4, x[m] + 0.4, color="#eeeeee", zorder=1)
+    ax.set_xticks(range(len(members)), [m.replace("ood-", "") for m in members], rotation=90, fontsize=7)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("p_high - p_low")
+    ax.set_ylim(-1.05, 1.35)
+    o = result["classifier_ordering"]
+    ax.set_title(f"classifier score per member (grey: order broken); High>Medium>Low holds "
+                 f"{o['held']}/{o['comparisons']} = {o['share']:.0%}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
+    for ax, key, name in ((axes[1], "classifier_vs_hand", "classifier"), (axes[2], "policy_vs_hand", "policy")):
+        cm = np.asarray(result[key]["confusion"])
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(1, cm.max()))
+        for i in range(3):
+            for j in range(3):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=9,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+        ax.set_xticks(range(3), FIT_LABELS, fontsize=8)
+        ax.set_yticks(range(3), FIT_LABELS, fontsize=8)
+        ax.set_xlabel(f"{name} label", fontsize=8)
+        ax.set_ylabel("hand label", fontsize=8)
+        ax.set_title(f"{name} vs hand: accuracy {result[key]['accuracy']:.2f}", fontsize=9)
+    fig.suptitle(f"bench/quality.py --only ood: {result['members']} hand-written members, {result['n_pairs']} pairs "
+                 f"({result['machine']}, {result['date']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def bench_ood(args) -> dict:
+    """Score the hand-written set with an exported classifier and with the policy."""
+    from lantern_batch.metrics import classification_report
+    from lantern_batch.policy import score_pair
+    from lantern_batch.precompute.classifier_stage import DEFAULT_TEXT_MAX_CHARS
+    from lantern_batch.prompts import classifier_text
+    from lantern_batch.schema import FIT_LABELS, conform
+    from tests.data.ood import OOD_DIR, load_ood
+
+    ood = load_ood()
+    members = {r["member_id"]: r for r in conform(ood.members, "members").to_pylist()}
+    jobs = {r["job_id"]: r for r in conform(ood.jobs, "jobs").to_pylist()}
+    query = {(r["member_id"], r["job_id"]): r["query"] for r in conform(ood.pairs, "pairs").to_pylist()}
+    labels = ood.labels
+    keys = [(h.member_id, h.job_id) for h in labels]
+
+    model_dir = Path(args.classifier)
+    meta = json.loads((model_dir / "lantern_batch.json").read_text())
+    max_chars = int(meta.get("text_max_chars") or DEFAULT_TEXT_MAX_CHARS)
+    texts = [classifier_text(members[m], jobs[j], query[(m, j)], max_chars=max_chars) for m, j in keys]
+    probs, classifier = score_classifier(model_dir, texts)
+
+    policy = {}
+    for m, j in keys:
+        r = score_pair(members[m], jobs[j])
+        policy[(m, j)] = {"label": r.fit_label, "total": r.total, "dimension_scores": r.dimension_scores,
+                          "matched": list(r.matched_skills)}
+    hand = [h.label for h in labels]
+    predicted = [FIT_LABELS[max(range(3), key=p.__getitem__)] for p in probs]
+    score = {k: p[0] - p[2] for k, p in zip(keys, probs, strict=True)}
+    pairs = [{
+        "member_id": m, "job_id": j, "member_title": members[m]["current_title"], "job_title": jobs[j]["title"],
+        "hand_label": h.label, "p_high": round(p[0], 4), "p_medium": round(p[1], 4), "p_low": round(p[2], 4),
+        "score": round(p[0] - p[2], 4), "classifier_label": c,
+        "policy_label": policy[(m, j)]["label"], "policy_total": policy[(m, j)]["total"],
+    } for (m, j), h, p, c in zip(keys, labels, probs, predicted, strict=True)]
+    class_ordering = ordering(score, labels)
+    return {
+        "machine": host(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
+        "set": str(OOD_DIR.relative_to(ROOT)), "members": len(members), "n_pairs": len(keys),
+        "classifier": classifier,
+        "classifier_ordering": class_ordering,
+        "classifier_vs_hand": classification_report(hand, predicted),
+        "policy_ordering": ordering({k: v["total"] for k, v in policy.items()}, labels),
+        "policy_vs_hand": classification_report(hand, [policy[k]["label"] for k in keys]),
+        "classifier_vs_policy": classification_report([policy[k]["label"] for k in keys], predicted),
+        "vocabulary_reach": vocabulary_reach(members, jobs, labels, policy),
+        "target_ordering": MIN_OOD_ORDERING,
+        "pass": class_ordering["share"] >= MIN_OOD_ORDERING,
+        "pairs": pairs,
+    }
+
+
+def print_ood(r: dict) -> None:
+    """The summary table: ordering (with its ratio to the target), accuracy and macro-F1."""
+    c = r["classifier"]
+    print(f"ood: {r['members']} hand-written members, {r['n_pairs']} pairs ({r['set']}); classifier {c['version']} "
+          f"(text {c['text_version']}, in-distribution held-out accuracy {c['heldout_accuracy_in_distribution']})")
+    head = (f"{'scored by':<24}{'H>M>L':>15}{'/target':>9}{'H>M':>7}{'M>L':>7}{'H>L':>7}"
+            f"{'members ordered':>17}{'accuracy':>10}{'macro-F1':>10}")
+    print(head)
+    print("-" * len(head))
+    for name, o, rep in (("classifier p_high-p_low", r["classifier_ordering"], r["classifier_vs_hand"]),
+                         ("policy total / label", r["policy_ordering"], r["policy_vs_hand"])):
+        b = o["by_comparison"]
+        print(f"{name:<24}{o['share']:>7.3f} ({o['held']:>2}/{o['comparisons']})"
+              f"{o['share'] / r['target_ordering']:>8.2f}x{b['High>Medium']:>7.2f}{b['Medium>Low']:>7.2f}"
+              f"{b['High>Low']:>7.2f}{o['members_fully_ordered']:>11}/{o['members']:<5}"
+              f"{rep['accuracy']:>10.3f}{rep['macro_f1']:>10.3f}")
+    for name, key in (("classifier", "classifier_vs_hand"), ("policy", "policy_vs_hand")):
+        print(f"{name} confusion (rows hand High/Medium/Low, columns {name}): {r[key]['confusion']}")
+    print(f"classifier vs policy label agreement: {r['classifier_vs_policy']['accuracy']:.3f}")
+    v = r["vocabulary_reach"]
+    print("vocabulary reach (members / jobs): level read {:.2f} / {:.2f}; role family known {:.2f} / {:.2f}; "
+          "taxonomy city {:.2f} / {:.2f}; gazetteer place {:.2f} / {:.2f}; pairs with a required skill "
+          "matched {:.2f}; hand-High pairs with policy skills >= 3: {:.2f}".format(
+              v["level_read"]["members"], v["level_read"]["jobs"], v["role_family_known"]["members"],
+              v["role_family_known"]["jobs"], v["location_a_taxonomy_city"]["members"],
+              v["location_a_taxonomy_city"]["jobs"], v["location_in_gazetteer"]["members"],
+              v["location_in_gazetteer"]["jobs"], v["pairs_with_a_required_skill_matched"],
+              v["high_pairs_with_policy_skills_ge_3"]))
+    print(f"claim: classifier ordering >= {r['target_ordering']}: {'pass' if r['pass'] else 'FAIL'}")
+
+
+def run_ood(args) -> int:
+    model_dir = Path(args.classifier)
+    if not (model_dir / "lantern_batch.json").is_file():
+        print(f"no exported classifier at {model_dir} (lantern_batch.json missing); pass --classifier DIR",
+              file=sys.stderr)
+        return 2
+    result = bench_ood(args)
+    print_ood(result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "quality_ood.json"
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    plot_ood(result, RESULTS / "quality_ood.png")
+    print(f"wrote {path} and quality_ood.png")
+    return 0 if result["pass"] else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["classifier", "explainer", "teacher_sft"])
+    parser.add_argument("--only", choices=["classifier", "explainer", "teacher_sft", "ood"],
+                        help="one part; ood (an exported classifier on tests/data/ood) runs only when named")
     parser.add_argument("--pairs", type=int, default=3600, help="world pairs = classifier examples")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max-length", type=int, default=160)
@@ -241,7 +519,10 @@ def main() -> int:
     parser.add_argument("--teacher-target-tokens", type=int, default=96, help="prompt.max_target_tokens")
     parser.add_argument("--teacher-max-length", type=int, default=3072, help="prompt.max_length")
     parser.add_argument("--teacher-full", action="store_true", help="full fine-tuning instead of LoRA")
+    parser.add_argument("--classifier", default=str(DEFAULT_CLASSIFIER), help="ood: exported classifier dir")
     args = parser.parse_args()
+    if args.only == "ood":
+        return run_ood(args)
 
     from lantern_batch.config import RayConfig
     from lantern_batch.runtime import init_ray
