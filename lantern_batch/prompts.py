@@ -474,18 +474,19 @@ def guidelines_from_policy(path: str | Path = POLICY_PATH) -> str:
 # Output schema
 
 
-def output_json_schema(max_explanation_chars: int = 300) -> dict:
+def output_json_schema(max_explanation_chars: int = 300, labels: Sequence[str] = FIT_LABELS) -> dict:
     """JSON schema of the teacher's structured output.
 
     ``fit_label`` is the first property, so under structured decoding it is the first value the
     model writes and its logprobs sit at a fixed, easy-to-find position. ``dimension_scores``
     holds the six policy dimensions as integers 0-4; ``explanation`` is bounded by
-    ``max_explanation_chars`` so a complete output fits the token budget.
+    ``max_explanation_chars`` so a complete output fits the token budget. ``labels`` narrows
+    ``fit_label`` (a retry that keeps the teacher's first label passes that one alone).
     """
     return {
         "type": "object",
         "properties": {
-            "fit_label": {"type": "string", "enum": list(FIT_LABELS)},
+            "fit_label": {"type": "string", "enum": list(labels)},
             "dimension_scores": {
                 "type": "object",
                 "properties": {d: {"type": "integer", "minimum": 0, "maximum": 4} for d in DIMENSIONS},

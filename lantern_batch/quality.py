@@ -13,7 +13,8 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
 * ``empty`` — nothing but whitespace.
 * ``too_short`` / ``too_long`` — outside ``[min_words, max_words]`` words or over ``max_chars``.
 * ``not_prose`` — a list of fragments, not sentences: under ``min_alpha_share`` of the tokens
-  are words, or the comma/sentence fragments average under ``min_fragment_words`` words.
+  are words, or the comma/sentence fragments average under ``min_fragment_words`` words; or
+  markup ("<br>", "<strong>") that a reader would see as tags.
 * ``truncated`` — does not end a sentence (``.``, ``!``, ``?``): the generation was cut off.
 * ``no_label`` / ``multiple_labels`` / ``wrong_label`` — the text must state exactly one fit
   label ("High fit", "rate it Medium", "fit: Low", "weak match", ...; negated statements such as
@@ -36,7 +37,8 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
 * ``wrong_location`` — names a known city that is neither the member's nor the job's, or
   states how the two places relate against the facts ("a different country" for two cities of
   one country, "the same country" for two countries), or says the member would have to
-  relocate for a remote job or one in their own city.
+  relocate for a remote job or one in their own city, or is "far from" the job's city when
+  it is their own.
 * ``copied_text`` — copies ``copy_span_words`` or more consecutive words of the member's free
   text (headline, summary, role descriptions).
 * ``contact_info`` — contains an e-mail address, a phone number or a URL.
@@ -77,7 +79,7 @@ REASONS: tuple[str, ...] = (
 
 SCORE_REASON = "scores_contradict_label"
 
-QUALITY_VERSION = "q3"
+QUALITY_VERSION = "q4"
 """Version of these rules: part of precompute's reuse fingerprint, so a rule change re-checks
 (regenerates) published explanations instead of carrying them over."""
 
@@ -358,13 +360,16 @@ def _looping(tokens: Sequence[str]) -> bool:
 
 
 _RELOCATE = re.compile(r"\brelocat\w*", re.IGNORECASE)
+_FAR = re.compile(r"\bfar (?:away )?from\b", re.IGNORECASE)
+_MARKUP = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*\s*/?>")
 _HEDGED = re.compile(r"\b(?:no|not|never|without|nor|if|unless|whether|needn't|n't)\b|n't\b", re.IGNORECASE)
 
 
 def _needless_relocation_claim(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
     """A sentence says the member would relocate ("so they would need to relocate from Boston")
-    although the job is remote or in the member's own city. Negated or conditional sentences
-    ("no need to relocate", "if it were onsite") claim nothing."""
+    although the job is remote or in the member's own city, or that the job in their own city
+    is "far from" them. Negated or conditional sentences ("no need to relocate", "if it were
+    onsite") claim nothing."""
     workplace = job.get("workplace_type")
     remote = normalise_workplace(workplace if isinstance(workplace, str) else None) == "remote"
     mc, jc = city_of(member.get("location")), city_of(job.get("location"))
@@ -372,7 +377,8 @@ def _needless_relocation_claim(text: str, member: Mapping[str, Any], job: Mappin
     if not (remote or same_city):
         return False
     for sentence in re.split(r"(?<=[.!?])\s+", text):
-        if _RELOCATE.search(sentence) and not _HEDGED.search(sentence):
+        claims = _RELOCATE.search(sentence) or (same_city and _FAR.search(sentence))
+        if claims and not _HEDGED.search(sentence):
             return True
     return False
 
@@ -431,7 +437,8 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
     alpha = sum(1 for t in word_tokens if re.fullmatch(r"[^\W\d_]+(?:['’-][^\W\d_]+)*", t))
     fragments = [f for f in re.split(r"[,;:.!?]+", text) if f.strip()]
     mean_fragment = len(words) / max(len(fragments), 1)
-    if not word_tokens or alpha / len(word_tokens) < rules.min_alpha_share or mean_fragment < rules.min_fragment_words:
+    if (not word_tokens or alpha / len(word_tokens) < rules.min_alpha_share
+            or mean_fragment < rules.min_fragment_words or _MARKUP.search(text)):
         reasons.append("not_prose")
     if not re.search(r"[.!?][\"')\]]*$", text):
         reasons.append("truncated")

@@ -556,6 +556,7 @@ def compute_results(inputs: EvalInputs, cfg: EvaluateConfig) -> dict[str, Any]:
         _unavailable("no run summary or manifest reports rates or timings")
     res["manifest"] = _manifest_summary(inputs.manifest)
     res["published"] = m.published_explanations(inputs.manifest)
+    res["teacher_outputs"] = m.teacher_outputs(inputs.synthesis_summary)
     res["training"] = {k: (_without_text(v) if v is not None else None) for k, v in inputs.training.items()}
     return res
 

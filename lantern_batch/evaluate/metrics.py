@@ -250,6 +250,34 @@ def published_explanations(manifest: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def teacher_outputs(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """What synthesis kept of each LLM teacher's outputs (its ``run_summary.json``): the share
+    that passed the validator on the first, greedy try and after the retries, and the reasons
+    of the rest. Only kept outputs are trained on, so this is the teacher's text quality.
+
+    Returns:
+        ``available``; ``teachers``: name -> ``judged`` (labelled + rejected outputs),
+        ``labelled``, ``labelled_first_try``, ``valid_rate``, ``valid_first_try_rate``,
+        ``invalid_by_reason`` (the top five).
+    """
+    passes = (summary or {}).get("passes") or {}
+    teachers: dict[str, Any] = {}
+    for name, p in passes.items():
+        judged = int(p.get("labelled", 0)) + int(p.get("teacher_errors", 0))
+        if not judged or p.get("output_tokens", 0) == 0:  # a teacher that writes no text
+            continue
+        first = p.get("labelled_first_try")
+        teachers[name] = {
+            "judged": judged, "labelled": int(p["labelled"]), "labelled_first_try": first,
+            "valid_rate": p.get("valid_rate"),
+            "valid_first_try_rate": p.get("valid_first_try_rate"),
+            "invalid_by_reason": dict(list((p.get("invalid_by_reason") or {}).items())[:5]),
+        }
+    if not teachers:
+        return {"available": False, "reason": "no synthesis run summary with an LLM teacher's outputs"}
+    return {"available": True, "teachers": teachers}
+
+
 def _flatten(obj: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
     if isinstance(obj, dict):
         for k, v in obj.items():

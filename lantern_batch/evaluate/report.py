@@ -364,6 +364,16 @@ TEMPLATE = r"""<!doctype html>
     good the explainer is. The validator checks form, the label, the facts an explanation names and circular phrasing; it cannot
     check the reasoning between them.</p>
   {% else %}{{ na(r.published) }}{% endif %}
+  <h3>Teacher outputs synthesis kept to train on</h3>
+  {% if r.teacher_outputs and r.teacher_outputs.available %}
+  <div class="cards" id="teacher-output-cards">
+    {% for name, t in r.teacher_outputs.teachers.items() %}
+    <div class="card"><div class="v">{{ pct(t.valid_rate) }}</div><div class="k">{{ name }}: valid after retries, {{ fmt(t.labelled) }} of
+      n={{ fmt(t.judged) }} ({{ pct(t.valid_first_try_rate) }} on the first try){% if t.invalid_by_reason %}; rejected for
+      {% for k, v in t.invalid_by_reason.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}{% endif %}</div></div>
+    {% endfor %}
+  </div>
+  {% else %}{{ na(r.teacher_outputs or {"reason": "not computed"}) }}{% endif %}
   <h3>Three good and three bad explanations, next to the teacher's</h3>
   {% if r.explanations.available %}
   <table class="examples" id="summary-examples">

@@ -64,6 +64,13 @@ class VLLMStageConfig(ConfigModel):
     retry_sampling_params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.7, "seed": 17})
     """Overrides of ``sampling_params`` for a retry of an unparseable or invalid output (greedy
     decoding would repeat the same output); retry ``k`` uses ``seed + k``."""
+    retry_keeps_label: bool = True
+    """A retry keeps the fit label the rejected output chose (the greedy pass's, the label its
+    soft labels favour: the retry's structured-output schema allows that label alone) and
+    rewrites the scores and explanation, so retrying fixes text, never the judgement; off: a
+    retry samples the label too. Retry sampling that shifts the label's odds (a
+    ``repetition_penalty`` also penalises a label the prompt names) needs it on. Outputs
+    without a label retry freely; the soft labels are the model's raw logprobs either way."""
     retries: int = Field(1, ge=0)
     """Times an unparseable or invalid output is generated again (each retry with the next
     seed) before the pair becomes an error row; 0: never."""

@@ -103,7 +103,8 @@ def output_settings(cfg: SynthesizeConfig, teacher: TeacherSpec) -> dict[str, An
         v = cfg.vllm
         sampling = {**v.sampling_params, **teacher.sampling_params}
         out.update(sampling_params=sampling, retry_sampling_params={**sampling, **v.retry_sampling_params},
-                   **({"retries": v.retries} if v.retries != 1 else {}),  # 1: the hash of configs before the field
+                   retry_keeps_label=v.retry_keeps_label,
+                   **({"retries": v.retries} if v.retries != 1 else {}),  # 1: as before the field
                    structured_outputs=dict(v.structured_outputs), topk=cfg.topk,
                    engine=engine_output_settings({**v.engine_kwargs, **teacher.engine_kwargs}))
     elif teacher.kind == "openai":

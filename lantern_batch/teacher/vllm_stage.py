@@ -17,7 +17,9 @@ Per batch:
 3. Parse each output (:mod:`~lantern_batch.teacher.parsing`) and check it
    (:func:`~lantern_batch.teacher.parsing.check_label`: the explanation validator and the
    dimension scores against the label); rows that fail are generated again, ``retries`` times at
-   most, with ``retry_sampling_params`` and the next seed each time; still failing -> ``unparseable:<reason>`` or
+   most, with ``retry_sampling_params`` and the next seed each time (with ``retry_keeps_label``
+   the retry's schema allows only the label the first pass chose, so a retry rewrites the
+   scores and the explanation, never the judgement); still failing -> ``unparseable:<reason>`` or
    ``invalid_output:<reasons>`` errors, never labels.
 4. p_high/p_medium/p_low from the logprobs at the fit-label position
    (:mod:`~lantern_batch.teacher.soft_labels`) and the sparse top-k of the explanation tokens
@@ -51,6 +53,7 @@ import pyarrow as pa
 from lantern_batch.logs import event, get_logger
 from lantern_batch.prompts import output_json_schema, teacher_messages
 from lantern_batch.runtime import retry_sampling, shutdown_engine
+from lantern_batch.schema import FIT_LABELS
 from lantern_batch.teacher.parsing import (
     ParseError,
     check_label,
@@ -126,19 +129,27 @@ class VLLMTeacher:
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.max_chars = int(prompt["max_explanation_chars"])
         self.check_outputs = bool(prompt.get("check_outputs", True))
-        schema = output_json_schema(self.max_chars)
         sampling = {**vllm_cfg["sampling_params"], **teacher.get("sampling_params", {})}
         retries = int(vllm_cfg.get("retries", 1))
         retry_overrides = vllm_cfg.get("retry_sampling_params", {})
+        self.retry_keeps_label = bool(vllm_cfg.get("retry_keeps_label", True))
         n_logprobs = max(topk, MIN_LABEL_LOGPROBS)
 
-        def params(kw: dict[str, Any]) -> Any:
-            so = StructuredOutputsParams(json=schema, **vllm_cfg.get("structured_outputs", {}))
+        def params(kw: dict[str, Any], labels: tuple[str, ...] = FIT_LABELS) -> Any:
+            so = StructuredOutputsParams(json=output_json_schema(self.max_chars, labels),
+                                         **vllm_cfg.get("structured_outputs", {}))
             return SamplingParams(**kw, logprobs=n_logprobs, structured_outputs=so)
 
         self.params = params(sampling)
-        self.retry_params = [params(retry_sampling(sampling, retry_overrides, k)) for k in range(retries)]
-        self.max_tokens = max(int(p.max_tokens or 16) for p in (self.params, *self.retry_params))
+        # Retry k's parameters by the label it must keep (None: any label).
+        self.retry_params: list[dict[str | None, Any]] = []
+        for k in range(retries):
+            kw = retry_sampling(sampling, retry_overrides, k)
+            by_label = {None: params(kw)}
+            if self.retry_keeps_label:
+                by_label.update({label: params(kw, (label,)) for label in FIT_LABELS})
+            self.retry_params.append(by_label)
+        self.max_tokens = max(int(p.max_tokens or 16) for p in (self.params, *(r[None] for r in self.retry_params)))
         event(log, "teacher.engine_ready", teacher=self.name, max_model_len=self.max_model_len)
 
     def __del__(self):
@@ -178,7 +189,18 @@ class VLLMTeacher:
         except Exception:  # noqa: BLE001 - isolate the rows that make the engine raise
             if len(reqs) == 1:
                 return [None]
-            return [self._generate([p], params)[0] for p in prompts]
+            each = params if isinstance(params, list) else [params] * len(prompts)
+            return [self._generate([p], q)[0] for p, q in zip(prompts, each, strict=True)]
+
+    def _first_label(self, result: Any) -> str | None:
+        """The fit label a rejected output chose (the greedy pass: the label its soft labels
+        favour), or None when it has none to keep (engine error, unparseable output)."""
+        if result is None:
+            return None
+        try:
+            return parse_output(result.outputs[0].text, max_explanation_chars=self.max_chars).fit_label
+        except ParseError:
+            return None
 
     def _label(self, out: LabeledRows, row: dict[str, Any], result: Any, n_prompt: int,
                retried: bool) -> str | None:
@@ -228,28 +250,29 @@ class VLLMTeacher:
             todo.append((row, ids))
         results = self._generate([ids for _, ids in todo], self.params)
         # Rows still without a label: (row, prompt ids, first reason, output tokens so far,
-        # last reason, last result).
-        pending: list[tuple[dict[str, Any], list[int], str, int, str, Any]] = []
+        # last reason, last result, the label a retry keeps or None).
+        pending: list[tuple[dict[str, Any], list[int], str, int, str, Any, str | None]] = []
         for (row, ids), res in zip(todo, results, strict=False):
             reason = self._label(out, row, res, len(ids), retried=False)
             if reason is not None:
-                pending.append((row, ids, reason, _n_out(res), reason, res))
-        for params in self.retry_params:  # each retry samples with the next seed
+                keep = self._first_label(res) if self.retry_keeps_label else None
+                pending.append((row, ids, reason, _n_out(res), reason, res, keep))
+        for by_label in self.retry_params:  # each retry samples with the next seed
             if not pending:
                 break
-            results = self._generate([p[1] for p in pending], params)
+            results = self._generate([p[1] for p in pending], [by_label[p[6]] for p in pending])
             still = []
-            for (row, ids, first, n_out, _, _), res in zip(pending, results, strict=False):
+            for (row, ids, first, n_out, _, _, keep), res in zip(pending, results, strict=False):
                 reason = self._label(out, row, res, len(ids), retried=True)
                 if reason is not None:
-                    still.append((row, ids, first, n_out + _n_out(res), reason, res))
+                    still.append((row, ids, first, n_out + _n_out(res), reason, res, keep))
             pending = still
-        for row, ids, first, n_out, reason, res in pending:
+        for row, ids, first, n_out, reason, res, keep in pending:
             # The last try's text (its start): what the teacher wrote is what a reader of the
             # error table needs to judge the reason.
             said = json.dumps(res.outputs[0].text[:OUTPUT_EXCERPT_CHARS], ensure_ascii=False) if res is not None else "null"
             out.add_error(row, stage="teacher", reason=error_reason(reason), prompt_tokens=len(ids),
                           output_tokens=n_out, retried=bool(self.retry_params),
                           detail=f"teacher={self.name} first={first} tries={1 + len(self.retry_params)} "
-                                 f"output={said}")
+                                 + (f"kept_label={keep} " if keep else "") + f"output={said}")
         return out.to_table()

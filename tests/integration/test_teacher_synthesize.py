@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import pathlib
+import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -161,17 +162,23 @@ def test_invalid_outputs_never_become_labels(ray_local, synth_world, smollm2_dir
     teacher_errors = [e for e in _errors(tmp_path).to_pylist() if e["stage"] == "teacher"]
     invalid = [e for e in teacher_errors if e["reason"].startswith("invalid_output:")]
     assert invalid, [e["reason"] for e in teacher_errors]
+    kept_labels = 0
     for e in invalid:
         assert set(e["reason"].split(":", 1)[1].split("+")) <= {*REASONS, SCORE_REASON}, e["reason"]
         said = json.loads(e["detail"].split(" output=", 1)[1])  # what the teacher wrote, for a reader
         assert isinstance(said, str) and said.strip(), e["detail"]
         assert " tries=3 " in e["detail"], e["detail"]  # the first generation and both retries
+        if " kept_label=" in e["detail"]:  # retries keep the first pass's label (the default)
+            kept = e["detail"].split(" kept_label=", 1)[1].split(" ", 1)[0]
+            assert re.match(r'\s*\{\s*"fit_label"\s*:\s*"' + kept + '"', said), e["detail"]
+            kept_labels += 1
     smollm2 = summary["passes"]["smollm2"]
     judged = smollm2["labelled"] + smollm2["teacher_errors"]
     assert judged > 0 and smollm2["valid_rate"] == pytest.approx(smollm2["labelled"] / judged, abs=1e-4)
     assert smollm2["valid_rate"] < 0.5  # an untrained teacher
     assert smollm2["valid_first_try_rate"] == pytest.approx(smollm2["labelled_first_try"] / judged, abs=1e-4)
     assert smollm2["labelled_first_try"] <= smollm2["labelled"]
+    assert kept_labels > 0  # an untrained teacher's outputs parse but fail the validator
     assert sum(smollm2["invalid_by_reason"].values()) >= len(invalid)
     assert smollm2["conserved"] and summary["output"]["teachers"]["smollm2"]["conserved"]
 

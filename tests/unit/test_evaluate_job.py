@@ -164,8 +164,11 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True, holdout_fractio
 
     labels_dir = root / "labels" / "teacher=tiny"
     io.write_table(pa.Table.from_pylist(t_rows), str(labels_dir))
-    io.write_text(str(root / "summary.json"), json.dumps({"rows": len(t_rows), "rows_per_s": 12.5,
-                                                          "output_tokens_per_s": 210.0}))
+    io.write_text(str(root / "summary.json"), json.dumps({
+        "rows": len(t_rows), "rows_per_s": 12.5, "output_tokens_per_s": 210.0,
+        "passes": {"tiny": {"labelled": len(t_rows), "teacher_errors": 4, "labelled_first_try": len(t_rows) - 6,
+                            "valid_rate": 0.9, "valid_first_try_rate": 0.8, "output_tokens": 4000,
+                            "invalid_by_reason": {"circular": 3, "wrong_label": 1}}}}))
 
     part = root / "scores" / f"ds={DS}"
     scores = pa.Table.from_pylist(s_rows, schema=pa.schema([
@@ -389,6 +392,7 @@ def test_throughput_and_training_sections(evaluated):
     html = (root / "report" / "index.html").read_text()
     assert html.count('src="data:image/png;base64,') == 6
     assert "Not available" not in html
+    assert 'id="teacher-output-cards"' in html and "tiny: valid after retries" in html
     assert (root / "report" / "resolved_config.yaml").is_file()
 
 

@@ -173,3 +173,18 @@ def test_explanation_labels_counts_none_and_several():
     labels, counts = m.explanation_labels(texts)
     assert labels == [H, None, None, None, M, None]
     assert counts == {"stated": 2, "none": 3, "several": 1}
+
+
+def test_teacher_outputs_report_first_try_and_final_valid_rates():
+    summary = {"passes": {
+        "smollm2": {"labelled": 120, "teacher_errors": 26, "labelled_first_try": 44, "valid_rate": 0.8219,
+                    "valid_first_try_rate": 0.3014, "output_tokens": 30236,
+                    "invalid_by_reason": {"circular": 10, "wrong_label": 8}},
+        "engagement": {"labelled": 146, "teacher_errors": 0, "output_tokens": 0, "valid_rate": 1.0},
+    }}
+    out = m.teacher_outputs(summary)
+    assert out["available"] and list(out["teachers"]) == ["smollm2"]  # the engagement model writes no text
+    t = out["teachers"]["smollm2"]
+    assert t["judged"] == 146 and t["labelled_first_try"] == 44 and t["valid_first_try_rate"] == 0.3014
+    assert t["invalid_by_reason"] == {"circular": 10, "wrong_label": 8}
+    assert m.teacher_outputs(None)["available"] is False

@@ -135,6 +135,20 @@ def test_relocation_claims_are_judged_against_the_workplace_and_both_cities():
         assert check_explanation(text, "Medium", MEMBER, remote).ok, hedged
 
 
+def test_far_from_their_own_city_and_markup_are_invalid():
+    # T2 in the 2026-12-07 demo, valid under q3 (verbatim, but for the facts below).
+    here = {**JOB, "workplace_type": "onsite", "location": "Seattle, WA"}
+    far = ("This is a Medium fit for the Senior Software Engineer role at Northwind Labs. They bring "
+           "Python and SQL but do not list Kubernetes. The role is in Seattle, WA, far from their "
+           "current base in Seattle, WA.")
+    assert check_explanation(far, "Medium", MEMBER, here).reasons == ("wrong_location",)
+    away = {**JOB, "workplace_type": "onsite", "location": "Oakland, CA"}
+    assert check_explanation(far.replace("in Seattle, WA, far", "in Oakland, CA, far"), "Medium", MEMBER, away).ok
+    assert check_explanation(far.replace("far from", "not far from"), "Medium", MEMBER, here).ok
+    markup = GOOD.replace(". ", ".<br><strong>Please note: ", 1)
+    assert "not_prose" in check_explanation(markup, "Medium", MEMBER, JOB).reasons
+
+
 def test_circular_text_is_invalid():
     # What T2 and the explainer wrote in the 2026-12-03 demo (103 of 164 published explanations
     # had one of these; none of the 1,500 D_seed explanations does).

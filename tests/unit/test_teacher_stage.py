@@ -65,3 +65,27 @@ def test_rows_split_into_labels_and_errors_and_commit(tmp_path):
     commit_writer(table, str(tmp_path), "t", "v1")
     assert len(list((tmp_path / "labels" / "teacher=t").glob("part-*.parquet"))) == 1
     assert commit_writer(pa.Table.from_pylist([], schema=LABELED_SCHEMA), str(tmp_path), "t", "v1").num_rows == 0
+
+
+def test_a_retry_keeps_the_label_of_a_parsed_output_only():
+    """The label a retry keeps (``vllm.retry_keeps_label``) is the rejected output's own; an
+    output without a parseable label (engine error, cut-off JSON) retries with every label."""
+    from lantern_batch.teacher.vllm_stage import VLLMTeacher
+
+    stage = SimpleNamespace(max_chars=500)
+
+    def result(text):
+        return SimpleNamespace(outputs=[SimpleNamespace(text=text)])
+
+    scores = json.dumps(dict.fromkeys(DIMENSIONS, 0))
+    circular = f'{{"fit_label":"Medium","dimension_scores":{scores},"explanation":"The profile shows a profile."}}'
+    assert VLLMTeacher._first_label(stage, result(circular)) == "Medium"
+    assert VLLMTeacher._first_label(stage, result('{"fit_label":"High","dimension_scores":{"ski')) is None
+    assert VLLMTeacher._first_label(stage, None) is None
+
+
+def test_retry_schema_allows_only_the_kept_label():
+    from lantern_batch.prompts import output_json_schema
+
+    assert output_json_schema(300)["properties"]["fit_label"]["enum"] == ["High", "Medium", "Low"]
+    assert output_json_schema(300, ("Low",))["properties"]["fit_label"]["enum"] == ["Low"]
