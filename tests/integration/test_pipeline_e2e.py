@@ -33,6 +33,10 @@ TINY = [
     # tokens keep its (retried) generations short.
     "synthesize.sample_fraction=0.15", "synthesize.vllm.sampling_params.max_tokens=128",
     "synthesize.prompt.max_explanation_chars=240",
+    # Most of a one-step T2's outputs fail the validator: one retry (with the demo's retry
+    # sampling and kept label), not the demo's four, keeps the chain's time (several retries are
+    # tested in test_teacher_synthesize.py).
+    "synthesize.vllm.retries=1",
     "classifier.train.epochs=1",
     "explainer.train.max_steps=2", "explainer.eval.num_pairs=2",
     "precompute.explainer.policy.sample_rate=0.1", "precompute.ds=2026-11-24",
