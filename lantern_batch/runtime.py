@@ -75,6 +75,33 @@ def shutdown_engine(llm: object | None) -> None:
         core.shutdown()
     except Exception as exc:  # noqa: BLE001 - shutting down must not turn a finished run into a failure
         log.debug("vllm.shutdown_failed error=%s", type(exc).__name__)
+    quiet_dead_resource_tracker()
+
+
+def quiet_dead_resource_tracker() -> None:
+    """Skip unregistering shared memory from this process's resource tracker once it is dead.
+
+    vLLM's engine shutdown kills the actor's ``multiprocessing`` resource tracker along with the
+    engine's processes. The next ``SharedMemory.unlink`` (vLLM's message queues, as the actor
+    exits) then relaunches a tracker that never saw the segment, and that tracker prints a
+    ``KeyError: '/psm_…'`` traceback into the job's log after a successful stage. A dead
+    tracker has nothing to unregister, so the call is skipped; a live one is called as before.
+    Idempotent.
+    """
+    from multiprocessing import resource_tracker
+
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    unregister = resource_tracker.unregister
+    if tracker is None or not hasattr(tracker, "_check_alive") or getattr(unregister, "quiet_when_dead", False):
+        return
+
+    def quiet_unregister(name: str, rtype: str) -> None:
+        if getattr(tracker, "_fd", None) is not None and not tracker._check_alive():
+            return
+        unregister(name, rtype)
+
+    quiet_unregister.quiet_when_dead = True  # type: ignore[attr-defined]
+    resource_tracker.unregister = quiet_unregister
 
 
 def s3_runtime_env() -> dict[str, object]:

@@ -1,5 +1,6 @@
 """Hardware-dependent choices: the engine dtype ``auto`` and bf16 autocast follow native bf16."""
 
+import pytest
 import torch
 
 from lantern_batch.classifier import autocast_context, bf16_supported
@@ -23,3 +24,31 @@ def test_autocast_never_emulates_bf16_on_a_cpu_without_it():
         off = (a @ a).dtype
     assert off == torch.float32
     assert on == (torch.bfloat16 if bf16_supported("cpu") else torch.float32)
+
+
+_DEAD_TRACKER = """
+import os, signal, sys, time
+from multiprocessing import resource_tracker, shared_memory
+shm = shared_memory.SharedMemory(create=True, size=16)
+os.kill(resource_tracker._resource_tracker._pid, signal.SIGKILL)  # as vLLM's engine shutdown does
+time.sleep(0.3)
+if sys.argv[1] == "quiet":
+    from lantern_batch.runtime import quiet_dead_resource_tracker
+    quiet_dead_resource_tracker()
+    quiet_dead_resource_tracker()  # idempotent
+shm.close()
+shm.unlink()
+time.sleep(0.3)  # a relaunched tracker prints its traceback asynchronously
+"""
+
+
+@pytest.mark.parametrize("mode", ["loud", "quiet"])
+def test_a_dead_resource_tracker_prints_no_traceback_after_shutdown(mode):
+    """After an engine shutdown killed the resource tracker, unlinking shared memory relaunches
+    one that prints ``KeyError: '/psm_…'``; :func:`quiet_dead_resource_tracker` skips it."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _DEAD_TRACKER, mode], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert ("KeyError" in run.stderr) is (mode == "loud"), run.stderr
