@@ -32,7 +32,8 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   posting states (within ``years_tolerance``).
 * ``wrong_seniority`` — names a level ("senior level", "a mid profile") that is neither the
   member's nor the job's, or counts the levels between them wrong ("six levels below" for a mid
-  member and a lead job: two). Levels are read by :mod:`lantern_batch.titles` ("Sr" is
+  member and a lead job: two), or puts one level above another the wrong way round ("mid, one
+  level below their entry level"). Levels are read by :mod:`lantern_batch.titles` ("Sr" is
   senior; a missing level is the one the title names).
 * ``wrong_location`` — names a known city that is neither the member's nor the job's, or
   states how the two places relate against the facts ("a different country" for two cities of
@@ -349,6 +350,27 @@ def _wrong_level_count(text: str, member: Mapping[str, Any], job: Mapping[str, A
     return False
 
 
+_LEVEL_WORD = re.compile(r"\b(" + "|".join(SENIORITY_LEVELS) + r")\b", re.IGNORECASE)
+
+
+def _wrong_level_direction(text: str) -> bool:
+    """A sentence puts one named level "N levels above/below" another the wrong way round on the
+    seniority scale ("The role is mid, one level below their entry level": mid is above entry).
+    Judged on the scale alone, from the nearest level named before the count and the nearest
+    after it in the same sentence, so it does not matter whose level each one is."""
+    for sentence in re.split(r"(?<=[.!?;])\s+", text):
+        for m in _LEVEL_COUNT.finditer(sentence):
+            before = _LEVEL_WORD.findall(sentence[:m.start()])
+            after = _LEVEL_WORD.findall(sentence[m.end():])
+            if not before or not after:
+                continue
+            gap = SENIORITY_LEVELS.index(before[-1].lower()) - SENIORITY_LEVELS.index(after[0].lower())
+            direction = m.group(0).lower().split()[-1]
+            if (direction in ("above", "over") and gap <= 0) or (direction in ("below", "under") and gap >= 0):
+                return True
+    return False
+
+
 def _looping(tokens: Sequence[str]) -> bool:
     """A token or n-gram (n <= 4) repeated three or more times in a row."""
     for n in (1, 2, 3, 4):
@@ -476,7 +498,8 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
             if next(g for g in m.group("a", "b", "c") if g).lower() not in levels:
                 reasons.append("wrong_seniority")
                 break
-        if "wrong_seniority" not in reasons and _wrong_level_count(text, member, job):
+        if "wrong_seniority" not in reasons and (_wrong_level_count(text, member, job)
+                                                 or _wrong_level_direction(text)):
             reasons.append("wrong_seniority")
         places = " ".join(filter(None, (member.get("location"), job.get("location"))))
         own = {c.name.split(",")[0] for c in (city_of(member.get("location")), city_of(job.get("location"))) if c}

@@ -149,6 +149,23 @@ def test_far_from_their_own_city_and_markup_are_invalid():
     assert "not_prose" in check_explanation(markup, "Medium", MEMBER, JOB).reasons
 
 
+def test_a_level_above_or_below_another_the_wrong_way_round_is_wrong_seniority():
+    # The demo explainer, 2026-12-07: 25 of 169 published explanations said it (none of the
+    # 1,500 D_seed explanations); judged on the scale, whoever each level belongs to.
+    from lantern_batch.quality import _wrong_level_direction
+
+    for wrong in ("The role is mid, one level below their entry level.",
+                  "The role is entry, one level above their current mid level.",
+                  "At mid level they are one level above this senior role and may find it a step back."):
+        assert _wrong_level_direction(wrong), wrong
+    for right in ("The role is senior, one level above their current mid level.",
+                  "At lead level they are one level above this senior role and may find it a step back.",
+                  "The role is mid, one level below their senior level.",
+                  "Their level is two levels below the lead level.",  # one level named: the count rule's
+                  "The role is mid. They are one level above. Their level is entry."):
+        assert not _wrong_level_direction(right), right
+
+
 def test_circular_text_is_invalid():
     # What T2 and the explainer wrote in the 2026-12-03 demo (103 of 164 published explanations
     # had one of these; none of the 1,500 D_seed explanations does).
