@@ -209,13 +209,20 @@ def _clean(value: Any) -> str:
     return re.sub(r"\s+", " ", str(value)).strip()
 
 
-def _levels(member: dict, job: dict) -> tuple[str, str]:
-    """The member's and the job's seniority on the enum ("" when unknown), read through
+def _member_level(member: dict) -> str:
+    """The member's seniority on the enum ("" when unknown), read through
     :mod:`lantern_batch.titles` (an enum value is itself; "Sr", or a title when the field is
     missing, names its level)."""
-    from lantern_batch.titles import job_seniority, member_seniority  # pure Python, imported on use
+    from lantern_batch.titles import member_seniority  # pure Python, imported on use
 
-    return member_seniority(member) or "", job_seniority(job) or ""
+    return member_seniority(member) or ""
+
+
+def _job_level(job: dict) -> str:
+    """The job's seniority on the enum ("" when unknown), as :func:`_member_level` reads it."""
+    from lantern_batch.titles import job_seniority
+
+    return job_seniority(job) or ""
 
 
 def _job_place(job: dict) -> str:
@@ -305,7 +312,7 @@ def member_text(member: dict, max_tokens: int = MEMBER_TOKENS, count: TokenCount
     """
     count = count or approx_tokens
     years = member.get("years_experience")
-    level = _levels(member, {})[0]
+    level = _member_level(member)
     if years is not None:
         level = f"{level}, {float(years):g} years" if level else f"{float(years):g} years"
     skills = ", ".join(_clean(s) for s in (member.get("skills") or []) if _clean(s))
@@ -344,7 +351,7 @@ def job_text(job: dict, max_tokens: int = JOB_TOKENS, count: TokenCounter | None
     description = compress_job_description(job.get("description"))
     sections = [
         ("Title", _clean(job.get("title"))),
-        ("Seniority", _levels({}, job)[1]),
+        ("Seniority", _job_level(job)),
         ("Required skills", skills),
         ("Description", description),
         ("Location", place),
@@ -800,7 +807,7 @@ def _pair_facts(member: dict, job: dict, *, gazetteer: bool = False) -> str:
     )
 
     facts: list[str] = []
-    m_level, j_level = _levels(member, job)
+    m_level, j_level = _member_level(member), _job_level(job)
     if m_level in SENIORITY_RANK and j_level in SENIORITY_RANK:
         gap = SENIORITY_RANK[m_level] - SENIORITY_RANK[j_level]
         facts.append("level same as the job" if gap == 0 else
@@ -856,7 +863,7 @@ def classifier_text(member: dict, job: dict, query: str | None = None, max_chars
     """
     q = _clean(query)[:150]
     years = member.get("years_experience")
-    level, job_level = _levels(member, job)
+    level, job_level = _member_level(member), _job_level(job)
     if years is not None:
         level = f"{level}, {float(years):g} years" if level else f"{float(years):g} years"
     roles = _recent_experience(member.get("experience"), limit=8)

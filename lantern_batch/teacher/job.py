@@ -65,6 +65,7 @@ def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str,
                                 teacher_version=teacher_version)
     store.commit_batch(out, teacher, prompt_version, labels, errors, markers)
     n_input = sum(s in store.INPUT_STAGES for s in stages)
+    retried = batch.column("_retried").to_pylist()
 
     def total(col: str) -> int:
         return int(pa.compute.sum(batch.column(col)).as_py() or 0)
@@ -77,9 +78,8 @@ def commit_writer(batch: pa.Table, out: str, teacher: str, prompt_version: str,
         "prompt_tokens": total("_prompt_tokens"),
         "output_tokens": total("_output_tokens"),
         "cached_tokens": total("_cached_tokens"),
-        "retried": int(sum(bool(x) for x in batch.column("_retried").to_pylist())),
-        "labelled_first_try": int(sum(s is None and not r for s, r in zip(stages, batch.column("_retried").to_pylist(),
-                                                                         strict=True))),
+        "retried": sum(map(bool, retried)),
+        "labelled_first_try": sum(s is None and not r for s, r in zip(stages, retried, strict=True)),
         "probs_fallback": int(sum(x is False for x in batch.column("_probs_from_logprobs").to_pylist())),
         "cache_hits": int(sum(bool(x) for x in batch.column("_cache_hit").to_pylist())),
         "reasons": json.dumps(Counter(r for r in reasons if r is not None)),
