@@ -42,14 +42,18 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   it is their own.
 * ``copied_text`` — copies ``copy_span_words`` or more consecutive words of the member's free
   text (headline, summary, role descriptions).
-* ``contact_info`` — contains an e-mail address, a phone number or a URL.
+* ``contact_info`` — contains an e-mail address, a phone number or a URL, as
+  :func:`lantern_batch.contact.has_contact` finds them (the black-box teacher's redaction):
+  also ``name(at)host(dot)com``, ``jane.de/about``, ``5551234``, ``call5551234567``; not
+  ``Python 3.11``, ``2019-2023``, ``ASP.NET``.
 
 :func:`check_dimension_scores` is the teacher-output companion: dimension scores that
 contradict the label (all zero with a non-Low label, or the label the policy would give those
 scores two classes away) are ``scores_contradict_label``.
 
-Pure Python (standard library, :mod:`lantern_batch.taxonomy` and, for places the taxonomy does
-not know, :mod:`lantern_batch.locations`): cheap to call per row in any Ray worker.
+Pure Python (standard library, :mod:`lantern_batch.taxonomy`, :mod:`lantern_batch.contact` and,
+for places the taxonomy does not know, :mod:`lantern_batch.locations`): cheap to call per row in
+any Ray worker.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from lantern_batch.contact import has_contact
 from lantern_batch.schema import DIMENSIONS, FIT_LABELS, SENIORITY_LEVELS, normalise_workplace
 from lantern_batch.taxonomy import (
     ALL_SKILLS,
@@ -80,7 +85,7 @@ REASONS: tuple[str, ...] = (
 
 SCORE_REASON = "scores_contradict_label"
 
-QUALITY_VERSION = "q4"
+QUALITY_VERSION = "q5"  # q5: contact details as the black-box redaction finds them
 """Version of these rules: part of precompute's reuse fingerprint, so a rule change re-checks
 (regenerates) published explanations instead of carrying them over."""
 
@@ -300,9 +305,6 @@ def _copied(text_words: Sequence[str], member: Mapping[str, Any], span: int) -> 
 # ---------------------------------------------------------------------------------------------
 # Form
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-_URL = re.compile(r"\bhttps?://|\bwww\.|\b[\w-]+\.(?:com|org|net|io|co|dev|ai)(?:/|\b)", re.IGNORECASE)
-_PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{6,}\d(?!\w)")
 _TOKEN = re.compile(r"\w+(?:['’.+#/-]\w+)*|[^\w\s]")
 
 
@@ -430,14 +432,6 @@ def _gazetteer_relation(a: str | None, b: str | None) -> str:
     return locations.relation(locations.resolve(a), locations.resolve(b))
 
 
-def _phone_like(text: str) -> bool:
-    for m in _PHONE.finditer(text):
-        digits = re.sub(r"\D", "", m.group(0))
-        if len(digits) >= 7 and not re.fullmatch(r"\d{1,2}(?:\.\d+)?", m.group(0).strip()):
-            return True
-    return False
-
-
 def check_explanation(text: str | None, label: str | None, member: Mapping[str, Any] | None,
                       job: Mapping[str, Any] | None, rules: ExplanationRules = DEFAULT_RULES) -> ExplanationCheck:
     """Check one explanation of a pair labelled ``label`` (see the module doc for the reasons).
@@ -512,7 +506,7 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
             reasons.append("wrong_location")
         if _copied(words, member, rules.copy_span_words):
             reasons.append("copied_text")
-    if _EMAIL.search(text) or _URL.search(text) or _phone_like(text):
+    if has_contact(text):
         reasons.append("contact_info")
     return ExplanationCheck(tuple(r for r in REASONS if r in reasons))
 

@@ -8,7 +8,8 @@ What leaves the machine: only the member and job fields the config allows
 (``openai.member_fields`` / ``openai.job_fields``; the member's free-text ``summary`` is not in
 the default), with e-mail addresses (also ``name(at)host(dot)com`` forms), phone numbers and
 URLs (also scheme-less ones such as ``jane.de/about``) in free text replaced by ``[email]`` /
-``[phone]`` / ``[url]`` (``openai.redact``). The prompt is the same versioned teacher prompt as
+``[phone]`` / ``[url]`` (``openai.redact``; the patterns are :mod:`lantern_batch.contact`'s, the
+validator's ``contact_info`` uses the same). The prompt is the same versioned teacher prompt as
 the vLLM stage's, so labels from T1 and T2 are comparable. Only the configured endpoint is
 contacted: redirects are not followed (a 3xx is a row error), and no ``OPENAI_*`` organisation
 or project header from the environment is sent.
@@ -19,7 +20,9 @@ thread pool); the SDK retries HTTP 408, 409, 429, 5xx, timeouts and connection e
 missing, negative or unparseable one falls back to exponential backoff from ``backoff_s``,
 capped at ``max_backoff_s``, with jitter). Other statuses are row errors
 (``request_failed:http_<status>``), and so is a 200 whose body is no usable chat completion
-(``request_failed:bad_response:<why>``): one bad response never fails the batch. Structured
+(``request_failed:bad_response:<why>``): one bad response never fails the batch. An answer
+that cannot be decoded (not JSON, nested too deep, a number too long) is unparseable, and
+logprobs that are no log-probabilities (positive) are ignored (one-hot). Structured
 output via ``response_format`` (JSON schema) and ``logprobs``/``top_logprobs`` when the endpoint
 supports them; p_high/p_medium/p_low come from the label position's top logprobs, else one-hot.
 An unparseable answer is asked once more with temperature 0.7.
@@ -45,7 +48,6 @@ import json
 import math
 import os
 import random
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +58,7 @@ import openai
 import pyarrow as pa
 
 from lantern_batch import io
+from lantern_batch.contact import redact
 from lantern_batch.errors import InputError
 from lantern_batch.logs import event, get_logger
 from lantern_batch.prompts import output_json_schema, teacher_messages
@@ -71,80 +74,7 @@ from lantern_batch.teacher.soft_labels import label_probs, one_hot
 
 log = get_logger(__name__)
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-# "name(at)host(dot)com", "name [at] host [dot] com", "name@host(dot)com" and mixes.
-_AT = r"(?:@|\s*[(\[{<]\s*at\s*[)\]}>]\s*)"
-_DOT = r"(?:\.|\s*[(\[{<]\s*dot\s*[)\]}>]\s*)"
-_OBFUSCATED_EMAIL = re.compile(
-    rf"[A-Za-z0-9._%+-]+{_AT}[A-Za-z0-9-]+(?:{_DOT}[A-Za-z0-9-]+)*{_DOT}[A-Za-z]{{2,}}\b", re.IGNORECASE)
-# The rest of a URL; trailing sentence punctuation is not part of it.
-_URL_REST = r"[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]}]"
-_SCHEME_URL = re.compile(rf"\b(?:(?:https?|ftp)://|www\.){_URL_REST}", re.IGNORECASE)
-_HOST = r"(?<![\w@.-])(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-# A scheme-less host without a path counts as a URL only with one of these (lower-case) TLDs:
-# "ASP.NET", "Node.js" or "team.it" (a missing space) are not addresses.
-_BARE_TLDS = ("com|org|net|edu|gov|io|dev|ai|co|info|biz|app|xyz|tech|site|online|page|blog|cloud|"
-              "eu|uk|de|fr|nl|ch|es|se|dk|fi|ie|pt|ca|au|nz|jp|cn|br")
-_BARE_DOMAIN = re.compile(rf"{_HOST}(?:{_BARE_TLDS})(?::\d{{2,5}})?(?:/{_URL_REST}|/)?(?![\w-])")
-# With a path, any lower-case TLD counts ("jane.de/about") except file suffixes ("Node.js/React").
-_PATH_DOMAIN = re.compile(rf"{_HOST}(?P<tld>[a-z]{{2,24}})(?::\d{{2,5}})?/{_URL_REST}")
-_FILE_SUFFIXES = frozenset({
-    "js", "ts", "jsx", "tsx", "py", "rs", "sh", "md", "pl", "rb", "go", "cs", "cc", "cpp", "hpp", "java",
-    "kt", "json", "yml", "yaml", "xml", "html", "htm", "css", "php", "txt", "csv", "pdf", "doc", "docx",
-    "ppt", "pptx", "xls", "xlsx", "png", "jpg", "jpeg", "gif", "svg", "exe", "zip", "gz", "tar", "ipynb",
-    "sql", "toml", "ini", "lock",
-})
-# Digits in groups (letters may touch them: "call5551234567"); _phone decides by digit count.
-_PHONE = re.compile(r"(?<![\d_/+.,])\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?![\d/]|[.,]\d)")
-# A local 7-digit number: exchange (first digit 2-9) and line, "555-1234" / "555.1234".
-_LOCAL_PHONE = re.compile(r"(?<![\d_/+.,$€£-])[2-9]\d{2}[-.]\d{4}(?![\d/-]|[.,]\d)")
-_YEAR = re.compile(r"(?:19|20)\d\d")
-_CURRENCY = r"[$€£¥]|\b(?:USD|EUR|GBP|CHF|CAD|AUD|INR|JPY)\b"
-_MONEY_BEFORE = re.compile(rf"(?:{_CURRENCY})\s*$", re.IGNORECASE)
-_MONEY_AFTER = re.compile(rf"\s*(?:{_CURRENCY}|[kKmM]\b|%|(?:per|p\.a|a year)\b|/\s*(?:yr|year|month|h)\b)",
-                          re.IGNORECASE)
 FREE_TEXT = {"headline", "summary", "description", "current_title", "title"}
-
-
-def _is_amount(m: re.Match[str]) -> bool:
-    """Whether a digit run reads as money or a quantity: a currency or unit right before or after
-    it ("$500-1000", "85.000-95.000 EUR", "30-40%", "120 000 per year"), or a range of round
-    numbers ("100000-120000")."""
-    text = m.string
-    if _MONEY_BEFORE.search(text[max(0, m.start() - 8):m.start()]) or _MONEY_AFTER.match(text, m.end()):
-        return True
-    parts = re.split(r"\s*-\s*", m.group())
-    return len(parts) > 1 and all(re.sub(r"[.,\s]", "", p).endswith("000") for p in parts)
-
-
-def _phone(m: re.Match[str]) -> str:
-    groups = re.findall(r"\d+", m.group())
-    if not 9 <= sum(len(g) for g in groups) <= 15:  # fewer: years, ranges, amounts, versions
-        return m.group()
-    if all(_YEAR.fullmatch(g) for g in groups) or _is_amount(m):  # "2019 2020 2021", salaries
-        return m.group()
-    return "[phone]"
-
-
-def redact(text: str | None) -> str | None:
-    """Replace e-mail addresses, URLs and phone numbers in ``text`` with ``[email]``, ``[url]``
-    and ``[phone]``.
-
-    Also caught: obfuscated addresses (``name(at)host(dot)com``, ``name [at] host [dot] com``),
-    scheme-less URLs (``jane.de/about``, ``www.x.org``, ``github.com/jane``), local 7-digit
-    numbers (``555-1234``) and numbers glued to words (``call5551234567``). Kept: version
-    numbers (``Python 3.11``), years and year ranges (``2019-2021``), dates, salaries and other
-    amounts (``$120,000``, ``85.000-95.000 EUR``), technology names (``ASP.NET``, ``Node.js``).
-    """
-    if not text:
-        return text
-    text = _EMAIL.sub("[email]", text)
-    text = _OBFUSCATED_EMAIL.sub("[email]", text)
-    text = _SCHEME_URL.sub("[url]", text)
-    text = _PATH_DOMAIN.sub(lambda m: m.group() if m.group("tld") in _FILE_SUFFIXES else "[url]", text)
-    text = _BARE_DOMAIN.sub("[url]", text)
-    text = _PHONE.sub(_phone, text)
-    return _LOCAL_PHONE.sub(lambda m: m.group() if _is_amount(m) else "[phone]", text)
 
 
 def allowed_view(row: dict[str, Any] | None, fields: list[str], do_redact: bool) -> dict[str, Any]:
@@ -367,6 +297,8 @@ def _logprob_positions(choice: dict[str, Any]) -> tuple[list[str], list[list[tup
             text, logprob = t.get("token", ""), t.get("logprob")
             logprob = float("-inf") if logprob is None else logprob
             if not isinstance(text, str) or isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
+                return None
+            if logprob > 0:  # no log-probability (and exp() of a large one overflows)
                 return None
             cands.append((-1, text, float(logprob)))
         texts.append(token)

@@ -41,9 +41,10 @@ class ParsedLabel:
 def _extract_object(text: str) -> Any:
     """The first JSON object in ``text`` (black-box models sometimes wrap it in prose/fences)."""
     s = text.strip()
+    # ValueError also covers an integer too long to convert; RecursionError, nesting too deep.
     try:
         return json.loads(s)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         pass
     start = s.find("{")
     if start < 0:
@@ -51,7 +52,7 @@ def _extract_object(text: str) -> Any:
     try:
         obj, _ = json.JSONDecoder().raw_decode(s[start:])
         return obj
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise ParseError("invalid_json") from None
 
 

@@ -99,6 +99,41 @@ def test_facts_that_match_the_profiles_are_not_flagged():
         assert check_explanation(text, "Medium", MEMBER, JOB).ok, (text, check_explanation(text, "Medium", MEMBER, JOB))
 
 
+# Contact details as a profile writes them, each spelled out in an explanation.
+CONTACTS = [
+    "jo@example.com", "jo(at)example(dot)com", "jo [at] example [dot] com", "jo at example dot com",
+    "jo(@)example(.)com", "jo @ example . com", "https://example.org/jo", "jo.de/about", "www.x.com",
+    "github.com/jo", "555-1234", "5551234", "555 1234", "+1 (206) 555-0142", "call5551234567",
+]
+
+
+@pytest.mark.parametrize("contact", CONTACTS)
+def test_contact_details_from_the_profile_are_never_published(contact):
+    """An explanation that repeats any of the member's contact details is rejected
+    (``contact_info``), by the validator and by precompute's check of a generated explanation."""
+    from lantern_batch.precompute.explainer_stage import check_generated, explanation_facts
+
+    member = {**MEMBER, "summary": f"Reach me via {contact} any time."}
+    text = GOOD + f" Reach them via {contact} today."
+    assert "contact_info" in check_explanation(text, "Medium", member, JOB).reasons
+    assert "contact_info" in check_explanation(text, "Medium", None, None).reasons
+    assert "contact_info" in (check_generated(text, "Medium", explanation_facts(member, JOB)) or "").split("+")
+    assert check_generated(GOOD, "Medium", explanation_facts(member, JOB)) is None
+
+
+@pytest.mark.parametrize("fact", [
+    "They used Python 3.11 for 3.5 years",
+    "They worked at Lumen Apps from 2019-2023",
+    "They worked there 2019 - 2023",
+    "They know Node.js, ASP.NET and asp.net",
+    "The budget is 85.000-95.000 EUR",
+    "The service handled 1,234,567 users",
+])
+def test_numbers_versions_and_tech_names_are_no_contact_details(fact):
+    check = check_explanation(GOOD + f" {fact}.", "Medium", None, None)
+    assert "contact_info" not in check.reasons, check.reasons
+
+
 def test_country_claims_are_judged_against_both_locations():
     toronto = {**MEMBER, "location": "Toronto, ON"}
     abroad = GOOD.replace("Bellevue is within commuting distance of Seattle",

@@ -305,6 +305,44 @@ def test_odd_fields_in_a_completion_do_not_fail_the_row(canned, monkeypatch):
         assert row["_prompt_tokens"] == 0 and row["_probs_from_logprobs"] is False
 
 
+@pytest.mark.parametrize("content", [
+    "[" * 100_000,  # nested too deep to decode
+    '{"fit_label": "High", "dimension_scores": ' + "9" * 5_000 + "}",  # an integer too long to read
+    'Sure: {"fit_label": ' + "[" * 100_000,  # an object after prose, nested too deep
+])
+def test_an_answer_too_deep_or_too_big_to_decode_is_a_row_error_and_not_cached(canned, monkeypatch, tmp_path,
+                                                                               content):
+    server = canned()
+    server.reply(_ok(content))
+    teacher = _teacher(monkeypatch, server.url, cache_dir=tmp_path / "cache")
+    assert _label_one(teacher) == (None, "unparseable:invalid_json")
+    assert len(server.seen) == 2  # the answer and its one retry; the batch did not fail
+    assert not list((tmp_path / "cache").rglob("*.json"))
+
+
+@pytest.mark.parametrize("logprob", [800.0, 1e308, 0.5])
+def test_logprobs_that_are_no_log_probabilities_fall_back_to_one_hot(canned, monkeypatch, tmp_path, logprob):
+    """A positive "logprob" (exp overflows for large ones) is a malformed field: the label
+    stands with one-hot probabilities, the batch does not fail, and the cached answer reads
+    back the same way."""
+    server = canned()
+    text = _answer("Low")
+    head, tail = text.split("Low", 1)
+    tops = [{"token": "Low", "logprob": logprob}, {"token": "High", "logprob": -2.0}]
+    resp = json.loads(_ok(text)[2])
+    resp["choices"][0]["logprobs"] = {"content": [{"token": head, "top_logprobs": []},
+                                                  {"token": "Low", "top_logprobs": tops},
+                                                  {"token": tail, "top_logprobs": []}]}
+    server.reply((200, _JSON, json.dumps(resp).encode()))
+    teacher = _teacher(monkeypatch, server.url, cache_dir=tmp_path / "cache", top_logprobs=3)
+    for cache_hit in (False, True):
+        row = teacher(_batch()).to_pylist()[0]
+        assert (row["fit_label"], row["_err_reason"], row["_cache_hit"]) == ("Low", None, cache_hit)
+        assert (row["p_high"], row["p_medium"], row["p_low"]) == (0.0, 0.0, 1.0)
+        assert row["_probs_from_logprobs"] is False
+    assert len(server.seen) == 1
+
+
 def test_label_probabilities_come_from_the_logprobs(canned, monkeypatch):
     server = canned()
     text = _answer("High")
@@ -457,6 +495,17 @@ def test_cache_key_includes_endpoint_and_model(canned, monkeypatch, tmp_path):
     ("tel:+4915112345678", "15112345678", "[phone]"),
     ("mobile +49 30 1234567", "1234567", "[phone]"),
     ("(415) 555-0134", "555-0134", "[phone]"),
+    ("www.x.com", "www.x.com", "[url]"),
+    ("call 5551234 after six", "5551234", "[phone]"),
+    ("5551234", "5551234", "[phone]"),
+    ("call5551234", "5551234", "[phone]"),
+    ("Tel.5551234", "5551234", "[phone]"),
+    ("call 555 1234 after six", "555 1234", "[phone]"),
+    ("write to jane at host dot com", "host", "[email]"),
+    ("write to JANE AT HOST DOT COM", "HOST", "[email]"),
+    ("write to jane(@)host(.)com", "host", "[email]"),
+    ("write to jane [@] host [.] com", "host", "[email]"),
+    ("write to jane @ host . com", "host", "[email]"),
 ])
 def test_redaction_catches(text, secret, placeholder):
     out = redact(text)
@@ -486,6 +535,16 @@ def test_redaction_catches(text, secret, placeholder):
     "ISO 27001:2013 and an i9-12900K",
     "Meet me (at) noon",
     "Led the team.it was great",
+    "3.5 years of Python 3.11, Node.js and ASP.NET",
+    "asp.net, vb.net and ado.net; socket.io and Socket.IO",
+    "Worked 2019-2023, then 2023 - 2024",
+    "Served 1234567 requests a day for 1,234,567 users",
+    "Release 2.3.4567 and build 10.0.19045",
+    "$5551234 raised, 5551234 EUR budget",
+    "Graduated 2019 2023",
+    "Worked at Acme. Co-founded Beta in 2019",
+    "Ping the team @ Acme. We shipped it",
+    "Back at home, dot the i's",
 ])
 def test_redaction_keeps(text):
     assert redact(text) == text
