@@ -386,12 +386,19 @@ def safe_relative_key(rel: str, key: str, uri: str) -> str:
 def _from_fsspec(fs, uri: str, prefix: str) -> Path:
     """Download the HF model directory at ``prefix`` of fsspec filesystem ``fs`` into the cache.
 
-    Every key is checked by :func:`safe_relative_key` before anything is written.
+    Every key is checked by :func:`safe_relative_key` before anything is written; folder
+    markers and directory entries too, though nothing is written for them (a listing that
+    holds ``prefix/../x/`` is hostile whatever it holds besides).
     """
     try:
         listing = fs.find(prefix, detail=True)
     except (FileNotFoundError, PermissionError, OSError) as exc:
         raise InputError(f"cannot list model at {uri}: {type(exc).__name__}") from exc
+    for key, info in listing.items():
+        rel = key[len(prefix) + 1 :]
+        if key.startswith(prefix + "/") and rel and (
+                info.get("type", "file") == "directory" or _is_folder_marker(rel, info)):
+            safe_relative_key(rel[:-1] if rel.endswith("/") else rel, key, uri)
     objects = sorted(
         (
             safe_relative_key(key[len(prefix) + 1 :], key, uri),

@@ -21,7 +21,8 @@ Import rules, one outcome per sheet row (counts conserve):
 ``review.csv`` is opened in spreadsheets, so a text cell that a spreadsheet would run as a
 formula (one starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return: OWASP's CSV
 injection list) is written with a leading ``'``; importing a CSV removes it again, so the round
-trip is lossless. ``review.parquet`` holds the values unchanged.
+trip is lossless (so is text a CSV reader could take for null, ``NA`` or ``""``, and text with
+line breaks). ``review.parquet`` holds the values unchanged.
 """
 
 from __future__ import annotations
@@ -144,15 +145,43 @@ def run_export(cfg: CurateExportConfig) -> int:
     return 0
 
 
+_CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True)
+"""Cells may hold line breaks (explanations, edits, a neutralised ``'\\r...``): without this the
+reader splits the file into blocks at any line break, and a sheet over one block fails."""
+_CSV_CONVERT = pacsv.ConvertOptions(
+    column_types={c: pa.string() for c in SHEET_COLUMNS if not c.startswith("p_")},
+    strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=False)
+"""Lossless for what :func:`run_export` wrote: pyarrow writes null as a bare empty field and
+every string quoted, so only a bare empty field is null; ``""``, ``NA`` or ``null`` stay text."""
+_NULL_WORDS = frozenset(pacsv.ConvertOptions().null_values)
+"""What a CSV reader takes for null by default (``NA``, ``N/A``, ``null``...): in the reviewer's
+columns, no value, as before."""
+
+
+def _reviewer_nulls(table: pa.Table) -> pa.Table:
+    """The reviewer's columns with blanks and null words as null (spreadsheets write an empty
+    cell bare, so the lossless reading keeps a quoted one as ``""``)."""
+    for name in REVIEW_COLUMNS:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            values = [None if v is None or v in _NULL_WORDS else v for v in table.column(i).to_pylist()]
+            table = table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
+    return table
+
+
 def _read_review(path: str) -> pa.Table:
     if not io.exists(path):
         raise InputError(f"review sheet not found: {path}")
     if path.endswith(".csv"):
         fs, p = io.filesystem(path)
         with fs.open_input_stream(p) as f:
-            convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in SHEET_COLUMNS if not c.startswith("p_")},
-                                           strings_can_be_null=True)
-            table = csv_restored(pacsv.read_csv(f, convert_options=convert))
+            data = f.read()
+        # One block: pyarrow drops the LF of a CRLF inside a quoted cell when a block boundary
+        # falls between the CR and the LF (pyarrow 26; a review sheet fits in memory).
+        one_block = pacsv.ReadOptions(block_size=min(max(len(data) + 1, 1 << 20), (1 << 31) - 1))
+        table = pacsv.read_csv(pa.BufferReader(data), read_options=one_block, parse_options=_CSV_PARSE,
+                               convert_options=_CSV_CONVERT)
+        table = csv_restored(_reviewer_nulls(table))
     else:
         table = io.read_table(path, table="review")
     required = ["pair_id", "member_id", "job_id", "fit_label", "explanation", "accept", "edited_label",

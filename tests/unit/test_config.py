@@ -118,6 +118,10 @@ _PATH_COMPONENT_FIELDS = [
     ("lantern_batch.distill.config:ExplainerConfig", "data: {teacher: '{v}'}", "data.teacher"),
     ("lantern_batch.distill.config:ChainConfig", "stages: [{name: '{v}'}]", "stages.0.name"),
     ("lantern_batch.evaluate.config:EvaluateConfig", "teacher: '{v}'", "teacher"),
+    # Prompt versions that choose which labels (and which prompt) a job reads or records.
+    ("lantern_batch.distill.config:ClassifierConfig", "data: {prompt_version: '{v}'}", "data.prompt_version"),
+    ("lantern_batch.distill.config:ExplainerConfig", "prompt_version: '{v}'", "prompt_version"),
+    ("lantern_batch.evaluate.config:EvaluateConfig", "teacher_prompt_version: '{v}'", "teacher_prompt_version"),
 ]
 
 

@@ -194,6 +194,60 @@ def test_checkpoint_restore_unpickles_nothing_but_tensors_and_checks_the_manifes
         fresh.load(str(ckpt))
 
 
+
+def test_every_torch_load_in_the_code_is_weights_only():
+    """No torch.load anywhere in the package, the benchmarks or the job scripts may unpickle
+    arbitrary objects: each passes weights_only=True (tensors and plain containers only)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    calls, unsafe = 0, []
+    for folder in ("lantern_batch", "bench", "jobs"):
+        for f in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text(), str(f))):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "load" and isinstance(node.func.value, ast.Name)
+                        and node.func.value.id == "torch"):
+                    continue
+                calls += 1
+                kw = {k.arg: k.value for k in node.keywords}
+                flag = kw.get("weights_only")
+                if not (isinstance(flag, ast.Constant) and flag.value is True):
+                    unsafe.append(f"{f.relative_to(root)}:{node.lineno}")
+    assert calls >= 4  # the trainer's restore and the three final evaluations
+    assert unsafe == []
+
+
+def test_deepspeed_restore_checks_the_manifest_before_its_loader_unpickles(tmp_path):
+    """DeepSpeed's loader unpickles its own shards: a shard that differs from the run's manifest
+    stops the restore before the loader is called."""
+    from lantern_batch.distill.trainer import DS_DIR, Engine
+    from lantern_batch.errors import InputError
+
+    class _DeepSpeed:
+        loaded: list[str] = []
+
+        def load_checkpoint(self, directory, tag):
+            self.loaded.append(directory)
+
+    ckpt = tmp_path / "ckpt"
+    (ckpt / DS_DIR / "zero").mkdir(parents=True)
+    (ckpt / DS_DIR / "zero" / "mp_rank_00_model_states.pt").write_bytes(b"shard")
+    (ckpt / STATE_FILE).write_text(json.dumps({"step": 1}))
+    write_manifest(str(ckpt), 0, [0], 1, "data-A")
+    module = _DeepSpeed()
+    engine = Engine(module=module, model=None, optimizer=None, scheduler=None, deepspeed=True)
+    engine.load(str(ckpt))
+    assert module.loaded == [str(ckpt / DS_DIR)]
+    (ckpt / DS_DIR / "zero" / "mp_rank_00_model_states.pt").write_bytes(b"planted")
+    with pytest.raises(InputError, match="sha256"):
+        engine.load(str(ckpt))
+    (ckpt / DS_DIR / "zero" / "extra.pt").write_bytes(b"unlisted")
+    with pytest.raises(InputError, match="sha256"):
+        engine.load(str(ckpt))
+    assert module.loaded == [str(ckpt / DS_DIR)]
+
 def test_lr_schedule_warms_up_then_decays_to_zero():
     import torch
 

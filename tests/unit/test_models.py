@@ -102,17 +102,27 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
 
 @pytest.fixture
 def no_hub(monkeypatch):
-    """The hub is reachable (HF_HUB_OFFLINE unset), but any download fails the test."""
+    """The hub is reachable (HF_HUB_OFFLINE unset), but any download, or any network
+    connection or name lookup at all, fails the test."""
+    import socket
+
     import huggingface_hub
 
     def forbidden(*args, **kwargs):
         raise AssertionError(f"unexpected hub download {args} {kwargs}")
 
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"unexpected network call {args}")
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", forbidden)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
 
 
-@pytest.mark.parametrize("ref", ["models/classifier", "classifier", "runs/demo/models/explainer",
+@pytest.mark.parametrize("ref", ["models/nope", "models/classifier", "classifier", "runs/demo/models/explainer",
                                  "./models/classifier", "/no/such/model"])
 def test_missing_path_is_an_error_never_a_hub_download(ref, no_hub, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -302,3 +312,44 @@ def test_model_version_hashes_weight_bytes_not_names_and_sizes(tmp_path, tiny_be
     tok = next(p for p in copy.iterdir() if p.name in ("tokenizer.json", "vocab.txt"))
     tok.write_text(tok.read_text() + "\n")
     assert models.model_version(copy) != before
+
+
+class _ListingWith:
+    """An fsspec filesystem whose listing also holds ``extra`` entries (S3 "folder" markers:
+    empty objects whose key ends in ``/``, which the memory filesystem cannot hold)."""
+
+    def __init__(self, fs, extra: dict[str, dict]):
+        self._fs, self._extra = fs, extra
+
+    def find(self, path, detail=False):
+        return {**self._fs.find(path, detail=True), **self._extra}
+
+    def __getattr__(self, name):
+        return getattr(self._fs, name)
+
+
+@pytest.mark.parametrize("marker", ["../up/", "sub/../../up/", "sub//", "/", "./"])
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_s3_folder_markers_outside_the_prefix_are_rejected(marker, kind, memory_bucket, tiny_bert_dir,
+                                                           tmp_path, monkeypatch):
+    """An empty "folder" object writes nothing, but a listing that holds one with a '..', '.'
+    or empty segment is hostile all the same: the download stops and names the key."""
+    fs, bucket = memory_bucket
+    _upload_model(fs, f"{bucket}/m", tiny_bert_dir)
+    key = f"{bucket}/m/{marker}"
+    monkeypatch.setattr(io, "s3fs_filesystem", lambda: _ListingWith(fs, {key: {"type": kind, "size": 0}}))
+    with pytest.raises(InputError) as err:
+        models.resolve(f"s3://{bucket}/m")
+    assert f"object key '{key}'" in str(err.value)
+    assert not (tmp_path / "cache" / "models").exists() or not any(
+        p.is_file() and not p.name.endswith(".lock") for p in (tmp_path / "cache").rglob("*"))
+
+
+@pytest.mark.parametrize("marker", ["", "sub/", "a.b/c/"])
+def test_s3_plain_folder_markers_are_skipped(marker, memory_bucket, tiny_bert_dir, monkeypatch):
+    fs, bucket = memory_bucket
+    _upload_model(fs, f"{bucket}/m", tiny_bert_dir)
+    key = f"{bucket}/m/{marker}"
+    monkeypatch.setattr(io, "s3fs_filesystem", lambda: _ListingWith(fs, {key: {"type": "file", "size": 0}}))
+    local = models.resolve(f"s3://{bucket}/m")
+    assert models.model_version(local) == models.model_version(tiny_bert_dir)

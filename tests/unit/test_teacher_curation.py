@@ -7,8 +7,11 @@ from lantern_batch.io import read_table, write_table
 from lantern_batch.schema import DIMENSIONS, SEED_SCHEMA, TEACHER_LABELS_SCHEMA
 from lantern_batch.teacher.config import CurateExportConfig, CurateImportConfig
 from lantern_batch.teacher.curation import (
+    REVIEW_COLUMNS,
+    SHEET_COLUMNS,
     _read_review,
     apply_decisions,
+    csv_safe,
     neutralise_cell,
     restore_cell,
     run_export,
@@ -117,3 +120,65 @@ def test_review_csv_neutralises_formulas_and_import_restores_them(tiny_world, tm
     for i, v in enumerate(values):
         assert seed[f"{v}#{i}".strip()]["explanation"] == v.strip()  # import strips blanks
     assert seed[f"{values[0]}#0"]["source"] == "curated:=cmd|' /C calc'!A0"
+
+
+def _sheet(values: list[str | None], reviewer: str | None = None) -> pa.Table:
+    """A review sheet whose every text column holds ``values`` (review columns: ``reviewer``)."""
+    n = len(values)
+    columns = {}
+    for c in SHEET_COLUMNS:
+        if c.startswith("p_"):
+            columns[c] = pa.array([0.5] * n, pa.float32())
+        elif c == "pair_id":
+            columns[c] = pa.array([f"p{i}" for i in range(n)])
+        elif c in REVIEW_COLUMNS:
+            columns[c] = pa.array([reviewer] * n, pa.string())
+        else:
+            columns[c] = pa.array(values, pa.string())
+    return pa.table(columns)
+
+
+def _write_sheet_csv(sheet: pa.Table, path) -> None:
+    buf = pa.BufferOutputStream()
+    pacsv.write_csv(csv_safe(sheet), buf)  # what run_export writes
+    path.write_bytes(buf.getvalue().to_pybytes())
+
+
+# Text that CSV readers take for null by default, empty text, formulas and plain text.
+_NULL_LIKE = ["NA", "N/A", "n/a", "null", "NULL", "NaN", "nan", "-NaN", "#N/A", "1.#QNAN", "-1.#IND", "", None]
+
+
+def test_review_csv_round_trip_keeps_text_a_reader_could_take_for_null(tmp_path):
+    """Every exported text cell comes back from review.csv exactly as it was in the sheet:
+    null stays null, and '', 'NA', 'null', 'NaN'... stay text (a member id or an explanation
+    'N/A' must not turn into a missing value on import)."""
+    values = [*_NULL_LIKE, *_FORMULAS, *_PLAIN]
+    sheet = _sheet(values)
+    _write_sheet_csv(sheet, tmp_path / "review.csv")
+    back = _read_review(str(tmp_path / "review.csv"))
+    for column in SHEET_COLUMNS:
+        if column in REVIEW_COLUMNS or column.startswith("p_"):
+            continue
+        assert back.column(column).to_pylist() == sheet.column(column).to_pylist(), column
+
+
+def test_reviewer_blank_and_null_words_still_mean_no_decision(tmp_path):
+    """The reviewer's columns keep reading a blank or a null word ('NA', 'N/A') as no value."""
+    for word in ["NA", "N/A", "null", ""]:
+        _write_sheet_csv(_sheet(["x"], reviewer=word), tmp_path / "review.csv")
+        back = _read_review(str(tmp_path / "review.csv"))
+        for column in REVIEW_COLUMNS:
+            assert back.column(column).to_pylist() == [None], (word, column)
+
+
+def test_review_csv_with_line_breaks_in_cells_imports_past_the_first_block(tmp_path):
+    """A sheet larger than the CSV reader's 1 MiB block, with line breaks (and a carriage
+    return after the neutralising quote) inside cells, imports whole and unchanged."""
+    n = 400
+    values = [f"\rcmd {i}\n" + "line two -x\r\n" * 300 + "=end" for i in range(n)]
+    sheet = _sheet(values)
+    _write_sheet_csv(sheet, tmp_path / "review.csv")
+    assert (tmp_path / "review.csv").stat().st_size > 2 * (1 << 20)
+    back = _read_review(str(tmp_path / "review.csv"))
+    assert back.num_rows == n
+    assert back.column("explanation").to_pylist() == values
