@@ -508,8 +508,6 @@ class ExampleStage:
 
     def __init__(self, builder: type, builder_kwargs: dict[str, Any], schema: pa.Schema,
                  hash_fields: tuple[str, ...], lookups: dict[str, Any] | None = None, task: str | None = None):
-        import ray
-
         self.builder = builder(**builder_kwargs)
         self.schema = schema
         self.hash_fields = hash_fields
@@ -517,12 +515,12 @@ class ExampleStage:
         self.members = self.jobs = self.queries = None
         if lookups:
             # Broadcast join: the packed tables are in the object store; index them once.
-            members = ray.get(lookups["members"])
-            jobs = ray.get(lookups["jobs"])
+            members = _resolve(lookups["members"])
+            jobs = _resolve(lookups["jobs"])
             self.members = dict(zip(members.column("member_id").to_pylist(), members.column("member").to_pylist(), strict=True))
             self.jobs = dict(zip(jobs.column("job_id").to_pylist(), jobs.column("job").to_pylist(), strict=True))
             if lookups.get("pairs") is not None:
-                pairs = ray.get(lookups["pairs"])
+                pairs = _resolve(lookups["pairs"])
                 self.queries = {}
                 for m, j, q in zip(pairs.column("member_id").to_pylist(), pairs.column("job_id").to_pylist(),
                                    pairs.column("query").to_pylist(), strict=True):
@@ -650,41 +648,50 @@ def prepare_examples(
     for name in ("members", "jobs", "pairs"):
         check_input_columns(name, io.dataset_schema(getattr(inputs, name), name))
 
+    entity_rows = _count_rows(inputs.members) + _count_rows(inputs.jobs)
+    pair_rows = _count_rows(inputs.pairs)
+    broadcast = entity_rows + pair_rows <= data.broadcast_join_max_rows
+    errors_dir = io.join(work_dir, "errors")
+    examples_dir = io.join(work_dir, "examples")
+    stage_kwargs: dict[str, Any] = {"builder": builder, "builder_kwargs": builder_kwargs, "schema": schema,
+                                    "hash_fields": hash_fields, "task": task}
+    label_rows = sum(_count_rows(path) for _, path, _ in sources)
+    if broadcast and label_rows <= data.in_process_max_rows:
+        for table_name, path, _ in sources:
+            event(log, "distill.source", table=table_name, path=path,
+                  prompt_version=prompt_version if table_name == "teacher_labels" else None)
+        event(log, "distill.join", strategy="in_process", members_jobs_rows=entity_rows, pairs_rows=pair_rows,
+              label_rows=label_rows)
+        io.delete_dir(errors_dir)
+        io.delete_dir(examples_dir)
+        _build_in_process(sources, prompt_version, task, label_task, data, inputs, stage_kwargs, examples_dir)
+        return _summarise(task, examples_dir, errors_dir, settings_for_fingerprint)
+
     import ray
 
     datasets = []
     for table_name, path, wanted in sources:
         event(log, "distill.source", table=table_name, path=path,
               prompt_version=prompt_version if table_name == "teacher_labels" else None)
-        ds = io.ray_read_parquet(path, columns=wanted)
+        # The files' own columns, as the driver reads them (no hive columns from the path).
+        ds = io.ray_read_parquet(path, columns=wanted, partitioning=None)
         if table_name == "teacher_labels" and prompt_version is not None:
             ds = ds.map_batches(keep_prompt_version, batch_format="pyarrow", fn_kwargs={"version": prompt_version})
-        if table_name == "seed":
-            ds = ds.map_batches(_seed_batch, batch_format="pyarrow", fn_kwargs={
-                "task": "teacher_sft" if task == "teacher_sft" else label_task, "weight": data.seed_weight,
-                "holdout_fraction": data.holdout_fraction, "salt": data.split_salt})
-        else:
-            ds = ds.map_batches(teacher_label_rows, batch_format="pyarrow", fn_kwargs={
-                "task": label_task, "holdout_fraction": data.holdout_fraction, "salt": data.split_salt,
-                "tolerance": data.probability_tolerance})
-        datasets.append(ds)
+        fn, kwargs = _label_rows_fn(table_name, task, label_task, data)
+        datasets.append(ds.map_batches(fn, batch_format="pyarrow", fn_kwargs=kwargs))
     rows = datasets[0] if len(datasets) == 1 else datasets[0].union(*datasets[1:])
     if data.max_examples:
         # The cap is on training rows; every held-out row stays, so evaluation has its whole split.
+        # The first rows in source order (teacher labels, then D_seed), as in the driver: without
+        # preserve_order the union yields whichever blocks finish first, and a cap the seed rows
+        # fill alone trained on no teacher row at all.
+        rows.context.execution_options.preserve_order = True
         train = rows.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={"heldout": False})
         held = rows.map_batches(_split_rows, batch_format="pyarrow", fn_kwargs={"heldout": True})
         rows = train.limit(int(data.max_examples)).union(held)
 
-    entity_rows = _count_rows(inputs.members) + _count_rows(inputs.jobs)
-    pair_rows = _count_rows(inputs.pairs)
-    stage_kwargs: dict[str, Any] = {"builder": builder, "builder_kwargs": builder_kwargs, "schema": schema,
-                                    "hash_fields": hash_fields, "task": task}
-    if entity_rows + pair_rows <= data.broadcast_join_max_rows:
-        stage_kwargs["lookups"] = {
-            "members": ray.put(_packed_table(inputs.members, "members", "member_id", "member")),
-            "jobs": ray.put(_packed_table(inputs.jobs, "jobs", "job_id", "job")),
-            "pairs": ray.put(pair_queries(io.read_table(inputs.pairs, table="pairs"))),
-        }
+    if broadcast:
+        stage_kwargs["lookups"] = {name: ray.put(t) for name, t in _lookups(inputs).items()}
         join = "broadcast"
     else:
         parts = _join_partitions()
@@ -700,14 +707,62 @@ def prepare_examples(
         join = "shuffle"
     event(log, "distill.join", strategy=join, members_jobs_rows=entity_rows, pairs_rows=pair_rows)
 
-    errors_dir = io.join(work_dir, "errors")
-    examples_dir = io.join(work_dir, "examples")
     io.delete_dir(errors_dir)
     io.delete_dir(examples_dir)
     built = rows.map_batches(ExampleStage, fn_constructor_kwargs=stage_kwargs, batch_format="pyarrow",
                              batch_size=64, concurrency=data.prep_actors)
     built.write_parquet(_ray_path(examples_dir), **_fs_kwargs(examples_dir))
     return _summarise(task, examples_dir, errors_dir, settings_for_fingerprint)
+
+
+def _label_rows_fn(table_name: str, task: str, label_task: str, data: Any) -> tuple[Any, dict[str, Any]]:
+    """The function (and its keyword arguments) turning one source's batches into label rows."""
+    if table_name == "seed":
+        return _seed_batch, {"task": "teacher_sft" if task == "teacher_sft" else label_task, "weight": data.seed_weight,
+                             "holdout_fraction": data.holdout_fraction, "salt": data.split_salt}
+    return teacher_label_rows, {"task": label_task, "holdout_fraction": data.holdout_fraction,
+                                "salt": data.split_salt, "tolerance": data.probability_tolerance}
+
+
+def _lookups(inputs: Any) -> dict[str, pa.Table]:
+    """The broadcast join's tables: packed members and jobs, the pairs' queries."""
+    return {
+        "members": _packed_table(inputs.members, "members", "member_id", "member"),
+        "jobs": _packed_table(inputs.jobs, "jobs", "job_id", "job"),
+        "pairs": pair_queries(io.read_table(inputs.pairs, table="pairs")),
+    }
+
+
+def _resolve(value: Any) -> Any:
+    """A broadcast lookup: an object-store reference (Ray Data actors) or the table itself."""
+    import ray
+
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+
+IN_PROCESS_CHUNK_ROWS = 4096
+"""Rows per example file written by the in-process path."""
+
+
+def _build_in_process(sources: list[Any], prompt_version: str | None, task: str, label_task: str, data: Any,
+                      inputs: Any, stage_kwargs: dict[str, Any], examples_dir: str) -> None:
+    """The Ray Data pass of :func:`prepare_examples`, in the driver: the same functions in the
+    same order (label rows per source, the training cap on the first rows read, the broadcast
+    join and the builder), written as Parquet files to ``examples_dir``."""
+    parts = []
+    for table_name, path, wanted in sources:
+        table = io.read_table(path, columns=wanted)
+        if table_name == "teacher_labels" and prompt_version is not None:
+            table = keep_prompt_version(table, prompt_version)
+        fn, kwargs = _label_rows_fn(table_name, task, label_task, data)
+        parts.append(fn(table, **kwargs))
+    rows = pa.concat_tables(parts)
+    if data.max_examples:
+        rows = pa.concat_tables([_split_rows(rows, heldout=False).slice(0, int(data.max_examples)),
+                                 _split_rows(rows, heldout=True)])
+    stage = ExampleStage(**stage_kwargs, lookups=_lookups(inputs))
+    for i, start in enumerate(range(0, max(rows.num_rows, 1), IN_PROCESS_CHUNK_ROWS)):
+        io.write_table(stage(rows.slice(start, IN_PROCESS_CHUNK_ROWS)), examples_dir, basename=f"part-{i:05d}.parquet")
 
 
 def _summarise(task: str, examples_dir: str, errors_dir: str, settings: dict[str, Any]) -> PreparedData:

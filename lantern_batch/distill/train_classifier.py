@@ -175,6 +175,17 @@ def evaluate_heldout(probs: np.ndarray, table: pa.Table, temperature: float = 1.
     return out
 
 
+def calibration_rows(heldout: pa.Table, calibrate_on: str) -> tuple[np.ndarray, str]:
+    """Mask of the held-out rows the temperature is fitted on (``ClassifierConfig.calibrate_on``)
+    and which they are (``seed`` or ``all``)."""
+    from lantern_batch.distill.config import MIN_CALIBRATION_ROWS
+
+    seed = np.asarray(heldout.column("source").to_pylist(), dtype=object) == "seed"
+    if calibrate_on == "seed" and seed.sum() >= MIN_CALIBRATION_ROWS:
+        return seed, "seed"
+    return np.ones(heldout.num_rows, dtype=bool), "all"
+
+
 def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[str, Any]) -> dict[str, Any]:
     """Load the final weights, evaluate and calibrate on the held-out split, export to ``cfg.out``
     (runs in :func:`~lantern_batch.distill.trainer.on_eval_worker`)."""
@@ -201,9 +212,11 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
     probs = predict_proba(model, tokenizer, texts, max_length=cfg.model.max_length, batch_size=64)
     metrics: dict[str, Any] = {"uncalibrated": evaluate_heldout(probs, heldout)}
     temperature = 1.0
-    if cfg.calibrate and heldout.num_rows >= 10:
+    rows, fitted_on = calibration_rows(heldout, cfg.calibrate_on)
+    if cfg.calibrate and rows.sum() >= 10:
         labels = np.asarray(heldout.column("label").to_numpy(zero_copy_only=False), dtype=np.int64)
-        temperature = fit_temperature(np.log(np.clip(probs, 1e-12, 1.0)), labels)
+        temperature = fit_temperature(np.log(np.clip(probs[rows], 1e-12, 1.0)), labels[rows])
+    metrics["calibrated_on"] = {"rows": int(rows.sum()), "labels": fitted_on}
     calibrated = evaluate_heldout(probs, heldout, temperature)
     metrics.update({k: calibrated[k] for k in ("n", "accuracy", "macro_f1", "per_class", "ece", "nll", "confusion",
                                               "labels", "against", "ranking_auc_high_vs_low")})

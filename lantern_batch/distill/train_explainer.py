@@ -183,17 +183,20 @@ def finalize(cfg: ExplainerConfig, checkpoint: Any, prepared: Any, plan: dict[st
     if sample.num_rows:
         scores, _ = rouge_of(model, tokenizer, sample, cfg)
         metrics.update(scores)
-        base, _, _ = load_student(source, cfg.student.keep_every, cfg.student.keep_layers)
-        base_scores, _ = rouge_of(base.to(device).eval(), tokenizer, sample, cfg)
-        metrics.update({f"base_{k}": v for k, v in base_scores.items()})
+        models = [("", model)]
+        if cfg.eval.compare_untrained:
+            models.append(("base_", load_student(source, cfg.student.keep_every, cfg.student.keep_layers)[0]
+                           .to(device).eval()))
+            base_scores, _ = rouge_of(models[-1][1], tokenizer, sample, cfg)
+            metrics.update({f"base_{k}": v for k, v in base_scores.items()})
         if cfg.eval.loss_pairs:
             loss_sample = heldout_sample(prepared.examples, cfg.eval.loss_pairs)
-            for prefix, m in (("", model), ("base_", base.to(device))):
+            for prefix, m in models:
                 tf = teacher_forced(m, tokenizer, loss_sample, cfg)
                 metrics.update({f"{prefix}heldout_nll": tf["nll"], f"{prefix}heldout_token_accuracy": tf["token_accuracy"]})
             metrics["heldout_loss_pairs"] = loss_sample.num_rows
             metrics["heldout_loss_tokens"] = tf["tokens"]
-        del base
+        del models
         if len(keep) != n_layers:
             src = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device).eval()
             src_scores, _ = rouge_of(src, tokenizer, sample, cfg)

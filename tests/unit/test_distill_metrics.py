@@ -53,3 +53,35 @@ def test_evaluate_heldout_without_heldout_rows_has_no_scores():
     out = evaluate_heldout(np.zeros((0, 3)), _table([], []))
     assert out["n"] == 0
     assert out["accuracy"] is out["macro_f1"] is out["ece"] is out["nll"] is out["ranking_auc_high_vs_low"] is None
+
+
+def test_the_temperature_is_fitted_on_held_out_seed_rows_when_there_are_enough():
+    """Teacher labels that disagree with confident predictions push a temperature fitted on all
+    rows up; fitted on the seed rows (the reference labels) it keeps their ECE low."""
+    import pyarrow as pa
+
+    from lantern_batch.distill.config import MIN_CALIBRATION_ROWS
+    from lantern_batch.distill.train_classifier import calibration_rows
+    from lantern_batch.metrics import fit_temperature
+
+    rng = np.random.default_rng(0)
+    n_seed, n_teacher = 120, 40
+    labels = rng.integers(0, 3, n_seed + n_teacher)
+    logits = rng.normal(0, 0.3, (len(labels), 3))
+    logits[np.arange(len(labels)), labels] += 3.0  # confident and right against the seed labels
+    labels[n_seed:] = (labels[n_seed:] + rng.integers(1, 3, n_teacher)) % 3  # teacher rows: wrong labels
+    table = pa.table({"source": ["seed"] * n_seed + ["smollm2"] * n_teacher})
+    seed_mask, fitted_on = calibration_rows(table, "seed")
+    assert fitted_on == "seed" and seed_mask.tolist() == [True] * n_seed + [False] * n_teacher
+    all_mask, fitted_all = calibration_rows(table, "all")
+    assert fitted_all == "all" and all_mask.all()
+    few = pa.table({"source": ["seed"] * (MIN_CALIBRATION_ROWS - 1) + ["smollm2"] * 20})
+    assert calibration_rows(few, "seed")[1] == "all"  # too few seed rows: every row
+
+    def seed_ece(mask):
+        t = fit_temperature(logits[mask], labels[mask])
+        return t, classification_metrics(softmax(logits[:n_seed], t), labels[:n_seed])["ece"]
+
+    t_seed, ece_seed = seed_ece(seed_mask)
+    t_all, ece_all = seed_ece(all_mask)
+    assert t_all > t_seed and ece_seed < ece_all
