@@ -33,13 +33,15 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
 * ``wrong_seniority`` — names a level ("senior level", "a mid profile") that is neither the
   member's nor the job's, or counts the levels between them wrong ("six levels below" for a mid
   member and a lead job: two), or puts one level above another the wrong way round ("mid, one
-  level below their entry level"). Levels are read by :mod:`lantern_batch.titles` ("Sr" is
+  level below their entry level"), or gives the member a level not theirs ("They are a mid
+  level" for a senior member; "Their level is mid"). Levels are read by :mod:`lantern_batch.titles` ("Sr" is
   senior; a missing level is the one the title names).
 * ``wrong_location`` — names a known city that is neither the member's nor the job's, or
   states how the two places relate against the facts ("a different country" for two cities of
   one country, "the same country" for two countries), or says the member would have to
   relocate for a remote job or one in their own city, or is "far from" the job's city when
-  it is their own.
+  it is their own, or says the member is somewhere they are not ("They live in Newark" for a
+  member in New York; "they would need to relocate from Atlanta" when Atlanta is the job's city).
 * ``copied_text`` — copies ``copy_span_words`` or more consecutive words of the member's free
   text (headline, summary, role descriptions).
 * ``contact_info`` — contains an e-mail address, a phone number or a URL, as
@@ -85,7 +87,7 @@ REASONS: tuple[str, ...] = (
 
 SCORE_REASON = "scores_contradict_label"
 
-QUALITY_VERSION = "q5"  # q5: contact details as the black-box redaction finds them
+QUALITY_VERSION = "q6"  # q6: where the member lives and their own level, as stated, must be theirs
 """Version of these rules: part of precompute's reuse fingerprint, so a rule change re-checks
 (regenerates) published explanations instead of carrying them over."""
 
@@ -384,6 +386,22 @@ def _looping(tokens: Sequence[str]) -> bool:
 
 
 _RELOCATE = re.compile(r"\brelocat\w*", re.IGNORECASE)
+_WHO = r"(?:they|he|she|the member|the candidate)"
+# A statement of where the member is: the place named right after it must be the member's
+# ("They live in Newark" for a member in New York; "relocate from Atlanta" when Atlanta is
+# the job's city). Relocating *to* a place and "the role is in" are about the job.
+_HOME_CLAIM = re.compile(
+    rf"\b{_WHO}\s+(?:live|lives|are based|is based|are located|is located|reside|resides|are|is)\s+(?:from|in)\s+"
+    r"|\btheir\s+(?:current\s+|home\s+)?(?:base|home|city|location)\s+(?:is\s+)?(?:in\s+)?"
+    r"|\b(?:relocat\w*|mov(?:e|es|ing))\s+(?:\w+\s+){0,2}?from\s+",
+    re.IGNORECASE,
+)
+# "They are a mid level" / "Their level is mid": a level stated as the member's own.
+_MEMBER_LEVEL_CLAIM = re.compile(
+    rf"\b{_WHO}\s+(?:are|is)\s+(?:an?\s+)?(?P<a>{_LEVELS})\b(?!\s+(?:role|position|opening|job))"
+    rf"|\btheir\s+(?:current\s+|own\s+)?level\s+is\s+(?P<b>{_LEVELS})\b",
+    re.IGNORECASE,
+)
 _FAR = re.compile(r"\bfar (?:away )?from\b", re.IGNORECASE)
 _MARKUP = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*\s*/?>")
 _HEDGED = re.compile(r"\b(?:no|not|never|without|nor|if|unless|whether|needn't|n't)\b|n't\b", re.IGNORECASE)
@@ -405,6 +423,29 @@ def _needless_relocation_claim(text: str, member: Mapping[str, Any], job: Mappin
         if claims and not _HEDGED.search(sentence):
             return True
     return False
+
+
+def _wrong_home_claim(text: str, member: Mapping[str, Any]) -> bool:
+    """A known city stated as where the member is (:data:`_HOME_CLAIM`) that is not the city on
+    the member's profile. A place the taxonomy does not know after the claim is not judged."""
+    location = member.get("location")
+    if not isinstance(location, str) or not location.strip():
+        return False
+    mc = city_of(location)
+    home = mc.name.split(",")[0] if mc is not None else location.split(",")[0].strip()
+    for m in _HOME_CLAIM.finditer(text):
+        city = _CITY_MENTION.match(text, m.end())
+        if city is not None and city.group(0) != home:
+            return True
+    return False
+
+
+def _wrong_member_level(text: str, member: Mapping[str, Any]) -> bool:
+    """A level stated as the member's own (:data:`_MEMBER_LEVEL_CLAIM`) that is not their level."""
+    own = member_seniority(member)
+    if own is None:
+        return False
+    return any(next(g for g in m.group("a", "b") if g).lower() != own for m in _MEMBER_LEVEL_CLAIM.finditer(text))
 
 
 def _wrong_country_claim(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
@@ -493,7 +534,8 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
                 reasons.append("wrong_seniority")
                 break
         if "wrong_seniority" not in reasons and (_wrong_level_count(text, member, job)
-                                                 or _wrong_level_direction(text)):
+                                                 or _wrong_level_direction(text)
+                                                 or _wrong_member_level(text, member)):
             reasons.append("wrong_seniority")
         places = " ".join(filter(None, (member.get("location"), job.get("location"))))
         own = {c.name.split(",")[0] for c in (city_of(member.get("location")), city_of(job.get("location"))) if c}
@@ -502,7 +544,8 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
                 reasons.append("wrong_location")
                 break
         if "wrong_location" not in reasons and (_wrong_country_claim(text, member, job)
-                                                or _needless_relocation_claim(text, member, job)):
+                                                or _needless_relocation_claim(text, member, job)
+                                                or _wrong_home_claim(text, member)):
             reasons.append("wrong_location")
         if _copied(words, member, rules.copy_span_words):
             reasons.append("copied_text")

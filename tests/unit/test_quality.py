@@ -184,6 +184,33 @@ def test_far_from_their_own_city_and_markup_are_invalid():
     assert "not_prose" in check_explanation(markup, "Medium", MEMBER, JOB).reasons
 
 
+def test_where_the_member_lives_and_their_own_level_must_be_theirs():
+    # The demo explainer, 2026-12-07 (valid under q5; verbatim but for the cities and levels,
+    # which are this module's MEMBER in Seattle, mid, and JOB in Bellevue, senior).
+    onsite = {**JOB, "workplace_type": "onsite", "location": "Denver, CO"}
+    head = ("I would rate this a Medium fit as it covers Python and SQL but does not list Kubernetes. ")
+    for wrong in ("They are from Denver, CO, onsite, so they would need to relocate from Seattle, WA.",
+                  "They live in Denver, CO, so they would need to relocate from Seattle, WA.",
+                  "The role is senior, 6 years, so they would need to relocate from Denver, CO, to Seattle, WA.",
+                  "They are from Northfield Labs, so they would need to relocate from Denver, CO.",
+                  "They live in Boston, MA, which is a different country from their base in Denver, CO.",
+                  "The onsite role is in Denver, CO, and their current base is Denver, CO."):
+        assert "wrong_location" in check_explanation(head + wrong, "Medium", MEMBER, onsite).reasons, wrong
+    for right in ("They are from Seattle, WA, so they would need to relocate to Denver, CO.",
+                  "They live in Seattle, WA, far from this onsite role in Denver, CO.",
+                  "The onsite role is in Denver, CO, so they would need to relocate from Seattle, WA.",
+                  "They are in the software field and would move to Denver, CO.",
+                  "Their current base in Seattle, WA, is far from Denver, CO."):
+        assert check_explanation(head + right, "Medium", MEMBER, onsite).ok, right
+    for wrong in ("They are a senior level, one level above the role.", "Their level is entry.",
+                  "They are lead on the career ladder."):
+        assert "wrong_seniority" in check_explanation(head + wrong, "Medium", MEMBER, JOB).reasons, wrong
+    for right in ("They are mid level, one level below the senior level asked for.",
+                  "Their level is mid, one level below the senior role.",
+                  "They are mid on the senior ladder, one level below it."):
+        assert check_explanation(head + right, "Medium", MEMBER, JOB).ok, right
+
+
 def test_a_level_above_or_below_another_the_wrong_way_round_is_wrong_seniority():
     # The demo explainer, 2026-12-07: 25 of 169 published explanations said it (none of the
     # 1,500 D_seed explanations); judged on the scale, whoever each level belongs to.
