@@ -1077,12 +1077,13 @@ class LockKeeper:
     """Holds a :class:`PartitionLock` for a whole run: waits up to ``wait_s`` for it, refreshes
     it in the background every ``ttl_s / 3`` and lets it go at the end.
 
-    * A transient storage error while refreshing is retried (with backoff) for as long as the
-      lock cannot have gone stale; only then, or when the lock is found to be someone else's, is
-      it lost. A lost lock stops the run at once: :class:`LockLostError` is raised in the
-      thread that holds the lock, instead of the run working on for hours
-      and finding out at publish. :attr:`lost` is also there for a last check before publishing.
-    * Letting the lock go is best effort: a failure there is a warning, so a run that published
+    * An error while refreshing is taken as transient (an ``OSError``, or a botocore error that
+      s3fs passes through unconverted, such as ``EndpointConnectionError``) and retried (with
+      backoff) for as long as the lock cannot have gone stale; only then, or when the lock is
+      found to be someone else's, is it lost. A lost lock stops the run at once:
+      :class:`LockLostError` is raised in the thread that holds the lock, instead of the run
+      working on for hours and finding out at publish. :attr:`lost` is also there for a last check before publishing.
+    * Letting the lock go is best effort: any failure there is a warning, so a run that published
       still exits 0 (the lock goes stale after ``ttl_s``).
     * On S3 the lock relies on conditional writes; an endpoint that accepts a second
       ``If-None-Match: *`` create of the same key ignores them, and the keeper refuses to run
@@ -1128,8 +1129,12 @@ class LockKeeper:
                 last_ok, wait = time.monotonic(), every
             except LockHeldError as exc:
                 return self._lose(str(exc))
-            except OSError as exc:
-                # Still ours until the lease runs out: retry well before that.
+            except Exception as exc:
+                # Anything else is transient: OSError, and what s3fs passes through unconverted
+                # (botocore's EndpointConnectionError, HTTPClientError, ... are not OSErrors); an
+                # escaping exception would end this thread silently and the lock would go stale
+                # with ``lost`` still False. Still ours until the lease runs out: retry well
+                # before that.
                 if time.monotonic() - last_ok > self.lock.ttl_s * 2 / 3:
                     return self._lose(f"{self.lock.lock_path}: refresh kept failing ({type(exc).__name__})")
                 wait = min(every, max(0.2, wait / 2))
@@ -1152,7 +1157,7 @@ class LockKeeper:
             self._thread.join(timeout=5)
         try:
             self.lock.release()
-        except (OSError, LockHeldError) as release_exc:
+        except Exception as release_exc:  # any error (botocore's too): a run that published exits 0
             log.warning("lock.release_failed path=%s error=%s (it goes stale after %.0f s)",
                         self.lock.lock_path, type(release_exc).__name__, self.lock.ttl_s)
         if self.lost and exc_type is LockLostError and not str(exc):

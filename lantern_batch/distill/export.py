@@ -10,10 +10,13 @@ S3 has no directory rename, so an S3 export is a set of immutable versions and a
         CURRENT                        {"version": "20261202T171500.123456Z-1a2b3c4d"}: one PUT, the switch
         versions/<version>/...         a complete export, never written again
 
-The new version is uploaded in full before ``CURRENT`` names it; only then are versions older
-than the previous one (and files of the old flat layout) deleted, and a failure there is a
-warning, never a failed export. :func:`lantern_batch.models.export_root` follows the pointer
-(and reads the flat layout of older exports as before).
+The new version is uploaded in full before ``CURRENT`` names it; only then are the other
+versions (and files of the old flat layout) deleted, except the one ``CURRENT`` named before the
+switch, which a reader may still be downloading (a fragment a crashed export left is deleted,
+never kept in its place). A failure while deleting is a warning, never a failed export; an
+unreadable ``CURRENT`` before the switch means no version is deleted that time.
+:func:`lantern_batch.models.export_root` follows the pointer (and reads the flat layout of older
+exports as before).
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ def publish_dir(local_dir: str, target: str) -> str:
     return target
 
 
-#: Versions kept on S3: the live one and the one before it (a reader that followed the old
-#: pointer just before the switch can still download it).
+#: Versions kept on S3: the live one and the one the pointer named before it (a reader that
+#: followed the old pointer just before the switch can still download it).
 KEEP_VERSIONS = 2
 
 
@@ -91,6 +94,15 @@ def _publish_s3_version(local_dir: str, target: str) -> str:
 
     from lantern_batch.models import EXPORT_POINTER, EXPORT_VERSIONS
 
+    # The version live now, read before the switch: the one version cleanup must keep. Not
+    # "the newest other version": a fragment a crashed export left is newer than the live one.
+    try:
+        previous: str | None = _pointed_version(target)
+        known = True
+    except Exception as exc:  # unreadable pointer: export anyway, delete no version this time
+        previous, known = None, False
+        log.warning("export.pointer_unreadable target=%s error=%s (no old version is deleted)",
+                    target, type(exc).__name__)
     now = time.time()  # versions sort by upload time (microseconds), then a random suffix
     version = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}.{int(now * 1e6) % 1_000_000:06d}Z-{uuid.uuid4().hex[:8]}"
     fs, path = io.filesystem(io.join(target, EXPORT_VERSIONS, version))
@@ -98,14 +110,33 @@ def _publish_s3_version(local_dir: str, target: str) -> str:
                     destination_filesystem=fs)
     io.write_text(io.join(target, EXPORT_POINTER), json.dumps({"version": version}) + "\n")
     try:
-        _collect_old_versions(target, version)
-    except OSError as exc:  # the new export is live; stale versions are only storage
-        event(log, "export.gc_failed", target=target, error=type(exc).__name__)
+        _collect_old_versions(target, keep={version, previous} if known else None)
+    except Exception as exc:  # the new export is live; stale versions are only storage
+        log.warning("export.gc_failed target=%s error=%s", target, type(exc).__name__)
     return version
 
 
-def _collect_old_versions(target: str, live: str) -> None:
-    """Delete versions older than the previous one, and the old flat layout's files."""
+def _pointed_version(target: str) -> str | None:
+    """The version ``CURRENT`` under ``target`` names; None when there is no pointer.
+
+    Raises:
+        OSError, ValueError, KeyError, TypeError: the pointer could not be read or parsed.
+    """
+    from lantern_batch.models import EXPORT_POINTER
+
+    try:
+        text = io.read_text(io.join(target, EXPORT_POINTER))
+    except FileNotFoundError:
+        return None
+    version = json.loads(text)["version"]
+    if not isinstance(version, str) or not version or "/" in version or version in (".", ".."):
+        raise ValueError(f"{EXPORT_POINTER} names {version!r}, not a version folder")
+    return version
+
+
+def _collect_old_versions(target: str, keep: set[str | None] | None) -> None:
+    """Delete every version not in ``keep`` (all are kept when ``keep`` is None), and the old
+    flat layout's files."""
     import pyarrow.fs as pafs
 
     from lantern_batch.models import EXPORT_POINTER, EXPORT_VERSIONS
@@ -113,11 +144,10 @@ def _collect_old_versions(target: str, live: str) -> None:
     fs, root = io.filesystem(target)
     entries = fs.get_file_info(pafs.FileSelector(root, recursive=False, allow_not_found=True))
     versions_root = f"{root}/{EXPORT_VERSIONS}"
-    versions = sorted(i.base_name for i in fs.get_file_info(
-        pafs.FileSelector(versions_root, recursive=False, allow_not_found=True))
-        if i.type == pafs.FileType.Directory and i.base_name != live)
-    for old in versions[: max(0, len(versions) - (KEEP_VERSIONS - 1))]:
-        fs.delete_dir(f"{versions_root}/{old}")
+    if keep is not None:
+        for info in fs.get_file_info(pafs.FileSelector(versions_root, recursive=False, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and info.base_name not in keep:
+                fs.delete_dir(info.path)
     for entry in entries:
         if entry.base_name in (EXPORT_POINTER, EXPORT_VERSIONS):
             continue

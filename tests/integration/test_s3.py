@@ -8,6 +8,7 @@ reading S3 from workers, and model references on S3.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -286,6 +287,67 @@ def test_model_export_to_s3_keeps_the_previous_model_until_the_new_one_is_comple
     versions = [v for v in fs.ls(root, refresh=True) if v.rstrip("/") != root]  # not the folder marker
     assert len(versions) == export.KEEP_VERSIONS
     assert json.loads((models.resolve(target) / models.METADATA_FILE).read_text()) == {"generation": 1}
+
+
+def test_a_successful_export_after_a_crashed_upload_keeps_the_previously_live_model(
+        s3_server, tiny_bert_dir, tmp_path, monkeypatch):
+    """A crash after some files of a new version were uploaded leaves a fragment that is newer
+    than the live version. The next successful export keeps the version ``CURRENT`` named before
+    it (whole: a reader may still be downloading it) and deletes the fragment."""
+    import pyarrow.fs as pafs
+
+    from lantern_batch.distill import export
+
+    monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
+    target = s3_server.uri("models", "export-after-crash")
+    prefix = f"{s3_server.bucket}/models/export-after-crash"
+    versions_root = f"{prefix}/{models.EXPORT_VERSIONS}"
+    fs = io.s3fs_filesystem()
+
+    def versions() -> set[str]:
+        return {v.rstrip("/").rsplit("/", 1)[-1] for v in fs.ls(versions_root, refresh=True)
+                if v.rstrip("/") != versions_root}  # not the folder marker
+
+    def files(version: str) -> list[str]:  # names of the objects, not folder markers
+        return sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{versions_root}/{version}")
+                      if not p.endswith("/"))
+
+    def pointed() -> str:
+        return json.loads(fs.cat_file(f"{prefix}/{models.EXPORT_POINTER}"))["version"]
+
+    first = tmp_path / "first"
+    shutil.copytree(tiny_bert_dir, first)
+    (first / models.METADATA_FILE).write_text('{"generation": 1}\n')
+    export.publish_dir(str(first), target)
+    live = pointed()
+
+    second = tmp_path / "second"
+    shutil.copytree(tiny_bert_dir, second)
+    (second / models.METADATA_FILE).write_text('{"generation": 2}\n')
+    real_copy = pafs.copy_files
+
+    def crash_after_two_files(src, dst, **kwargs):
+        for name in sorted(os.listdir(src))[:2]:
+            real_copy(os.path.join(src, name), f"{dst}/{name}", **kwargs)
+        raise OSError("connection reset during upload")
+
+    monkeypatch.setattr(pafs, "copy_files", crash_after_two_files)
+    with pytest.raises(OSError, match="connection reset"):
+        export.publish_dir(str(second), target)
+    monkeypatch.setattr(pafs, "copy_files", real_copy)
+    (fragment,) = versions() - {live}
+    assert fragment > live  # newer than the live version: "the newest old one" would be it
+    assert len(files(fragment)) == 2
+    assert pointed() == live
+
+    export.publish_dir(str(second), target)
+    new = pointed()
+    assert new not in (live, fragment)
+    assert json.loads((models.resolve(target) / models.METADATA_FILE).read_text()) == {"generation": 2}
+    assert versions() == {live, new}  # the previously live one and the new one; the fragment is gone
+    assert files(live) == sorted(f.name for f in first.iterdir())  # whole, byte for byte
+    for f in first.iterdir():
+        assert fs.cat_file(f"{versions_root}/{live}/{f.name}") == f.read_bytes()
 
 
 def test_export_root_reads_the_old_flat_layout_and_refuses_a_bad_pointer(s3_server, tiny_bert_dir, tmp_path,

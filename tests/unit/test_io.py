@@ -416,6 +416,54 @@ def test_keeper_retries_a_transient_refresh_error(tmp_path, monkeypatch):
     assert not (tmp_path / "_locks" / "x.lock").exists()
 
 
+def _unreachable_endpoint():
+    # What s3fs lets through unconverted when the endpoint cannot be reached: not an OSError.
+    from botocore.exceptions import EndpointConnectionError
+
+    exc = EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    assert not isinstance(exc, OSError)
+    return exc
+
+
+def test_keeper_retries_a_botocore_refresh_error(tmp_path, monkeypatch):
+    path = tmp_path / "_locks" / "x.lock"
+    keeper = io.LockKeeper(str(path), owner="run-a", ttl_s=1.5)
+    real = keeper.lock.refresh
+    failures = iter([_unreachable_endpoint(), _unreachable_endpoint()])
+
+    def flaky():
+        exc = next(failures, None)
+        if exc is not None:
+            raise exc
+        real()
+
+    monkeypatch.setattr(keeper.lock, "refresh", flaky)
+    with keeper:
+        time.sleep(2.5)  # past ttl_s: only refreshes after the errors keep the lock fresh
+        assert keeper._thread is not None and keeper._thread.is_alive()
+        assert not keeper.lost and keeper.lock.held
+        with pytest.raises(LockHeldError):
+            io.PartitionLock(str(path), "run-b", 1.5).acquire()
+    assert not path.exists()
+
+
+def test_a_refresh_that_keeps_failing_with_a_botocore_error_stops_the_run(tmp_path, monkeypatch):
+    path = tmp_path / "_locks" / "x.lock"
+    keeper = io.LockKeeper(str(path), owner="run-a", ttl_s=1.5, what="synthesize")
+
+    def unreachable():
+        raise _unreachable_endpoint()
+
+    monkeypatch.setattr(keeper.lock, "refresh", unreachable)
+    start = time.monotonic()
+    with pytest.raises(io.LockLostError, match="lost the lock"):
+        with keeper:
+            for _ in range(50):  # hours of work, in 0.1 s steps
+                time.sleep(0.1)
+    assert keeper.lost
+    assert time.monotonic() - start < 4
+
+
 def test_a_run_that_lost_its_lock_stops_at_once(tmp_path):
     path = tmp_path / "_locks" / "x.lock"
     start = time.monotonic()
@@ -439,6 +487,18 @@ def test_a_failed_release_after_success_is_only_a_warning(tmp_path, monkeypatch,
     with keeper:
         monkeypatch.setattr(keeper.lock, "release", unreachable)
     assert "lock.release_failed" in caplog.text
+
+
+def test_a_botocore_error_on_release_after_success_is_only_a_warning(tmp_path, monkeypatch, caplog):
+    keeper = io.LockKeeper(str(tmp_path / "_locks" / "x.lock"), owner="run-a", ttl_s=60)
+
+    def unreachable():
+        raise _unreachable_endpoint()
+
+    with keeper:
+        monkeypatch.setattr(keeper.lock, "release", unreachable)
+    assert "lock.release_failed" in caplog.text
+    assert "EndpointConnectionError" in caplog.text
 
 
 def test_synthesize_refuses_an_output_another_run_holds(tmp_path, tiny_world):
