@@ -802,6 +802,30 @@ def _sft_row(inputs: EvalInputs, cfg: EvaluateConfig, when: str) -> dict[str, An
             "from": io.join(cfg.teacher_model or "", "metrics.json")}
 
 
+def _classifier_seed_row(inputs: EvalInputs, cfg: EvaluateConfig) -> dict[str, Any]:
+    """The classifier against the policy on its own held-out D_seed pairs, as its export's
+    ``metrics.json`` records them (``seed``: distill's held-out split, after calibration). Far
+    more pairs than the teacher-labelled held-out pairs the classifier row compares."""
+    head = {"key": "classifier_seed", "model": "classifier (held-out D_seed)"}
+    metrics = inputs.training.get("classifier")
+    if metrics is None:
+        return {**head, **_unavailable(f"no readable metrics.json in the classifier export {cfg.classifier}"
+                                       if cfg.classifier else "no classifier export is configured")}
+    part = metrics.get("seed") if metrics.get("against") != "seed" else metrics
+    if not isinstance(part, dict) or not _number(part.get("accuracy")) or not _number(part.get("n")) or not part["n"]:
+        return {**head, **_unavailable("the classifier's metrics.json records no held-out D_seed pairs")}
+    n = int(part["n"])
+    policy: dict[str, Any] = {"available": True, "n": n, "agreement": float(part["accuracy"]),
+                              "macro_f1": float(part["macro_f1"]) if _number(part.get("macro_f1")) else None}
+    if isinstance(part.get("confusion"), list):
+        policy["confusion"] = part["confusion"]
+    ece = ({"available": True, "n": n, "ece": float(part["ece"])} if _number(part.get("ece"))
+           else _unavailable("the classifier's metrics.json records no ECE on D_seed"))
+    return {**head, "available": True, "n": n, "policy": policy, "teacher": None, "ece": ece,
+            "pairs": "held-out D_seed pairs of distill classifier (seed labels are the policy's)",
+            "from": io.join(cfg.classifier or "", "metrics.json")}
+
+
 def _heldout_label_rows(inputs: EvalInputs, cfg: EvaluateConfig,
                         shared: pa.Table | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The teacher-label row and the classifier row: held-out pairs (the students' split) the
@@ -892,14 +916,20 @@ def _calibration_before_after(inputs: EvalInputs, cfg: EvaluateConfig, calibrati
     scores against the teacher)."""
     metrics = inputs.training.get("classifier")
     uncalibrated = (metrics or {}).get("uncalibrated")
-    before = uncalibrated.get("ece") if isinstance(uncalibrated, dict) else None
-    after = (metrics or {}).get("ece")
+    # The held-out D_seed pairs (policy labels) when both sides record them: the temperature is
+    # fitted on those (distill's calibrate_on: seed); else the export's main split.
+    pick, pick_before, against = metrics, uncalibrated, None
+    if isinstance((metrics or {}).get("seed"), dict) and isinstance((uncalibrated or {}).get("seed"), dict):
+        pick, pick_before, against = metrics["seed"], uncalibrated["seed"], "D_seed (policy)"
+    before = pick_before.get("ece") if isinstance(pick_before, dict) else None
+    after = (pick or {}).get("ece")
     if _number(before) and _number(after):
+        if against is None:
+            against = metrics.get("against") if isinstance(metrics.get("against"), str) else None
         return {"available": True, "from": io.join(cfg.classifier or "", "metrics.json"),
                 "before": float(before), "after": float(after),
                 "temperature": metrics.get("calibration_temperature") if _number(metrics.get("calibration_temperature")) else None,
-                "n": int(metrics["n"]) if _number(metrics.get("n")) else None,
-                "against": metrics.get("against") if isinstance(metrics.get("against"), str) else None}
+                "n": int(pick["n"]) if _number(pick.get("n")) else None, "against": against}
     if metrics is None:
         reason = (f"no readable metrics.json in the classifier export {cfg.classifier}" if cfg.classifier
                   else "no classifier export is configured")
@@ -918,7 +948,7 @@ def _model_results(inputs: EvalInputs, cfg: EvaluateConfig, shared: pa.Table | N
     calibration before and after temperature scaling."""
     label_rows, heldout = _heldout_label_rows(inputs, cfg, shared)
     rows = [_sft_row(inputs, cfg, "before"), _sft_row(inputs, cfg, "after"), *label_rows,
-            _explainer_row(judged, res.get("explanations") or {}, cfg)]
+            _classifier_seed_row(inputs, cfg), _explainer_row(judged, res.get("explanations") or {}, cfg)]
     return {"rows": rows, "heldout": heldout,
             "calibration": _calibration_before_after(inputs, cfg, res.get("calibration") or {})}
 

@@ -314,7 +314,8 @@ TEMPLATE = r"""<!doctype html>
   </table>
   <p class="note">The policy label is <code>lantern_batch.policy.score_pair(member, job).fit_label</code>: the fit policy the demo world is
     generated from, so its ground truth. T2 rows: the teacher export's metrics.json, measured by distill teacher-sft on its own held-out
-    D_seed pairs (seed labels are the policy's; not the pairs below).
+    D_seed pairs (seed labels are the policy's; not the pairs below). Classifier (held-out D_seed): its export's metrics.json, on
+    distill classifier's own held-out D_seed pairs.
     {% if h %}Teacher and classifier rows: {{ fmt(h.pairs) }} held-out pairs{% if h.sampled %} (a stable sample of {{ fmt(h.heldout_pairs) }}){% endif %}
     of the {{ fmt(h.compared_pairs) }} compared; the pairs the students trained on are left out{% if h.policy_unknown %}; {{ fmt(h.policy_unknown) }} pairs
     whose member or job row is missing have no policy label{% endif %}.{% endif %}
@@ -323,7 +324,7 @@ TEMPLATE = r"""<!doctype html>
     ECE: top-label confidence against the policy label. (n=&hellip;) in a cell: the pairs it counts, where fewer than the row's n; &mdash;: not applicable.</p>
   {% else %}<p class="na">Not available: {{ mo.reason or "not computed" }}</p>{% endif %}
   <div class="cards">
-    <div class="card"><div class="v">{{ fmt(r.agreement.pairs) if r.agreement.available else "n/a" }}</div><div class="k">pairs compared (teacher &amp; student)</div></div>
+    <div class="card"><div class="v">{{ fmt(r.agreement.pairs) if r.agreement.available else "n/a" }}</div><div class="k">pairs compared (teacher &amp; student), training pairs included: the table above holds the held-out ones</div></div>
     <div class="card"><div class="v">{{ pct(r.agreement.accuracy) if r.agreement.available else "n/a" }}</div><div class="k">student-teacher accuracy</div></div>
     <div class="card"><div class="v">{{ fmt(r.agreement.macro_f1) if r.agreement.available else "n/a" }}</div><div class="k">macro-F1</div></div>
     <div class="card"><div class="v">{{ fmt(r.calibration.ece) if r.calibration.available else "n/a" }}</div><div class="k">ECE (calibration error)</div></div>

@@ -114,5 +114,5 @@ def test_report_without_inputs_renders_not_available(tmp_path):
     for section in ("agreement", "calibration", "distributions", "explanations", "throughput", "training"):
         assert f'id="{section}"' in dom
     # The first screen's table of models: every row says why it is not available.
-    assert 'id="models"' in dom and dom.count('data-model="') == 5
-    assert dom.count("not available: ") >= 5
+    assert 'id="models"' in dom and dom.count('data-model="') == 6
+    assert dom.count("not available: ") >= 6

@@ -82,6 +82,9 @@ SFT_AGREEMENT = {"before": {"n": 40, "accuracy": 0.35, "macro_f1": 0.3, "ece": 0
                             "confusion": [[9, 1, 0], [2, 14, 2], [1, 2, 9]]}}
 """What the fixture's teacher export records (the keys distill teacher-sft's ``finalize`` writes)."""
 CLASSIFIER_ECE = {"before": 0.12, "after": 0.04}
+CLASSIFIER_SEED = {"n": 126, "accuracy": 0.76, "macro_f1": 0.74, "ece": 0.07, "confusion": [[32, 9, 0], [16, 18, 3], [0, 2, 46]]}
+"""The classifier export's ``seed`` block: its held-out D_seed pairs (policy labels)."""
+CLASSIFIER_SEED_ECE_BEFORE = 0.09
 SHIFT = {"High": "Medium", "Medium": "Low", "Low": "High"}
 
 
@@ -196,8 +199,10 @@ def make_eval_inputs(root: Path, *, with_explainer: bool = True, holdout_fractio
     models = root / "models"
     io.write_text(str(models / "classifier" / "metrics.json"),
                   json.dumps({"n": 50, "accuracy": 0.9, "macro_f1": 0.88, "ece": CLASSIFIER_ECE["after"],
-                              "uncalibrated": {"n": 50, "accuracy": 0.9, "ece": CLASSIFIER_ECE["before"]},
-                              "calibration_temperature": 1.5, "against": "teacher", "samples_per_s": 55.0}))
+                              "uncalibrated": {"n": 50, "accuracy": 0.9, "ece": CLASSIFIER_ECE["before"],
+                                               "seed": {**CLASSIFIER_SEED, "ece": CLASSIFIER_SEED_ECE_BEFORE}},
+                              "calibration_temperature": 1.5, "against": "teacher", "samples_per_s": 55.0,
+                              "seed": CLASSIFIER_SEED}))
     split = {"data": {"holdout_fraction": holdout_fraction}}
     if holdout_fraction is not None:
         write_resolved_config(load_config(ClassifierConfig, base=split), str(models / "classifier"))
@@ -558,7 +563,7 @@ def test_models_table_on_a_constructed_case(tmp_path):
     assert run(eval_config(tmp_path)) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     rows = _models(metrics)
-    assert list(rows) == ["t2_before", "t2_after", "teacher", "classifier", "explainer"]
+    assert list(rows) == ["t2_before", "t2_after", "teacher", "classifier", "classifier_seed", "explainer"]
     assert rows["teacher"]["model"] == "teacher (tiny)"
 
     # 1-2: the teacher export's metrics.json, against the policy (D_seed); no teacher column.
@@ -595,7 +600,13 @@ def test_models_table_on_a_constructed_case(tmp_path):
     assert c["ece"]["ece"] == pytest.approx(_ece_by_confidence(
         [max(PROBS[x]) for x in student], [a == b for a, b in zip(student, policy, strict=True)]), abs=1e-6)
 
-    # 5: the label the explanation states, on the judged explanations that state one.
+    # 5: the classifier on its own held-out D_seed pairs, as its export's metrics.json records it.
+    cs = rows["classifier_seed"]
+    assert cs["available"] and cs["n"] == CLASSIFIER_SEED["n"] and cs["teacher"] is None
+    assert (cs["policy"]["agreement"], cs["policy"]["macro_f1"], cs["ece"]["ece"], cs["policy"]["confusion"]) == (
+        CLASSIFIER_SEED["accuracy"], CLASSIFIER_SEED["macro_f1"], CLASSIFIER_SEED["ece"], CLASSIFIER_SEED["confusion"])
+
+    # 6: the label the explanation states, on the judged explanations that state one.
     judged = judged_pairs(facts)
     stated = [(p, _stated(p)) for p in judged]
     with_label = [(p, s) for p, s in stated if s is not None]
@@ -610,8 +621,10 @@ def test_models_table_on_a_constructed_case(tmp_path):
     assert e["ece"] is None
 
     # The calibration card: the classifier export's ECE before and after temperature scaling.
+    # Fitted on the held-out D_seed rows, so shown on them when the export records both sides.
     cal = metrics["models"]["calibration"]
-    assert cal["available"] and (cal["before"], cal["after"]) == (CLASSIFIER_ECE["before"], CLASSIFIER_ECE["after"])
+    assert cal["available"] and (cal["before"], cal["after"], cal["n"], cal["against"]) == (
+        CLASSIFIER_SEED_ECE_BEFORE, CLASSIFIER_SEED["ece"], CLASSIFIER_SEED["n"], "D_seed (policy)")
 
     # The report shows the numbers metrics.json holds.
     summary = _summary((tmp_path / "report" / "index.html").read_text())
@@ -643,6 +656,7 @@ def test_missing_teacher_metrics_gives_not_available_rows(tmp_path):
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     rows = _models(metrics)
     assert "records no label_agreement_before" in rows["t2_before"]["reason"]
+    assert "records no held-out D_seed pairs" in rows["classifier_seed"]["reason"]
     for key in ("teacher", "classifier", "explainer"):
         assert rows[key]["available"] and rows[key]["policy"]["available"] is False
         assert "policy labels cannot be computed" in rows[key]["policy"]["reason"]
@@ -657,7 +671,8 @@ def test_missing_teacher_metrics_gives_not_available_rows(tmp_path):
     make_eval_inputs(tmp_path / "nosplit", holdout_fraction=None, with_teacher_metrics=False)
     assert run(eval_config(tmp_path / "nosplit")) == 0
     rows = _models(json.loads((tmp_path / "nosplit" / "report" / "metrics.json").read_text()))
-    assert all(not row["available"] for row in rows.values())
+    # The classifier's own D_seed numbers come from its metrics.json, split or no split.
+    assert all(not row["available"] for key, row in rows.items() if key != "classifier_seed")
     assert "held-out split is unknown" in rows["classifier"]["reason"]
 
 
@@ -708,3 +723,15 @@ def test_teacher_labels_of_another_prompt_version_never_mix_into_the_report(tmp_
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["agreement"]["available"] is False
     assert any("several prompt versions (v2, v3)" in note for note in metrics["inputs"]["notes"])
+
+
+def test_calibration_card_falls_back_to_the_main_split_without_seed_numbers(tmp_path):
+    make_eval_inputs(tmp_path)
+    io.write_text(str(tmp_path / "models" / "classifier" / "metrics.json"), json.dumps(
+        {"n": 50, "accuracy": 0.9, "ece": 0.04, "against": "teacher", "calibration_temperature": 1.5,
+         "uncalibrated": {"n": 50, "accuracy": 0.9, "ece": 0.12}}))
+    assert run(eval_config(tmp_path)) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    cal = metrics["models"]["calibration"]
+    assert (cal["before"], cal["after"], cal["n"], cal["against"]) == (0.12, 0.04, 50, "teacher")
+    assert _models(metrics)["classifier_seed"]["available"] is False
