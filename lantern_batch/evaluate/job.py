@@ -790,16 +790,22 @@ def _sft_row(inputs: EvalInputs, cfg: EvaluateConfig, when: str) -> dict[str, An
         if isinstance(part, dict) and not part:
             reason += " (teacher SFT had no held-out seed pairs)"
         return {**head, **_unavailable(reason)}
+    return _recorded_row(head, part, "the teacher export's metrics.json records no ECE",
+                         "held-out D_seed pairs of distill teacher-sft (seed labels are the policy's)",
+                         io.join(cfg.teacher_model or "", "metrics.json"))
+
+
+def _recorded_row(head: dict[str, Any], part: dict[str, Any], no_ece: str, pairs: str, source: str) -> dict[str, Any]:
+    """A row of the table of models from scores an export's ``metrics.json`` records against
+    policy labels (``n``, ``accuracy``, ``macro_f1``, ``ece``, ``confusion``)."""
     n = int(part["n"])
     policy: dict[str, Any] = {"available": True, "n": n, "agreement": float(part["accuracy"]),
                               "macro_f1": float(part["macro_f1"]) if _number(part.get("macro_f1")) else None}
     if isinstance(part.get("confusion"), list):
         policy["confusion"] = part["confusion"]
-    ece = ({"available": True, "n": n, "ece": float(part["ece"])} if _number(part.get("ece"))
-           else _unavailable("the teacher export's metrics.json records no ECE"))
+    ece = ({"available": True, "n": n, "ece": float(part["ece"])} if _number(part.get("ece")) else _unavailable(no_ece))
     return {**head, "available": True, "n": n, "policy": policy, "teacher": None, "ece": ece,
-            "pairs": "held-out D_seed pairs of distill teacher-sft (seed labels are the policy's)",
-            "from": io.join(cfg.teacher_model or "", "metrics.json")}
+            "pairs": pairs, "from": source}
 
 
 def _classifier_seed_row(inputs: EvalInputs, cfg: EvaluateConfig) -> dict[str, Any]:
@@ -814,16 +820,9 @@ def _classifier_seed_row(inputs: EvalInputs, cfg: EvaluateConfig) -> dict[str, A
     part = metrics.get("seed") if metrics.get("against") != "seed" else metrics
     if not isinstance(part, dict) or not _number(part.get("accuracy")) or not _number(part.get("n")) or not part["n"]:
         return {**head, **_unavailable("the classifier's metrics.json records no held-out D_seed pairs")}
-    n = int(part["n"])
-    policy: dict[str, Any] = {"available": True, "n": n, "agreement": float(part["accuracy"]),
-                              "macro_f1": float(part["macro_f1"]) if _number(part.get("macro_f1")) else None}
-    if isinstance(part.get("confusion"), list):
-        policy["confusion"] = part["confusion"]
-    ece = ({"available": True, "n": n, "ece": float(part["ece"])} if _number(part.get("ece"))
-           else _unavailable("the classifier's metrics.json records no ECE on D_seed"))
-    return {**head, "available": True, "n": n, "policy": policy, "teacher": None, "ece": ece,
-            "pairs": "held-out D_seed pairs of distill classifier (seed labels are the policy's)",
-            "from": io.join(cfg.classifier or "", "metrics.json")}
+    return _recorded_row(head, part, "the classifier's metrics.json records no ECE on D_seed",
+                         "held-out D_seed pairs of distill classifier (seed labels are the policy's)",
+                         io.join(cfg.classifier or "", "metrics.json"))
 
 
 def _heldout_label_rows(inputs: EvalInputs, cfg: EvaluateConfig,

@@ -396,26 +396,6 @@ def test_refresh_keeps_a_long_run_lock_fresh(tmp_path):
 # LockKeeper: a run holds its lock for its whole length
 
 
-def test_keeper_retries_a_transient_refresh_error(tmp_path, monkeypatch):
-    keeper = io.LockKeeper(str(tmp_path / "_locks" / "x.lock"), owner="run-a", ttl_s=1.5)
-    real = keeper.lock.refresh
-    failures = iter([OSError("503 slow down"), OSError("connection reset")])
-
-    def flaky():
-        exc = next(failures, None)
-        if exc is not None:
-            raise exc
-        real()
-
-    monkeypatch.setattr(keeper.lock, "refresh", flaky)
-    with keeper:
-        time.sleep(2.5)
-        assert not keeper.lost and keeper.lock.held
-        with pytest.raises(LockHeldError):
-            io.PartitionLock(str(tmp_path / "_locks" / "x.lock"), "run-b", 1.5).acquire()
-    assert not (tmp_path / "_locks" / "x.lock").exists()
-
-
 def _unreachable_endpoint():
     # What s3fs lets through unconverted when the endpoint cannot be reached: not an OSError.
     from botocore.exceptions import EndpointConnectionError
@@ -425,11 +405,15 @@ def _unreachable_endpoint():
     return exc
 
 
-def test_keeper_retries_a_botocore_refresh_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("errors", [
+    lambda: [OSError("503 slow down"), OSError("connection reset")],
+    lambda: [_unreachable_endpoint(), _unreachable_endpoint()],
+], ids=["oserror", "botocore"])
+def test_keeper_retries_a_transient_refresh_error(tmp_path, monkeypatch, errors):
     path = tmp_path / "_locks" / "x.lock"
     keeper = io.LockKeeper(str(path), owner="run-a", ttl_s=1.5)
     real = keeper.lock.refresh
-    failures = iter([_unreachable_endpoint(), _unreachable_endpoint()])
+    failures = iter(errors())
 
     def flaky():
         exc = next(failures, None)
