@@ -655,15 +655,15 @@ def prepare_examples(
     examples_dir = io.join(work_dir, "examples")
     stage_kwargs: dict[str, Any] = {"builder": builder, "builder_kwargs": builder_kwargs, "schema": schema,
                                     "hash_fields": hash_fields, "task": task}
+    for table_name, path, _ in sources:
+        event(log, "distill.source", table=table_name, path=path,
+              prompt_version=prompt_version if table_name == "teacher_labels" else None)
+    io.delete_dir(errors_dir)
+    io.delete_dir(examples_dir)
     label_rows = sum(_count_rows(path) for _, path, _ in sources)
     if broadcast and label_rows <= data.in_process_max_rows:
-        for table_name, path, _ in sources:
-            event(log, "distill.source", table=table_name, path=path,
-                  prompt_version=prompt_version if table_name == "teacher_labels" else None)
         event(log, "distill.join", strategy="in_process", members_jobs_rows=entity_rows, pairs_rows=pair_rows,
               label_rows=label_rows)
-        io.delete_dir(errors_dir)
-        io.delete_dir(examples_dir)
         _build_in_process(sources, prompt_version, task, label_task, data, inputs, stage_kwargs, examples_dir)
         return _summarise(task, examples_dir, errors_dir, settings_for_fingerprint)
 
@@ -671,8 +671,6 @@ def prepare_examples(
 
     datasets = []
     for table_name, path, wanted in sources:
-        event(log, "distill.source", table=table_name, path=path,
-              prompt_version=prompt_version if table_name == "teacher_labels" else None)
         # The files' own columns, as the driver reads them (no hive columns from the path).
         ds = io.ray_read_parquet(path, columns=wanted, partitioning=None)
         if table_name == "teacher_labels" and prompt_version is not None:
@@ -707,8 +705,6 @@ def prepare_examples(
         join = "shuffle"
     event(log, "distill.join", strategy=join, members_jobs_rows=entity_rows, pairs_rows=pair_rows)
 
-    io.delete_dir(errors_dir)
-    io.delete_dir(examples_dir)
     built = rows.map_batches(ExampleStage, fn_constructor_kwargs=stage_kwargs, batch_format="pyarrow",
                              batch_size=64, concurrency=data.prep_actors)
     built.write_parquet(_ray_path(examples_dir), **_fs_kwargs(examples_dir))
