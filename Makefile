@@ -43,6 +43,7 @@ test-unit: setup
 
 bench: setup
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/memory.py
 
 lint: setup
 	$(BIN)/ruff check lantern_batch jobs tests bench

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lantern_batch.config import ConfigError, ConfigModel, dump_config, load_config
+from lantern_batch.config import ConfigModel, dump_config, load_config
 from lantern_batch.errors import LanternError
 
 
@@ -132,6 +132,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     v.add_argument("path", help="Parquet file or directory, local or s3://")
     v.add_argument("--errors-out", help="write the error rows as Parquet to this directory")
     v.add_argument("--max-text-chars", type=int, default=20_000)
+    v.add_argument("--shard-rows", type=int, default=2_000_000,
+                   help="rows per duplicate-detection pass: memory is bounded by this, not by the table")
 
     m = sub.add_parser("models", help="Prepare the bundled models, or resolve a model reference.")
     msub = m.add_subparsers(dest="action", required=True)
@@ -152,7 +154,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     from lantern_batch.validation import validate_path
 
     validate_path(args.table, args.path, errors_out=args.errors_out,
-                  max_text_chars=args.max_text_chars, echo=print)
+                  max_text_chars=args.max_text_chars, shard_rows=args.shard_rows, echo=print)
     return 0
 
 
@@ -187,11 +189,35 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"- {step}")
             return 0
         return int(spec.runner()(cfg) or 0)
-    except (ConfigError, LanternError) as exc:
-        print(f"lantern-batch {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        found = project_error(exc)
+        if found is None:
+            raise
+        print(f"lantern-batch {args.command}: error: {found}", file=sys.stderr)
+        return found.exit_code
+
+
+def project_error(exc: BaseException) -> LanternError | None:
+    """The project error behind ``exc``, or None: ``exc`` itself when it is one, else the first
+    one down its explicit causes (``raise ... from``), where a Ray wrapper stands for what it
+    wraps (its ``cause``: what a Ray task or actor raised; Ray Data's ``UserCodeException`` is
+    raised from the UDF's error). Ray's copy of a project error is an instance of the same class,
+    but its message carries the remote traceback: the user gets the original's one line. An
+    error raised while another was being handled is not its cause: a bug stays a traceback."""
+    ray_errors = sys.modules.get("ray.exceptions")
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if ray_errors is not None and isinstance(e, ray_errors.RayError) and getattr(e, "cause", None) is not None:
+            e = e.cause
+            continue
+        if isinstance(e, LanternError):
+            return e
+        e = e.__cause__
+    return None
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -46,7 +47,14 @@ from lantern_batch.errors import (
     NotPublishedError,
 )
 from lantern_batch.logs import event, get_logger
-from lantern_batch.schema import INPUT_SCHEMAS, FileFooter, check_files, conform, unify_files
+from lantern_batch.schema import (
+    INPUT_SCHEMAS,
+    REQUIRED_COLUMNS,
+    FileFooter,
+    check_files,
+    conform,
+    unify_files,
+)
 
 log = get_logger(__name__)
 
@@ -289,6 +297,100 @@ def read_table(path: str, columns: list[str] | None = None, table: str | None = 
         return out.select(columns) if columns is not None else out
     schema = unify_files(table or "input", footers) if len(footers) > 1 else None
     return _dataset([f.path for f in footers], table, schema=schema).to_table(columns=columns)
+
+
+def iter_input_batches(path: str, table: str, columns: list[str] | None = None,
+                       batch_rows: int = 65_536) -> Iterator[pa.Table]:
+    """The streaming form of :func:`read_table` for an input table (``members``, ``jobs``,
+    ``pairs``): the same checks of every footer first, then conformed batches of at most
+    ``batch_rows`` rows, file by file in order (only ``columns`` of them when given, read
+    with the required columns that :func:`~lantern_batch.schema.conform` checks)."""
+    footers = file_footers(path, table)
+    check_files(table, footers)
+    names = INPUT_SCHEMAS[table].names
+    wanted = names if columns is None else [c for c in names if c in columns or c in REQUIRED_COLUMNS[table]]
+    for footer in footers:
+        fs, p = filesystem(footer.path)
+        with fs.open_input_file(p) as fh:
+            present = [c for c in wanted if c in footer.schema.names]
+            for rb in pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=present):
+                t = conform(pa.Table.from_batches([rb]), table)
+                yield t if columns is None else t.select(columns)
+
+
+def iter_table_batches(path: str, columns: list[str] | None = None, table: str | None = None,
+                       batch_rows: int = 65_536) -> Iterator[pa.Table]:
+    """The streaming form of :func:`read_table` for any other table (teacher labels, seed...):
+    the files' schemas unified the same way, then batches of at most ``batch_rows`` rows in
+    file and row order."""
+    footers = file_footers(path, table)
+    schema = unify_files(table or "input", footers) if len(footers) > 1 else None
+    dataset = _dataset([f.path for f in footers], table, schema=schema)
+    for rb in dataset.to_batches(columns=columns, batch_size=batch_rows):
+        yield pa.Table.from_batches([rb])
+
+
+class ParquetSink:
+    """One Parquet file written from many tables (a row group or more per :meth:`write`), so a
+    writer never holds more than one batch. The file appears at ``directory/basename`` only
+    when the sink closes without an error: it is written under a hidden temporary name and then
+    moved (a rename locally, a copy on S3). A sink that got no rows writes nothing.
+
+        with ParquetSink(out, "part-00000.parquet", ERRORS_SCHEMA) as sink:
+            for batch in ...:
+                sink.write(errors_of(batch))
+    """
+
+    def __init__(self, directory: str, basename: str, schema: pa.Schema, compression: str = "zstd"):
+        self.target = join(directory, basename)
+        self.schema, self.compression = schema, compression
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: str | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self._writer is None:
+            fs, p = filesystem(self.target)
+            directory, name = posixpath.split(p)
+            fs.create_dir(directory, recursive=True)
+            self._tmp = posixpath.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+            self._writer = pq.ParquetWriter(self._tmp, self.schema, filesystem=fs, compression=self.compression)
+        self._writer.write_table(table.cast(self.schema))
+        self.rows += table.num_rows
+
+    def close(self) -> str | None:
+        """Finish the file and move it into place; its path, or None when no row was written."""
+        if self._writer is None:
+            return None
+        self._writer.close()
+        self._writer = None
+        fs, p = filesystem(self.target)
+        fs.move(self._tmp, p)
+        return self.target
+
+    def abort(self) -> None:
+        """Drop what was written (the target is left as it was)."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._writer = None
+                fs, _ = filesystem(self.target)
+                try:
+                    fs.delete_file(self._tmp)
+                except FileNotFoundError:
+                    pass
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _read_file(footer: FileFooter, columns: list[str]) -> pa.Table:

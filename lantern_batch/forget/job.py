@@ -24,7 +24,7 @@ Order of work, and why:
    are pair ids derived from the member ids), then ``labels/teacher=*/``, ``fused/`` and
    ``errors/`` (rewritten in place, or deleted when nothing is left), then the black-box
    response cache (the members' directories; entries of the older flat layout cannot be
-   attributed to a member and are all deleted).
+   attributed to a member and are all deleted), and a scan plan a killed pass left (``_scan/``).
 5. Distillation work dirs, curation sheets (``review.csv`` keeps every other line byte for
    byte) and the other configured tables: every Parquet file with a ``member_id`` column.
    Evaluation reports that name one of the members (they list example pairs) are deleted.
@@ -510,6 +510,9 @@ def _purge_synthesize_locked(root: str, m: Matcher, report: Report) -> None:
             report.add(table, root, detail=detail, rows_removed=removed.num_rows, **{f"files_{outcome}": 1})
     # 4. The black-box response cache.
     _purge_cache(root, m, report)
+    # 5. A killed pass's scan plan (row keys of any member): no pass runs while forget holds the
+    # lock, and the next pass would delete it anyway.
+    io.delete_dir(io.join(root, "_scan"))
 
 
 def _purge_cache(root: str, m: Matcher, report: Report) -> None:

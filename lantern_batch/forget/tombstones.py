@@ -271,30 +271,3 @@ def mark_forgotten(work: pa.Table, forgotten: ForgetFilter | None) -> pa.Table:
 def drop_forgotten_pairs(batch: pa.Table, forgotten: Any) -> pa.Table:
     """Synthesize (Ray Data UDF after the pairs are read): skip pairs of forgotten members."""
     return drop_forgotten(batch, _resolve(forgotten))
-
-
-def count_forgotten_pairs(tasks: list[Any], sample_fraction: float, skip_keys: frozenset[str],
-                          copy_index: dict[int, int], forgotten: ForgetFilter | None) -> int:
-    """Synthesize: how many pairs :func:`drop_forgotten_pairs` takes out of this pass, i.e. pairs
-    of forgotten members that are sampled and not already done (those are counted as
-    ``not_sampled`` / ``skipped_done`` already), so the pass's counts still conserve."""
-    if not forgotten:
-        return 0
-    from lantern_batch.teacher.inputs import pair_ids, read_row_group, row_keys, sampled
-
-    n = 0
-    for task in tasks:
-        t = read_row_group(task.__dict__ if hasattr(task, "__dict__") else task, columns=["member_id", "job_id"])
-        if "member_id" not in t.column_names or t.num_rows == 0:
-            continue
-        mask = forgotten.mask(t.column("member_id"))
-        if not mask.any():
-            continue
-        jids = t.column("job_id").to_pylist() if "job_id" in t.column_names else [None] * t.num_rows
-        mids = t.column("member_id").to_pylist()
-        pids = pair_ids(mids, jids)
-        keys = row_keys(pids, t.column("_order").to_numpy(), copy_index)
-        for i in np.nonzero(mask)[0].tolist():
-            if sampled(pids[i], sample_fraction) and keys[i] not in skip_keys:
-                n += 1
-    return n

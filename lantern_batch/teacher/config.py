@@ -220,6 +220,10 @@ class SynthesizeConfig(ConfigModel):
     """Pairs per batch of the validate/join stage."""
     join_actors: int = Field(1, gt=0)
     """Actors of the join stage (each holds the broadcast members and jobs)."""
+    shard_rows: int = Field(2_000_000, gt=0)
+    """Pairs per shard of the input scan (de-duplication, resume and skip decisions): the scan
+    runs in ceil(pairs / shard_rows) Ray tasks, each holding one hash bucket of the pairs, so
+    its memory is bounded by this, not by the table (``lantern_batch.teacher.inputs``)."""
 
     SHORTCUTS: ClassVar[dict[str, str]] = {
         "--members": "inputs.members",

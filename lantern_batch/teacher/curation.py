@@ -119,22 +119,48 @@ def csv_restored(table: pa.Table) -> pa.Table:
     return _map_text_columns(table, restore_cell)
 
 
+EXPORT_COLUMNS = ["pair_id", "member_id", "job_id", "teacher", "prompt_version", "fit_label", "p_high",
+                  "p_medium", "p_low", "dimension_scores", "explanation"]
+
+
+def first_labels(path: str, limit: int | None, batch_rows: int = 65_536) -> pa.Table:
+    """The first ``limit`` label rows by pair id (ties in file and row order; null ids last),
+    the sheet's rows. Streams: the labels are read a batch at a time and only the best
+    ``limit`` rows so far are kept, so memory is bounded by ``limit``, not by the labels
+    (without a limit the sheet is every row, read whole)."""
+    if limit is None:
+        return io.read_table(path, columns=EXPORT_COLUMNS, table="teacher labels").sort_by("pair_id")
+    best: pa.Table | None = None
+    for batch in io.iter_table_batches(path, EXPORT_COLUMNS, table="teacher labels", batch_rows=batch_rows):
+        if best is not None and best.num_rows == limit:  # only rows that can still be in the first `limit`
+            last = best.column("pair_id")[-1]
+            if last.is_valid:
+                batch = batch.filter(pc.fill_null(pc.less_equal(batch.column("pair_id"), last), False))
+            if batch.num_rows == 0:
+                continue
+        both = batch if best is None else pa.concat_tables([best, batch.cast(best.schema)])
+        # sort_by is stable: earlier rows stay first among equal pair ids, as in one sort of all rows
+        best = both.sort_by("pair_id").slice(0, limit).combine_chunks()
+    return best if best is not None else io.read_table(path, columns=EXPORT_COLUMNS, table="teacher labels")
+
+
+def _rows_by_id(path: str, table: str, ids: set[str]) -> dict[str, dict]:
+    """{id: row} of the ``members`` / ``jobs`` rows with these ids (the last row of an id wins),
+    streaming the table and keeping only those."""
+    key = "member_id" if table == "members" else "job_id"
+    wanted = pa.array(list(ids), pa.string())
+    rows: dict[str, dict] = {}
+    for batch in io.iter_input_batches(path, table):
+        hit = batch.filter(pc.is_in(batch.column(key), value_set=wanted))
+        rows.update((r[key], r) for r in hit.to_pylist())
+    return rows
+
+
 def run_export(cfg: CurateExportConfig) -> int:
     """Entry point of ``lantern-batch curate export``."""
-    cols = ["pair_id", "member_id", "job_id", "teacher", "prompt_version", "fit_label", "p_high",
-            "p_medium", "p_low", "dimension_scores", "explanation"]
-    labels = io.read_table(cfg.labels, columns=cols, table="teacher labels")
-    labels = labels.sort_by("pair_id")  # pair ids are hashes: the first N are a fair sample
-    if cfg.limit is not None:
-        labels = labels.slice(0, cfg.limit)
-    mids = set(labels.column("member_id").to_pylist())
-    jids = set(labels.column("job_id").to_pylist())
-    members_t = io.read_table(cfg.members, table="members")
-    jobs_t = io.read_table(cfg.jobs, table="jobs")
-    members_t = members_t.filter(pc.is_in(members_t.column("member_id"), pa.array(list(mids), pa.string())))
-    jobs_t = jobs_t.filter(pc.is_in(jobs_t.column("job_id"), pa.array(list(jids), pa.string())))
-    members = {r["member_id"]: r for r in members_t.to_pylist()}
-    jobs = {r["job_id"]: r for r in jobs_t.to_pylist()}
+    labels = first_labels(cfg.labels, cfg.limit)  # pair ids are hashes: the first N are a fair sample
+    members = _rows_by_id(cfg.members, "members", set(labels.column("member_id").to_pylist()))
+    jobs = _rows_by_id(cfg.jobs, "jobs", set(labels.column("job_id").to_pylist()))
     sheet = review_sheet(labels, members, jobs, cfg.summary_chars)
     write_resolved_config(cfg, cfg.out, name="export_config.yaml")
     io.write_table(sheet, cfg.out, basename="review.parquet")

@@ -8,8 +8,11 @@ One Ray Data pipeline per teacher, each streaming::
     read pairs (row groups) -> validate + de-duplicate + broadcast-join (PairJoiner actors)
       -> teacher stage (vLLM / engagement / black-box actors) -> commit writer (tasks)
 
-The driver only sees per-batch summaries (counts and token totals), which it turns into
-progress lines and the run summary. After the last teacher, several teachers' labels are
+Before it, the pass scans the pair keys in shards (Ray tasks, :func:`scan_pass`; see
+:mod:`~lantern_batch.teacher.inputs`) for later copies and the rows it skips, and leaves the
+decisions as plan files under ``OUT/_scan/`` that the join reads batch by batch. The driver only
+sees counts and per-batch summaries (counts and token totals), which it turns into progress
+lines and the run summary. After the last teacher, several teachers' labels are
 fused (:mod:`~lantern_batch.teacher.fusion`). See :mod:`~lantern_batch.teacher.store` for the
 output layout and the exactly-once rules that make a killed run resumable.
 
@@ -171,8 +174,7 @@ def _teacher_stage(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, 
 
 
 def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], tasks: list[Any],
-            scan: dict[str, Any], skip_ref: Any, to_do: int, totals: Counter[str], reasons: Counter[str],
-            version: str) -> None:
+            plan: Any, to_do: int, totals: Counter[str], reasons: Counter[str], version: str) -> None:
     """Build and consume one teacher's Ray Data pipeline, summing its batch summaries."""
     import ray
     import ray.data
@@ -191,8 +193,8 @@ def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], t
         PairJoiner,
         fn_constructor_kwargs=dict(
             members=side["members"], jobs=side["jobs"], bad_members=side["bad_members"],
-            bad_jobs=side["bad_jobs"], copy_index=scan["copy_index"], skip_keys=skip_ref,
-            sample_fraction=cfg.sample_fraction, limits=limits),
+            bad_jobs=side["bad_jobs"], copy_index=None, skip_keys=None,
+            sample_fraction=cfg.sample_fraction, limits=limits, plan=plan),
         batch_size=cfg.join_batch_size, batch_format="pyarrow", concurrency=cfg.join_actors, num_cpus=0.25,
     )
     stage_cls, stage_kwargs = _teacher_stage(cfg, teacher, side)
@@ -215,26 +217,68 @@ def _stream(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], t
             progress.update(row["rows"])
 
 
-def _done(out: str, teacher: str, prompt_version: str, version: str,
-          resume: bool) -> tuple[dict[str, str], frozenset[str]]:
-    """Ray task: what this pass finds done (:func:`~lantern_batch.teacher.store.load_done`)."""
-    if not resume:
-        return {}, frozenset()
-    return store.load_done(out, teacher, prompt_version, version)
-
-
 def _scan(tasks: list[Any], sample_fraction: float, inputs_done: frozenset[str], done: dict[str, str],
           member_hashes: dict[str, str], job_hashes: dict[str, str], forgotten: Any = None) -> tuple[Any, ...]:
-    """Ray task: :func:`~lantern_batch.teacher.inputs.scan_pairs` as (copy index, keys to skip,
-    changed done keys, counts), the counts with ``forgotten``: the pairs of tombstoned members
-    this pass skips (sampled, not skipped as done)."""
-    from lantern_batch.forget.tombstones import count_forgotten_pairs
+    """The whole scan in one process, in memory (:func:`~lantern_batch.teacher.inputs.scan_pairs`):
+    (copy index, keys to skip, changed done keys, counts), the counts with ``forgotten``: the
+    pairs of tombstoned members this pass skips (sampled, not skipped as done). For tests and
+    small tables; a pass runs :func:`_scan_shard` per shard."""
     from lantern_batch.teacher.inputs import scan_pairs
 
-    result = scan_pairs(tasks, sample_fraction, inputs_done, done, member_hashes, job_hashes)
+    result = scan_pairs(tasks, sample_fraction, inputs_done, done, member_hashes, job_hashes, forgotten)
     copy_index, skip, changed = result.pop("copy_index"), result.pop("skip"), result.pop("changed")
-    result["forgotten"] = count_forgotten_pairs(tasks, sample_fraction, skip, copy_index, forgotten)
     return copy_index, skip, changed, result
+
+
+def _scan_shard(tasks: list[Any], shard: int, shards: int, sample_fraction: float, out: str, teacher: str,
+                prompt_version: str, version: str, resume: bool, member_hashes: dict[str, str],
+                job_hashes: dict[str, str], forgotten: Any, plan_dir: str) -> dict[str, Any]:
+    """Ray task: scan one shard of the pairs (:func:`~lantern_batch.teacher.inputs.scan_shard`)
+    with the done rows of that shard (:func:`~lantern_batch.teacher.store.load_done_shard`),
+    write its plan files (:func:`~lantern_batch.teacher.inputs.write_plan`); return its counts,
+    the files and what it held."""
+    from lantern_batch.teacher.inputs import scan_shard, write_plan
+
+    done, where, inputs_done = (store.load_done_shard(out, teacher, prompt_version, version, shard, shards)
+                                if resume else ({}, {}, frozenset()))
+    scan = scan_shard(tasks, sample_fraction, shard=shard, shards=shards, inputs_done=inputs_done, done=done,
+                      where=where, member_hashes=member_hashes, job_hashes=job_hashes, forgotten=forgotten)
+    return {**scan.counts, **write_plan(scan, plan_dir), "held": scan.held}
+
+
+def plan_dir(out: str, teacher: str) -> str:
+    """Where a pass of ``teacher`` keeps its scan plan (deleted when the pass ends, and before
+    the next pass of that teacher, if a killed run left one)."""
+    return io.join(out, "_scan", f"teacher={teacher}")
+
+
+def scan_pass(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any], tasks: list[Any],
+              version: str) -> tuple[dict[str, int], Any]:
+    """Scan the pairs for one pass in shards (Ray tasks, see
+    :mod:`~lantern_batch.teacher.inputs`): (counts summed over the shards, the
+    :class:`~lantern_batch.teacher.inputs.ScanPlan`)."""
+    import ray
+
+    from lantern_batch.teacher.inputs import ScanPlan, shard_count
+
+    directory = plan_dir(cfg.out, teacher.name)
+    io.delete_dir(directory)
+    shards = shard_count(tasks, cfg.shard_rows)
+    task = ray.remote(_scan_shard).options(num_cpus=0.5)
+    tasks_ref = ray.put(tasks)
+    results = ray.get([task.remote(tasks_ref, b, shards, cfg.sample_fraction, cfg.out, teacher.name,
+                                   teacher.prompt_version, version, cfg.resume, side["member_hashes"],
+                                   side["job_hashes"], side.get("forgotten"), directory) for b in range(shards)])
+    counts: Counter[str] = Counter()
+    for r in results:
+        counts.update({k: v for k, v in r.items() if isinstance(v, int)})
+    plan = ScanPlan(decisions=tuple(r["decisions"] for r in results if r["decisions"]),
+                    changed=tuple(r["changed"] for r in results if r["changed"]))
+    event(log, "teacher.scan", teacher=teacher.name, shards=shards,
+          held_pairs_max=max(r["held"]["pairs"] for r in results),
+          held_done_max=max(r["held"]["done"] for r in results))
+    keys = ("rows_in", "duplicates", "not_sampled", "skipped_done", "changed_done", "forgotten")
+    return {k: counts[k] for k in keys}, plan
 
 
 def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any],
@@ -244,28 +288,26 @@ def run_teacher(cfg: SynthesizeConfig, teacher: TeacherSpec, side: dict[str, Any
 
     t0 = time.perf_counter()
     version = teacher_version(cfg, teacher, side)
-    # The done rows, the later-copy index and the skip set can be large: they are built in Ray
-    # tasks and stay in the object store; the driver only sees counts.
-    done_ref, inputs_done_ref = ray.remote(_done).options(num_cpus=0.5, num_returns=2).remote(
-        cfg.out, teacher.name, teacher.prompt_version, version, cfg.resume)
-    copy_ref, skip_ref, changed_ref, counts_ref = ray.remote(_scan).options(num_cpus=0.5, num_returns=4).remote(
-        tasks, cfg.sample_fraction, inputs_done_ref, done_ref, side["member_hashes"], side["job_hashes"],
-        side.get("forgotten"))
-    scan = {**ray.get(counts_ref), "copy_index": copy_ref}
-    retired = {"rows": 0, "batches": 0}
-    if cfg.resume:  # before any new label: what no longer holds leaves the output
-        retired = ray.get(ray.remote(store.retire_stale).options(num_cpus=0.5).remote(
-            cfg.out, teacher.name, teacher.prompt_version, version, changed_ref))
-    to_do = scan["rows_in"] - scan["not_sampled"] - scan["skipped_done"] - scan["forgotten"]
-    event(log, "teacher.pass_start", teacher=teacher.name, kind=teacher.kind, version=version,
-          rows_in=scan["rows_in"], to_do=to_do, skipped_done=scan["skipped_done"],
-          changed_done=scan["changed_done"], retired=retired["rows"], not_sampled=scan["not_sampled"],
-          duplicates=scan["duplicates"], forgotten=scan["forgotten"])
+    # The done rows, the later copies and the rows to skip are decided in shards (Ray tasks,
+    # each holding its shard only) and kept as plan files; the driver only sees counts.
+    try:
+        scan, plan = scan_pass(cfg, teacher, side, tasks, version)
+        retired = {"rows": 0, "batches": 0}
+        if cfg.resume:  # before any new label: what no longer holds leaves the output
+            retired = ray.get(ray.remote(store.retire_stale).options(num_cpus=0.5).remote(
+                cfg.out, teacher.name, teacher.prompt_version, version, changed_files=plan.changed))
+        to_do = scan["rows_in"] - scan["not_sampled"] - scan["skipped_done"] - scan["forgotten"]
+        event(log, "teacher.pass_start", teacher=teacher.name, kind=teacher.kind, version=version,
+              rows_in=scan["rows_in"], to_do=to_do, skipped_done=scan["skipped_done"],
+              changed_done=scan["changed_done"], retired=retired["rows"], not_sampled=scan["not_sampled"],
+              duplicates=scan["duplicates"], forgotten=scan["forgotten"])
 
-    totals: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    if to_do > 0:  # an all-done pass starts no engine
-        _stream(cfg, teacher, side, tasks, scan, skip_ref, to_do, totals, reasons, version)
+        totals: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        if to_do > 0:  # an all-done pass starts no engine
+            _stream(cfg, teacher, side, tasks, plan, to_do, totals, reasons, version)
+    finally:
+        io.delete_dir(plan_dir(cfg.out, teacher.name))
     seconds = time.perf_counter() - t0
     counts = {
         "teacher_version": version,

@@ -5,6 +5,7 @@
     OUT/errors/part-input-members.parquet          rejected members / jobs (rewritten per run)
     OUT/fused/part-*.parquet                       fused soft labels (several teachers only)
     OUT/_commits/teacher=NAME/prompt_version=V/<bid>.parquet   one marker per committed batch
+    OUT/_scan/teacher=NAME/{decisions,changed}-<shard>.parquet   a pass's scan plan (while it runs)
     OUT/resolved_config.yaml, OUT/run_summary.json, OUT/agreement.json
 
 **Exactly once.** Each output batch gets a deterministic id ``bid`` (a hash of its row keys,
@@ -36,10 +37,13 @@ them; a run killed in between finishes the job at its next start.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import re
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -188,6 +192,31 @@ def teacher_version(model_version: str, prompt_version: str, settings: Mapping[s
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def key_shard(row_key: str, shards: int) -> int:
+    """The scan shard (0..shards-1) of an input row by its row key: the same as
+    :func:`pair_shard` of the row's pair id (``<pair_id>#<n>``), or of its position for a pair
+    with a null id (``null#<order>``). A key of another form goes to shard 0."""
+    if shards <= 1:
+        return 0
+    head, _, tail = row_key.rpartition("#")
+    if head == "null":
+        try:
+            return pair_shard(None, int(tail), shards)
+        except ValueError:
+            return 0
+    return pair_shard(head, 0, shards)
+
+
+def pair_shard(pid: str | None, order: int, shards: int) -> int:
+    """The scan shard of a pair: a hash of its pair id (every copy of a pair, and every row key
+    of it, in one shard), or its position ``order`` for a pair with a null id."""
+    if shards <= 1:
+        return 0
+    if pid is None:
+        return int(order) % shards
+    return zlib.crc32(pid.encode()) % shards
+
+
 def load_done(out: str, teacher: str, prompt_version: str,
               version: str) -> tuple[dict[str, str], frozenset[str]]:
     """What a pass of ``teacher`` / ``prompt_version`` / teacher ``version`` finds done.
@@ -197,7 +226,21 @@ def load_done(out: str, teacher: str, prompt_version: str,
         version, row keys of input errors written by any pass). Rows of another version, retired
         rows and rows of markers that predate fingerprints are not done.
     """
+    done, _, inputs_done = load_done_shard(out, teacher, prompt_version, version)
+    return done, inputs_done
+
+
+def load_done_shard(out: str, teacher: str, prompt_version: str, version: str, shard: int = 0,
+                    shards: int = 1) -> tuple[dict[str, str], dict[str, str], frozenset[str]]:
+    """:func:`load_done` for the row keys of one scan shard (:func:`key_shard`), streaming the
+    marker files one at a time, so what it holds is bounded by the shard.
+
+    Returns:
+        (done {row key: input_fingerprint}, {row key: name of the marker file that holds it}
+        for the done keys, row keys of input errors), each of this shard only.
+    """
     teacher_done: dict[str, str] = {}
+    where: dict[str, str] = {}
     inputs_done: set[str] = set()
     own_dir = commits_dir(out, teacher, prompt_version) + "/"
     for f in _marker_files(out):
@@ -205,14 +248,18 @@ def load_done(out: str, teacher: str, prompt_version: str,
         keys = t.column("row_key").to_pylist()
         kinds = t.column("kind").to_pylist()
         own = f.startswith(own_dir)
+        name = io.basename(f)
         fps = _column_or_nulls(t, "input_fingerprint")
         versions = _column_or_nulls(t, "teacher_version")
         for k, kind, fp, v in zip(keys, kinds, fps, versions, strict=True):
+            if shards > 1 and key_shard(k, shards) != shard:
+                continue
             if kind == "input":
                 inputs_done.add(k)
             elif own and kind == "teacher" and v == version and fp is not None:
                 teacher_done[k] = fp
-    return teacher_done, frozenset(inputs_done)
+                where[k] = name
+    return teacher_done, where, frozenset(inputs_done)
 
 
 def skipped(row_key: str, fingerprint: str | None, done: Mapping[str, str], inputs_done: frozenset[str]) -> bool:
@@ -226,7 +273,8 @@ def _column_or_nulls(table: pa.Table, name: str) -> list[Any]:
     return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
 
 
-def retire_stale(out: str, teacher: str, prompt_version: str, version: str, changed: Iterable[str]) -> dict[str, int]:
+def retire_stale(out: str, teacher: str, prompt_version: str, version: str, changed: Iterable[str] = (),
+                 changed_files: Iterable[str] = ()) -> dict[str, int]:
     """Take the rows that no longer hold out of this teacher's output for ``prompt_version``.
 
     Stale: every teacher row written by a pass of another teacher ``version`` (or by one that
@@ -234,18 +282,32 @@ def retire_stale(out: str, teacher: str, prompt_version: str, version: str, chan
     rows a killed retirement left marked ``retired``. Input-error rows stay. See the module doc
     for the order of writes that makes this safe to kill.
 
+    Args:
+        changed: changed row keys, in memory (small sets, tests).
+        changed_files: the scan's changed-key files instead (:data:`CHANGED_SCHEMA`, each sorted
+            by marker file): they are merged by marker name while the markers are walked in
+            name order, so what is held is one marker file's changed keys.
+
     Returns:
         ``{"rows": rows retired, "batches": batches rewritten}``.
     """
     changed = frozenset(changed)
+    by_marker = _changed_by_marker(list(changed_files))
+    pending = next(by_marker, None)
     markers_dir = commits_dir(out, teacher, prompt_version)
     rows = batches = 0
-    for f in _marker_files(out, teacher, prompt_version):
+    for f in sorted(_marker_files(out, teacher, prompt_version), key=io.basename):
+        name = io.basename(f)
+        while pending is not None and pending[0] < name:  # a marker that has gone since the scan
+            pending = next(by_marker, None)
+        here = changed
+        if pending is not None and pending[0] == name:
+            here = changed | pending[1]
+            pending = next(by_marker, None)
         marker = _read_parquet(f)
-        stale = _stale_mask(marker, version, changed)
+        stale = _stale_mask(marker, version, here)
         if not any(stale):
             continue
-        name = io.basename(f)
         io.write_table(_with_kind(marker, stale), markers_dir, basename=name)  # 1: no longer done
         keys = [k for k, s_ in zip(marker.column("row_key").to_pylist(), stale, strict=True) if s_]
         _filter_batch_files(out, teacher, name[: -len(".parquet")], {k.rsplit("#", 1)[0] for k in keys})  # 2
@@ -253,6 +315,25 @@ def retire_stale(out: str, teacher: str, prompt_version: str, version: str, chan
         rows += len(keys)
         batches += 1
     return {"rows": rows, "batches": batches}
+
+
+CHANGED_SCHEMA = pa.schema([pa.field("marker", pa.string()), pa.field("row_key", pa.string())])
+"""A scan's done rows whose content changed: the marker file (name) that holds each row key."""
+
+
+def _changed_by_marker(files: list[str]) -> Iterator[tuple[str, frozenset[str]]]:
+    """(marker name, its changed row keys) in name order, from changed-key files each sorted by
+    marker name (a k-way merge: one batch of each file in memory)."""
+
+    def rows(path: str) -> Iterator[tuple[str, str]]:
+        fs, p = io.filesystem(path)
+        with fs.open_input_file(p) as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=8192, columns=["marker", "row_key"]):
+                yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
+
+    merged = heapq.merge(*(rows(f) for f in files))
+    for name, group in itertools.groupby(merged, key=lambda r: r[0]):
+        yield name, frozenset(k for _, k in group)
 
 
 def _stale_mask(marker: pa.Table, version: str, changed: frozenset[str]) -> list[bool]:

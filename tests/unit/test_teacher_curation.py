@@ -182,3 +182,45 @@ def test_review_csv_with_line_breaks_in_cells_imports_past_the_first_block(tmp_p
     back = _read_review(str(tmp_path / "review.csv"))
     assert back.num_rows == n
     assert back.column("explanation").to_pylist() == values
+
+
+def test_export_with_a_limit_streams_labels_over_several_files_and_picks_the_first_by_pair_id(tiny_world, tmp_path):
+    """The first `limit` rows by pair id, kept while the labels stream by batch (ties keep file and
+    row order, null ids last): the same sheet as sorting every label row at once."""
+    import random
+
+    import pyarrow.parquet as pq
+
+    from lantern_batch.teacher.curation import EXPORT_COLUMNS, first_labels
+
+    pairs = read_table(str(tiny_world / "pairs")).to_pylist()
+    rng = random.Random(7)
+    base = _labels(tiny_world).to_pylist()[0]
+    rows = []
+    for i, p in enumerate(pairs[:150]):
+        pid = None if i % 37 == 0 else f"p{rng.randrange(60):03d}"  # ties and null ids
+        rows.append({**base, "pair_id": pid, "member_id": p["member_id"], "job_id": p["job_id"],
+                     "explanation": f"Row {i}."})
+    schema = _labels(tiny_world).schema
+    (tmp_path / "labels").mkdir()
+    for f in range(3):
+        pq.write_table(pa.Table.from_pylist(rows[f * 50:(f + 1) * 50], schema=schema),
+                       tmp_path / "labels" / f"part-{f}.parquet", row_group_size=9)
+    everything = read_table(str(tmp_path / "labels"), columns=EXPORT_COLUMNS).sort_by("pair_id")
+    for limit in (1, 40, 149, 150, 500):
+        got = first_labels(str(tmp_path / "labels"), limit, batch_rows=8)
+        assert got.equals(everything.slice(0, limit)), limit
+    # The members and jobs of the sheet come from tables read in several files too.
+    for name in ("members", "jobs"):
+        table = read_table(str(tiny_world / name))
+        (tmp_path / name).mkdir()
+        for f in range(3):
+            pq.write_table(table.slice(f * table.num_rows // 3, table.num_rows // 3 + 1),
+                           tmp_path / name / f"part-{f}.parquet", row_group_size=7)
+    cfg = CurateExportConfig(labels=str(tmp_path / "labels"), members=str(tmp_path / "members"),
+                             jobs=str(tmp_path / "jobs"), out=str(tmp_path / "cur"), limit=40)
+    assert run_export(cfg) == 0
+    sheet = read_table(str(tmp_path / "cur" / "review.parquet"))
+    assert sheet.column("explanation").to_pylist() == everything.slice(0, 40).column("explanation").to_pylist()
+    assert all(s is not None for s in sheet.column("member_summary").to_pylist())
+    assert all(s is not None for s in sheet.column("job_summary").to_pylist())

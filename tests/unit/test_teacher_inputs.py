@@ -142,3 +142,95 @@ def test_scan_and_join_agree_on_every_input_fingerprint(tiny_world_dirty, tmp_pa
     assert scan["changed"] == set(done)  # every recorded fingerprint differs from the scan's
     done = dict(zip(good.column("_row_key").to_pylist(), good.column("input_fingerprint").to_pylist(), strict=True))
     assert _pass(tiny_world_dirty, tmp_path, done)[0]["changed"] == frozenset()
+
+
+def test_sharded_scan_decides_exactly_as_one_shard_and_each_shard_holds_its_bucket(tiny_world_dirty, tmp_path):
+    """The scan in shards (each a hash bucket of the pairs, with its own done rows read from the
+    markers, writing plan files) gives the counts, later copies, skips, changed keys and joined
+    rows of the scan in one shard; no shard holds more than its bucket."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from lantern_batch.forget import tombstones as tb
+    from lantern_batch.teacher import job as teacher_job
+    from lantern_batch.teacher import store
+    from lantern_batch.teacher.inputs import ScanPlan, scan_shard, shard_count
+    from tests.fixtures.forget import KEY
+
+    world = tmp_path / "w"
+    pairs = read_table(str(tiny_world_dirty / "pairs"))
+    n = pairs.num_rows
+    (world / "pairs").mkdir(parents=True)
+    # Two files of small row groups; later copies across row groups and across files (one pair three times).
+    pq.write_table(pairs.slice(0, n // 2), world / "pairs" / "part-0.parquet", row_group_size=40)
+    again = pa.concat_tables([pairs.slice(n // 2), pairs.slice(0, 40), pairs.slice(3, 1), pairs.slice(3, 1)])
+    pq.write_table(again, world / "pairs" / "part-1.parquet", row_group_size=40)
+    members, bad_m, jobs, bad_j = _side(tiny_world_dirty, tmp_path)
+    hashes = content_index(members, "members"), content_index(jobs, "jobs")
+    tasks = pair_read_tasks(str(world / "pairs"))
+    assert len(tasks) > 10
+
+    # What an earlier pass committed: labels (a fifth since changed) and input errors, in several markers.
+    first = scan_pairs(tasks, 1.0, frozenset())
+    joiner = PairJoiner(members, jobs, bad_m, bad_j, first["copy_index"], frozenset(), 1.0, RowLimits())
+    joined = pa.concat_tables([joiner(read_row_group(t.__dict__)) for t in tasks])
+    rows = joined.select(["_row_key", "_err_stage", "_err_reason", "input_fingerprint"]).to_pylist()
+    rows = [r for i, r in enumerate(rows) if r["_err_stage"] is None or i % 2]  # half the input errors
+    for i, r in enumerate(rows):
+        if r["_err_stage"] is None and i % 5 == 0:
+            r["input_fingerprint"] = "changed-since"
+    out = str(tmp_path / "out")
+    for i in range(0, len(rows), 64):
+        part = rows[i:i + 64]
+        store.commit_batch(out, "t", "v1", pa.table({}), pa.table({}), store.marker_rows(
+            [r["_row_key"] for r in part], [r["_err_stage"] for r in part], [r["_err_reason"] for r in part],
+            input_fingerprints=[r["input_fingerprint"] if r["_err_stage"] is None else None for r in part],
+            teacher_version="tv"))
+
+    member = collections.Counter(pairs.column("member_id").to_pylist()).most_common(1)[0][0]
+    forgotten = tb.ForgetFilter(KEY.encode(), frozenset({tb.member_hash(KEY.encode(), member)}))
+    done, where, inputs_done = store.load_done_shard(out, "t", "v1", "tv")
+    one = scan_shard(tasks, 0.7, inputs_done=inputs_done, done=done, where=where, member_hashes=hashes[0],
+                     job_hashes=hashes[1], forgotten=forgotten)
+    assert all(one.counts[k] > 0 for k in ("duplicates", "not_sampled", "skipped_done", "changed_done", "forgotten"))
+
+    shard_rows = -(-one.counts["rows_in"] // 3)
+    shards = shard_count(tasks, shard_rows)
+    assert shards == 3
+    plan_dir = str(tmp_path / "plan")
+    results = [teacher_job._scan_shard(tasks, b, shards, 0.7, out, "t", "v1", "tv", True, *hashes, forgotten, plan_dir)
+               for b in range(shards)]
+    for k, v in one.counts.items():
+        assert sum(r[k] for r in results) == v, k
+    # Each shard held its bucket only: together exactly what one shard holds, each well under it.
+    assert sum(r["held"]["pairs"] for r in results) == one.held["pairs"]
+    assert sum(r["held"]["done"] for r in results) == one.held["done"]
+    assert all(0 < r["held"]["pairs"] < 0.6 * one.held["pairs"] for r in results)
+    assert all(r["held"]["done"] < 0.6 * one.held["done"] for r in results)
+
+    plan = ScanPlan(decisions=tuple(r["decisions"] for r in results if r["decisions"]),
+                    changed=tuple(r["changed"] for r in results if r["changed"]))
+    copies, skips = {}, set()
+    for t in tasks:  # one row group at a time, as a join batch would ask
+        c, s = plan.lookup(read_row_group(t.__dict__, columns=["member_id"]).column("_order").to_numpy())
+        copies.update(c)
+        skips |= s
+    assert copies == one.copy_index and skips == set(one.skip)
+
+    # The join reads the plan and writes the same rows as with the decisions in memory.
+    in_memory = PairJoiner(members, jobs, bad_m, bad_j, one.copy_index, frozenset(one.skip.values()), 0.7, RowLimits())
+    planned = PairJoiner(members, jobs, bad_m, bad_j, None, None, 0.7, RowLimits(), plan=plan)
+    batches = [read_row_group(t.__dict__) for t in tasks]
+    mixed = pa.concat_tables([batches[1], batches[-1], batches[0]])  # a batch of far-apart row groups
+    for batch in [*batches, mixed]:
+        assert planned(batch).equals(in_memory(batch))
+
+    # Retiring the changed rows from the plan files retires what the in-memory set does.
+    changed = {k for k, _ in one.changed}
+    assert {k for f in plan.changed for k in pq.read_table(f).column("row_key").to_pylist()} == changed
+    shutil.copytree(out, tmp_path / "out2")
+    by_files = store.retire_stale(out, "t", "v1", "tv", changed_files=plan.changed)
+    by_set = store.retire_stale(str(tmp_path / "out2"), "t", "v1", "tv", changed=changed)
+    assert by_files == by_set and by_files["rows"] == len(changed) > 0
+    assert store.load_done(out, "t", "v1", "tv") == store.load_done(str(tmp_path / "out2"), "t", "v1", "tv")
