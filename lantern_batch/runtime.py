@@ -46,13 +46,31 @@ def engine_kwargs(kwargs: dict) -> dict:
         return dict(kwargs)
     import torch
 
+    dtype = resolve_dtype("auto", gpu=torch.cuda.is_available())
+    if dtype != "auto":
+        event(log, "runtime.engine_dtype", dtype=dtype)
+    return {**kwargs, "dtype": dtype}
+
+
+def resolve_dtype(dtype: str | None = "auto", *, gpu: bool) -> str:
+    """The dtype a configured ``dtype`` (None: unset, which is ``auto``) runs in, for a model on a
+    GPU (``gpu``) or on this host's CPU: what :func:`engine_kwargs` gives vLLM, and the
+    precision the precompute classifier's ``auto`` computes in (bf16 autocast exactly where
+    :func:`~lantern_batch.classifier.bf16_supported`).
+
+    An explicit dtype is itself; ``auto`` on a GPU stays ``auto`` (vLLM's: the model's own
+    dtype; the classifier's: bf16 where the GPU has it); ``auto`` on a CPU is ``bfloat16`` where
+    this host's CPU has native bf16, else ``float32``. Precompute fingerprints this, not the
+    configured word, so a move from a bf16 host to a float32 one reuses nothing the other
+    precision wrote.
+    """
+    if dtype not in (None, "auto"):
+        return str(dtype)
+    if gpu:
+        return "auto"
     from lantern_batch.classifier import bf16_supported
 
-    if torch.cuda.is_available():
-        return {**kwargs, "dtype": "auto"}
-    dtype = "bfloat16" if bf16_supported("cpu") else "float32"
-    event(log, "runtime.engine_dtype", dtype=dtype)
-    return {**kwargs, "dtype": dtype}
+    return "bfloat16" if bf16_supported("cpu") else "float32"
 
 
 def retry_sampling(sampling_params: dict, retry_overrides: dict, k: int) -> dict:

@@ -397,13 +397,23 @@ def unify_files(table_name: str, footers: Sequence[FileFooter]) -> pa.Schema:
         try:
             schema = pa.unify_schemas([schema, f.schema], promote_options="permissive")
         except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+            # The column that does not unify (not merely the first that differs: null-typed or
+            # widened columns unify, and naming one of them would point at the wrong column).
             differ = [n for n in f.schema.names
-                      if n in schema.names and not schema.field(n).type.equals(f.schema.field(n).type)]
+                      if n in schema.names and not _unifies(schema.field(n), f.schema.field(n))]
             problem = (f"column '{differ[0]}' has type {f.schema.field(differ[0]).type} in file {f.path} "
                        f"({f.num_rows} rows) but {schema.field(differ[0]).type} in the files before it"
                        if differ else f"file {f.path} ({f.num_rows} rows) does not match the files before it ({exc})")
             raise InputError(f"table '{table_name}': {problem}") from None
     return schema
+
+
+def _unifies(a: pa.Field, b: pa.Field) -> bool:
+    try:
+        pa.unify_schemas([pa.schema([a]), pa.schema([b])], promote_options="permissive")
+        return True
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return False
 
 
 def _cast_struct(arr: pa.Array, expected: pa.StructType) -> pa.Array:

@@ -19,7 +19,9 @@ Bad input: a table that lacks a column the task needs fails at once, before any 
 with :class:`TeacherLabelsError` naming the table, the column and the task. Rows with an
 unknown fit label, missing / negative / NaN probabilities or probabilities that do not sum to 1
 (within ``data.probability_tolerance``), an empty explanation, top-k lists whose lengths do not
-match, or a member / job that is not in the input tables become error rows
+match, or a member / job that is not in the input tables (``unknown_member``) or fails the input
+contract's row checks there (``invalid_member:invalid_utf8:summary``,
+``invalid_job:empty_text:description``, ...) become error rows
 (:data:`~lantern_batch.schema.ERRORS_SCHEMA`, table ``teacher_labels`` or ``seed``, stage
 ``distill``) under ``<work_dir>/errors/`` and are counted in the job's metrics — never silently
 dropped. The tasks that train on text (``explainer``, ``teacher_sft``) also reject, after the
@@ -43,12 +45,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from lantern_batch import io
 from lantern_batch.errors import InputError
@@ -361,13 +365,18 @@ def seed_rows(table: pa.Table, task: str, weight: float, holdout_fraction: float
 
 
 def pack_entities(table: pa.Table, key: str, name: str, table_name: str) -> pa.Table:
-    """``members`` / ``jobs`` batch → ``{key, name: struct}`` (conformed to the contract)."""
-    from lantern_batch.schema import conform
+    """``members`` / ``jobs`` batch → ``{key, name: struct, name_invalid}`` (conformed to the
+    contract). ``<name>_invalid`` is the row's input-validation reason
+    (:func:`lantern_batch.schema.row_reasons`: ``invalid_utf8:summary``, ``empty_text:title``,
+    ``too_many_items:skills``, ...), None for a good row: a label row joined to a bad member or
+    job becomes an error row (:func:`mark_unjoined`), as synthesis and precompute reject it."""
+    from lantern_batch.schema import conform, row_reasons
 
     conformed = conform(table, table_name)
     struct = pa.StructArray.from_arrays([conformed.column(c).combine_chunks() for c in conformed.column_names],
                                         names=conformed.column_names)
-    return pa.table({key: conformed.column(key), name: struct})
+    invalid = pa.array(row_reasons(conformed, table_name).tolist(), pa.string())
+    return pa.table({key: conformed.column(key), name: struct, f"{name}_invalid": invalid})
 
 
 def pair_queries(table: pa.Table) -> pa.Table:
@@ -378,8 +387,15 @@ def pair_queries(table: pa.Table) -> pa.Table:
 
 
 def mark_unjoined(table: pa.Table) -> pa.Table:
-    """After the left joins: rows without a member or job get a reason."""
+    """After the left joins: rows whose member or job failed input validation get
+    ``invalid_member:<reason>`` / ``invalid_job:<reason>``; rows without one, ``unknown_member`` /
+    ``unknown_job``."""
     reasons = np.asarray(table.column("reason").to_pylist(), dtype=object)
+    for side in ("member", "job"):
+        if f"{side}_invalid" in table.column_names:
+            invalid = np.asarray(table.column(f"{side}_invalid").to_pylist(), dtype=object)
+            sel = (invalid != None) & (reasons == None)  # noqa: E711
+            reasons[sel] = [f"invalid_{side}:{r}" for r in invalid[sel]]
     no_member = _np(table.column("member").is_null())
     no_job = _np(table.column("job").is_null())
     reasons[no_member & (reasons == None)] = "unknown_member"  # noqa: E711
@@ -513,12 +529,16 @@ class ExampleStage:
         self.hash_fields = hash_fields
         self.task = task
         self.members = self.jobs = self.queries = None
+        self.invalid: dict[str, dict[str, str]] = {}
         if lookups:
             # Broadcast join: the packed tables are in the object store; index them once.
             members = _resolve(lookups["members"])
             jobs = _resolve(lookups["jobs"])
             self.members = dict(zip(members.column("member_id").to_pylist(), members.column("member").to_pylist(), strict=True))
             self.jobs = dict(zip(jobs.column("job_id").to_pylist(), jobs.column("job").to_pylist(), strict=True))
+            self.invalid = {side: {k: r for k, r in zip(t.column(f"{side}_id").to_pylist(),
+                                                        t.column(f"{side}_invalid").to_pylist(), strict=True) if r}
+                            for side, t in (("member", members), ("job", jobs)) if f"{side}_invalid" in t.column_names}
             if lookups.get("pairs") is not None:
                 pairs = _resolve(lookups["pairs"])
                 self.queries = {}
@@ -537,6 +557,9 @@ class ExampleStage:
             table.append_column("member", pa.nulls(table.num_rows, pa.struct([("member_id", pa.string())])))
         table = table.append_column("job", pa.array(job)) if any(x is not None for x in job) else \
             table.append_column("job", pa.nulls(table.num_rows, pa.struct([("job_id", pa.string())])))
+        for side, ids in (("member", mids), ("job", jids)):
+            if side in self.invalid:
+                table = table.append_column(f"{side}_invalid", pa.array([self.invalid[side].get(k) for k in ids], pa.string()))
         return table.append_column("query", pa.array(query, pa.string()))
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -587,6 +610,49 @@ def _packed_table(path: str, table_name: str, key: str, name: str) -> pa.Table:
     return pack_entities(io.read_table(path, table=table_name), key, name, table_name)
 
 
+@dataclass(frozen=True)
+class CheckedSources:
+    """What :func:`check_sources` found: the label sources to read and the input tables checked."""
+
+    sources: list[tuple[str, str, list[str]]]
+    """(table name, path, columns) of each label source: ``teacher_labels`` and/or ``seed``."""
+    prompt_version: str | None
+    """The teacher labels' prompt version kept (:func:`label_source`), None for no filter."""
+
+
+def check_sources(*, task: str, inputs: Any, data: Any, label_task: str | None = None) -> CheckedSources:
+    """Locate and check every table a distill job reads, from the Parquet footers (and the teacher
+    labels' prompt versions): no Ray, no model, no example row. The jobs call it before they
+    start Ray or load a model, so bad input fails at once (exit 2) naming the table, the column
+    and the file.
+
+    Raises:
+        TeacherLabelsError: a label table lacks a column the task needs.
+        InputError: no source configured; a table that is missing, empty, not Parquet, or whose
+            files break the input contract or disagree with each other (``SchemaError``).
+    """
+    from lantern_batch.schema import check_columns as check_input_columns
+
+    label_task = label_task or task
+    sources: list[tuple[str, str, list[str]]] = []
+    prompt_version = None
+    if data.teacher_labels and task != "teacher_sft":
+        source = label_source(data, label_task)
+        prompt_version = source.prompt_version
+        sources.append(("teacher_labels", source.path, source.columns))
+    if data.seed:
+        seed_task = "teacher_sft" if task == "teacher_sft" else label_task
+        found = check_columns("seed", data.seed, REQUIRED_SEED_COLUMNS[seed_task], seed_task)
+        wanted = [c for c in ("member_id", "job_id", "fit_label", "dimension_scores", "explanation")
+                  if found.get_field_index(c) >= 0]
+        sources.append(("seed", data.seed, wanted))
+    if not sources:
+        raise InputError(f"{task}: no training data: set data.teacher_labels and/or data.seed")
+    for name in ("members", "jobs", "pairs"):
+        check_input_columns(name, io.dataset_schema(getattr(inputs, name), name))
+    return CheckedSources(sources, prompt_version)
+
+
 def prepare_examples(
     *,
     task: str,
@@ -599,6 +665,7 @@ def prepare_examples(
     hash_fields: tuple[str, ...],
     settings_for_fingerprint: dict[str, Any],
     label_task: str | None = None,
+    checked: CheckedSources | None = None,
 ) -> PreparedData:
     """Read, check, join, build and write the examples of one job (Ray must be running).
 
@@ -623,30 +690,17 @@ def prepare_examples(
         hash_fields: example columns that define the training data's fingerprint.
         settings_for_fingerprint: builder settings mixed into the fingerprint.
         label_task: which checks the teacher-label rows get (default: ``task``).
+        checked: what :func:`check_sources` returned for the same arguments (the jobs check
+            before Ray starts); None checks here.
 
     Raises:
         TeacherLabelsError: a required column is missing (before any row is read).
         InputError: no usable source, or no usable rows at all.
     """
-    from lantern_batch.schema import check_columns as check_input_columns
-
     label_task = label_task or task
-    sources: list[Any] = []
-    prompt_version = None
-    if data.teacher_labels and task != "teacher_sft":
-        source = label_source(data, label_task)
-        prompt_version = source.prompt_version
-        sources.append(("teacher_labels", source.path, source.columns))
-    if data.seed:
-        seed_task = "teacher_sft" if task == "teacher_sft" else label_task
-        found = check_columns("seed", data.seed, REQUIRED_SEED_COLUMNS[seed_task], seed_task)
-        wanted = [c for c in ("member_id", "job_id", "fit_label", "dimension_scores", "explanation")
-                  if found.get_field_index(c) >= 0]
-        sources.append(("seed", data.seed, wanted))
-    if not sources:
-        raise InputError(f"{task}: no training data: set data.teacher_labels and/or data.seed")
-    for name in ("members", "jobs", "pairs"):
-        check_input_columns(name, io.dataset_schema(getattr(inputs, name), name))
+    if checked is None:
+        checked = check_sources(task=task, inputs=inputs, data=data, label_task=label_task)
+    sources, prompt_version = checked.sources, checked.prompt_version
 
     entity_rows = _count_rows(inputs.members) + _count_rows(inputs.jobs)
     pair_rows = _count_rows(inputs.pairs)
@@ -693,12 +747,12 @@ def prepare_examples(
         join = "broadcast"
     else:
         parts = _join_partitions()
-        members = io.ray_read_parquet(inputs.members).map_batches(
+        members = ray_read_input(inputs.members, "members").map_batches(
             pack_entities, batch_format="pyarrow",
             fn_kwargs={"key": "member_id", "name": "member", "table_name": "members"})
-        jobs = io.ray_read_parquet(inputs.jobs).map_batches(
+        jobs = ray_read_input(inputs.jobs, "jobs").map_batches(
             pack_entities, batch_format="pyarrow", fn_kwargs={"key": "job_id", "name": "job", "table_name": "jobs"})
-        pairs = io.ray_read_parquet(inputs.pairs).map_batches(pair_queries, batch_format="pyarrow")
+        pairs = ray_read_input(inputs.pairs, "pairs").map_batches(pair_queries, batch_format="pyarrow")
         rows = (rows.join(members, join_type="left_outer", num_partitions=parts, on=("member_id",))
                 .join(jobs, join_type="left_outer", num_partitions=parts, on=("job_id",))
                 .join(pairs, join_type="left_outer", num_partitions=parts, on=("member_id", "job_id")))
@@ -709,6 +763,37 @@ def prepare_examples(
                              batch_size=64, concurrency=data.prep_actors)
     built.write_parquet(_ray_path(examples_dir), **_fs_kwargs(examples_dir))
     return _summarise(task, examples_dir, errors_dir, settings_for_fingerprint)
+
+
+INPUT_BATCH_ROWS = 65_536
+"""Rows per batch of :func:`read_input_files`."""
+
+
+def read_input_files(batch: pa.Table, table_name: str) -> Iterator[pa.Table]:
+    """Ray Data UDF: the input-table files named in ``batch`` (column ``path``), each conformed to
+    the contract on its own (:func:`lantern_batch.schema.conform`), in batches."""
+    from lantern_batch.schema import INPUT_SCHEMAS, conform
+
+    for path in batch.column("path").to_pylist():
+        fs, p = io.filesystem(path)
+        with fs.open_input_file(p) as fh:
+            pf = pq.ParquetFile(fh)
+            present = [c for c in INPUT_SCHEMAS[table_name].names if c in pf.schema_arrow.names]
+            for rb in pf.iter_batches(batch_size=INPUT_BATCH_ROWS, columns=present):
+                yield conform(pa.Table.from_batches([rb], schema=rb.schema), table_name)
+
+
+def ray_read_input(path: str, table_name: str):
+    """A Ray Data dataset of an input table (``members``, ``jobs``, ``pairs``) read as
+    :func:`lantern_batch.io.read_table` reads it: every file conformed on its own, so files
+    that differ by safe widenings, time units or zones, null-typed or missing optional columns
+    read as one table (``ray.data.read_parquet`` merges the files' schemas and fails on them),
+    and text that is not valid UTF-8 arrives decoded for the row checks."""
+    import ray.data
+
+    files = [f.path for f in io.file_footers(path, table_name) if f.num_rows]
+    return ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(1, len(files))).map_batches(
+        read_input_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"table_name": table_name})
 
 
 def _label_rows_fn(table_name: str, task: str, label_task: str, data: Any) -> tuple[Any, dict[str, Any]]:

@@ -232,10 +232,12 @@ def run(cfg: TeacherSFTConfig) -> int:
     """The ``distill teacher-sft`` job: prepare → SFT (Ray Train) → agreement before/after → export."""
     from lantern_batch.classifier import resolve_model_dir
     from lantern_batch.config import write_resolved_config
-    from lantern_batch.distill.data import prepare_examples
+    from lantern_batch.distill.data import check_sources, prepare_examples
     from lantern_batch.distill.trainer import require_heldout
     from lantern_batch.runtime import init_ray
 
+    # Every input's footers first: bad input fails (exit 2) before Ray starts or a model loads.
+    checked = check_sources(task="teacher_sft", inputs=cfg.inputs, data=cfg.data)
     init_ray(cfg.ray)
     work = cfg.resolved_work_dir()
     write_resolved_config(cfg, work)
@@ -248,6 +250,7 @@ def run(cfg: TeacherSFTConfig) -> int:
         schema=EXAMPLE_SCHEMA,
         hash_fields=("member_id", "job_id", "target_text"),
         settings_for_fingerprint={"prompt": prompt, "version": cfg.prompt_version},
+        checked=checked,
     )
     metrics = train_decoder(TASK, cfg, prepared, source)
     require_heldout("teacher T2 after SFT", metrics["label_agreement_after"], "macro_f1", cfg.min_macro_f1)

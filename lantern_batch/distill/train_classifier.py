@@ -246,11 +246,13 @@ def finalize(cfg: ClassifierConfig, checkpoint: Any, prepared: Any, plan: dict[s
 def run(cfg: ClassifierConfig) -> int:
     """The ``distill classifier`` job: prepare → train (Ray Train) → evaluate → export."""
     from lantern_batch.config import write_resolved_config
-    from lantern_batch.distill.data import prepare_examples, train_dataset
+    from lantern_batch.distill.data import check_sources, prepare_examples, train_dataset
     from lantern_batch.distill.trainer import fit, on_eval_worker, require_heldout, steps_plan
     from lantern_batch.prompts import CLASSIFIER_TEXT_VERSION
     from lantern_batch.runtime import init_ray
 
+    # Every input's footers first: bad input fails (exit 2) before Ray starts.
+    checked = check_sources(task="classifier", inputs=cfg.inputs, data=cfg.data)
     init_ray(cfg.ray)
     work = cfg.resolved_work_dir()
     write_resolved_config(cfg, work)
@@ -260,6 +262,7 @@ def run(cfg: ClassifierConfig) -> int:
         schema=EXAMPLE_SCHEMA,
         hash_fields=("member_id", "job_id", "label", "p_high", "p_medium", "p_low", "weight", "text"),
         settings_for_fingerprint={"text_max_chars": cfg.model.text_max_chars, "text_version": CLASSIFIER_TEXT_VERSION},
+        checked=checked,
     )
     plan = steps_plan(prepared.num_train, cfg.train, cfg.train.scaling.num_workers)
     event(log, "classifier.plan", **plan)

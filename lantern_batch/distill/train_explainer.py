@@ -228,9 +228,11 @@ def run(cfg: ExplainerConfig) -> int:
     """The ``distill explainer`` job: prepare → train (Ray Train) → evaluate → export."""
     from lantern_batch.classifier import resolve_model_dir
     from lantern_batch.config import write_resolved_config
-    from lantern_batch.distill.data import prepare_examples
+    from lantern_batch.distill.data import check_sources, prepare_examples
     from lantern_batch.runtime import init_ray
 
+    # Every input's footers first: bad input fails (exit 2) before Ray starts or a model loads.
+    checked = check_sources(task="explainer", inputs=cfg.inputs, data=cfg.data)
     init_ray(cfg.ray)
     work = cfg.resolved_work_dir()
     write_resolved_config(cfg, work)
@@ -244,6 +246,7 @@ def run(cfg: ExplainerConfig) -> int:
         hash_fields=("member_id", "job_id", "fit_label", "explanation", "kd_aligned"),
         settings_for_fingerprint={"prompt": prompt, "prompt_version": cfg.prompt_version,
                                   "source": cfg.student.source},
+        checked=checked,
     )
     aligned = _count_aligned(prepared.examples)
     prepared.counts["kd_aligned"] = aligned

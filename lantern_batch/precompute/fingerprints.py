@@ -7,8 +7,9 @@ reused as is.
 
 The run fingerprint (:func:`precompute_fingerprint`) covers every thing besides the pair that
 changes a scores row: both models' content hashes (:func:`lantern_batch.models.model_version`),
-the classifier's text version, length limits and calibration temperature, the explainer's prompt
-version and budgets, the engine settings that change outputs (:data:`ENGINE_OUTPUT_KEYS`), the
+the classifier's text version, length limits, calibration temperature and dtype, the explainer's
+prompt version and budgets, the engine settings that change outputs (:data:`ENGINE_OUTPUT_KEYS`,
+the dtype as ``auto`` resolves on this host: :func:`resolved_engine_settings`), the
 sampling and regeneration settings, the explain policy and the validator's version. Settings
 that only change speed or memory (batch sizes, threads, ``enforce_eager``, KV-cache size) are
 not in it, so changing them reuses everything.
@@ -112,9 +113,24 @@ def run_fingerprint(model_versions: Mapping[str, str | None], settings: Mapping[
 
 
 def engine_output_settings(engine_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The :data:`ENGINE_OUTPUT_KEYS` of vLLM engine kwargs (as configured: a ``dtype`` of
-    ``auto`` is fingerprinted as ``auto``, resolved by each actor's hardware)."""
+    """The :data:`ENGINE_OUTPUT_KEYS` of vLLM engine kwargs, as given (a ``dtype`` of ``auto``
+    stays ``auto``: see :func:`resolved_engine_settings` for what precompute fingerprints)."""
     return {k: engine_kwargs[k] for k in ENGINE_OUTPUT_KEYS if k in engine_kwargs}
+
+
+def resolved_engine_settings(engine_kwargs: Mapping[str, Any], *, gpu: bool) -> dict[str, Any]:
+    """:func:`engine_output_settings` with the ``dtype`` the engine runs in
+    (:func:`lantern_batch.runtime.resolve_dtype`; unset is ``auto``): on a CPU, ``auto`` is
+    ``bfloat16`` on a host with native bf16 and ``float32`` on one without, so the same config
+    on the other kind of host fingerprints differently. ``gpu``: the engine runs on a GPU
+    (``num_gpus > 0``), where ``auto`` stays vLLM's own ``auto`` (the model's dtype).
+
+    Resolved in the driver, by the driver host's CPU: right for CPU engines on hosts of the
+    driver's kind (one machine, or a cluster of one instance type); a CPU cluster whose workers
+    differ from the head should set the dtype explicitly."""
+    from lantern_batch.runtime import resolve_dtype
+
+    return engine_output_settings({**engine_kwargs, "dtype": resolve_dtype(engine_kwargs.get("dtype"), gpu=gpu)})
 
 
 @dataclass(frozen=True)
@@ -131,7 +147,9 @@ class RunFingerprint:
 
 def precompute_fingerprint(cfg: PrecomputeConfig, classifier: ClassifierSettings,
                            explainer: ExplainerSettings | None) -> RunFingerprint:
-    """The run fingerprint of a precompute run (see the module doc for what it covers).
+    """The run fingerprint of a precompute run (see the module doc for what it covers). Dtypes
+    are recorded as they resolve on this host (:func:`lantern_batch.runtime.resolve_dtype`), never
+    as the word ``auto`` for a CPU model.
 
     Args:
         cfg: the run's config (explain policy and prompt budgets).
@@ -140,6 +158,7 @@ def precompute_fingerprint(cfg: PrecomputeConfig, classifier: ClassifierSettings
     """
     from lantern_batch import prompts
     from lantern_batch.quality import QUALITY_VERSION
+    from lantern_batch.runtime import resolve_dtype
 
     e = explainer
     settings = {
@@ -147,12 +166,13 @@ def precompute_fingerprint(cfg: PrecomputeConfig, classifier: ClassifierSettings
         "classifier_text_version": prompts.CLASSIFIER_TEXT_VERSION,
         "classifier_max_length": classifier.max_length,
         "classifier_max_chars": classifier.max_chars,
-        "classifier_dtype": classifier.dtype,
+        "classifier_dtype": resolve_dtype(classifier.dtype, gpu=classifier.use_gpu),
         "calibration_temperature": classifier.temperature,
         "explainer_prompt_version": e.prompt_version if e else None,
         "explain_policy": cfg.explainer.policy.model_dump() if e else None,
         "explainer_prompt_budget": [cfg.explainer.member_tokens, cfg.explainer.job_tokens] if e else None,
-        "explainer_engine": engine_output_settings(e.engine_kwargs) if e else None,
+        "explainer_engine": (resolved_engine_settings(e.engine_kwargs, gpu=cfg.explainer.num_gpus > 0)
+                             if e else None),
         "sampling_params": dict(e.sampling_params) if e else None,
         "regenerations": e.regenerations if e else None,
         "retry_sampling_params": dict(e.retry_sampling_params) if e and e.regenerations else None,

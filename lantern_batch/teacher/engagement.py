@@ -144,8 +144,11 @@ def fit_engagement_model(cfg: dict[str, Any], members_path: str, jobs_path: str)
     """
     cols_m = ["member_id", "skills", "seniority", "location", "years_experience"]
     cols_j = ["job_id", "required_skills", "seniority", "location", "workplace_type"]
-    members = {r["member_id"]: r for r in io.read_table(members_path, columns=cols_m).to_pylist() if r["member_id"]}
-    jobs = {r["job_id"]: r for r in io.read_table(jobs_path, columns=cols_j).to_pylist() if r["job_id"]}
+    # Read as the input tables they are: each file conformed to the contract on its own (files
+    # that differ by safe widenings, time units or zones, or null-typed columns read as one).
+    members = {r["member_id"]: r for r in io.read_table(members_path, columns=cols_m, table="members").to_pylist()
+               if r["member_id"]}
+    jobs = {r["job_id"]: r for r in io.read_table(jobs_path, columns=cols_j, table="jobs").to_pylist() if r["job_id"]}
     log = io.read_table(cfg["apply_log"], columns=["member_id", "job_id", "applied"], table="apply_log")
     if log.num_rows > cfg["max_train_rows"]:
         # Deterministic sample: the rows with the smallest key hashes.

@@ -58,3 +58,49 @@ def test_validate_mixed_id_types_across_files_exits_2_naming_table_column_file(t
     assert "table 'members'" in err and "column 'member_id'" in err and "int64" in err
     assert "part-1.parquet (2 rows)" in err
     assert "Traceback" not in err
+
+
+def test_an_input_error_raised_in_a_ray_task_is_one_line_and_exit_2(monkeypatch, capsys):
+    """Ray wraps what a task raises (its copy is an instance of the same class, its message the
+    remote traceback); Ray Data raises a UDF's error as the cause of its own. The user gets the
+    original line and its exit code either way; any other error stays a traceback."""
+    import pytest
+    import ray.exceptions
+
+    from lantern_batch.cli import project_error
+    from lantern_batch.errors import InputError
+
+    original = InputError("table 'members': column 'updated_at' has type int64 in file f.parquet (3 rows)")
+    wrapped = ray.exceptions.RayTaskError("fit", "Traceback (most recent call last):\n  File ...", original)
+    in_task = wrapped.as_instanceof_cause()
+    assert isinstance(in_task, InputError) and "File ..." in str(in_task) and str(original) not in str(in_task)
+
+    class UserCodeError(Exception):
+        pass
+
+    try:
+        raise UserCodeError("UDF failed to process a data block.") from in_task
+    except UserCodeError as exc:
+        udf = exc
+    for raised in (in_task, udf, ray.exceptions.RayTaskError("map", "tb", udf).as_instanceof_cause()):
+        assert project_error(raised) is original
+
+        def runner(cfg, raised=raised):
+            raise raised
+
+        monkeypatch.setattr("lantern_batch.cli.JobSpec.runner", lambda self, fn=runner: fn)
+        assert main(["precompute"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"lantern-batch precompute: error: {original}\n"
+    # A bug raised while an input error was being handled is not that error: a traceback.
+    try:
+        try:
+            raise original
+        except InputError:
+            raise KeyError("bug")  # noqa: B904
+    except KeyError as exc:
+        bug = exc
+    assert project_error(bug) is None
+    monkeypatch.setattr("lantern_batch.cli.JobSpec.runner", lambda self: (lambda cfg: (_ for _ in ()).throw(bug)))
+    with pytest.raises(KeyError):
+        main(["precompute"])

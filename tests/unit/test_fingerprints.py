@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
+from lantern_batch.classifier import bf16_supported
 from lantern_batch.precompute.classifier_stage import ClassifierSettings
 from lantern_batch.precompute.config import PrecomputeConfig
 from lantern_batch.precompute.explainer_stage import ExplainerSettings
@@ -19,6 +20,7 @@ from lantern_batch.precompute.fingerprints import (
     run_fingerprint,
     sample_hash,
 )
+from lantern_batch.runtime import engine_kwargs
 from lantern_batch.schema import MEMBERS_SCHEMA, conform
 
 
@@ -136,10 +138,48 @@ def test_run_fingerprint_records_what_it_covers():
     fp = precompute_fingerprint(cfg, cls, exp)
     assert fp.models == {"classifier": "cls-1", "explainer": "exp-1"}
     assert fp.settings["calibration_temperature"] == 1.25
-    assert fp.settings["explainer_engine"] == {"dtype": "auto", "max_model_len": 2048, "seed": 0}
+    host = "bfloat16" if bf16_supported("cpu") else "float32"  # dtype auto, resolved on this host
+    assert fp.settings["explainer_engine"] == {"dtype": host, "max_model_len": 2048, "seed": 0}
+    assert fp.settings["classifier_dtype"] == host
     assert fp.run == run_fingerprint(fp.models, fp.settings)
     off = precompute_fingerprint(cfg, cls, None)
     assert off.models["explainer"] is None and off.settings["explainer_engine"] is None
+
+
+@pytest.mark.parametrize("bf16_host", [True, False])
+def test_dtype_auto_is_fingerprinted_as_it_resolves_on_this_host(monkeypatch, bf16_host):
+    """A CPU host with native bf16 runs ``dtype: auto`` in bfloat16, one without in float32
+    (runtime.engine_kwargs, classifier_stage.load): a move between the two must not reuse the
+    other precision's rows, so the run fingerprint records the resolved dtype, not "auto"."""
+    cfg, cls, exp = _stages()
+    assert exp.engine_kwargs["dtype"] == "auto" and cls.dtype == "auto"
+
+    def fp_on(native_bf16: bool, cfg=cfg, cls=cls, exp=exp):
+        monkeypatch.setattr("lantern_batch.classifier.bf16_supported", lambda device="cpu": native_bf16)
+        return precompute_fingerprint(cfg, cls, exp)
+
+    here, other = fp_on(bf16_host), fp_on(not bf16_host)
+    want = "bfloat16" if bf16_host else "float32"
+    # The same resolution the engine gets where it starts (inside the actor).
+    monkeypatch.setattr("lantern_batch.classifier.bf16_supported", lambda device="cpu": bf16_host)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert engine_kwargs(exp.engine_kwargs)["dtype"] == want
+    assert here.settings["explainer_engine"]["dtype"] == want
+    assert here.settings["classifier_dtype"] == want
+    assert here.run != other.run
+    # An unset dtype is auto too; an explicit one is itself on either host.
+    unset = dataclasses.replace(exp, engine_kwargs={k: v for k, v in exp.engine_kwargs.items() if k != "dtype"})
+    assert fp_on(bf16_host, exp=unset).run == here.run
+    explicit = dataclasses.replace(exp, engine_kwargs={**exp.engine_kwargs, "dtype": "float32"})
+    fixed_cls = dataclasses.replace(cls, dtype="float32")
+    assert fp_on(True, cls=fixed_cls, exp=explicit).run == fp_on(False, cls=fixed_cls, exp=explicit).run
+    # Only the explainer's engine changing precision (classifier dtype fixed) still changes the run.
+    assert fp_on(True, cls=fixed_cls).run != fp_on(False, cls=fixed_cls).run
+    # An engine on a GPU keeps vLLM's own auto: the driver's CPU says nothing about it.
+    gpu_cfg = cfg.model_copy(update={"explainer": cfg.explainer.model_copy(update={"num_gpus": 1})})
+    gpu_cls = dataclasses.replace(fixed_cls, use_gpu=True)
+    assert fp_on(True, cfg=gpu_cfg, cls=gpu_cls).settings["explainer_engine"]["dtype"] == "auto"
+    assert fp_on(True, cfg=gpu_cfg, cls=gpu_cls).run == fp_on(False, cfg=gpu_cfg, cls=gpu_cls).run
 
 
 @pytest.mark.parametrize("kwargs, expected", [

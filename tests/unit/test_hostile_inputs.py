@@ -265,3 +265,59 @@ def test_invalid_utf8_in_pair_ids_through_the_teacher_reader(tmp_path):
 
     reasons = row_reasons(batch.drop_columns(["_order"]), "pairs", RowLimits()).tolist()
     assert reasons == [None, "invalid_utf8:member_id", "invalid_utf8:query"]
+
+
+@pytest.mark.parametrize("case", sorted(ROW_CASES))
+def test_hostile_rows_through_distill_reads_and_join(tmp_path, case):
+    """Distillation reads members in the driver (``io.read_table``) or, for the shuffle join, per
+    file in Ray Data (``read_input_files``, not ``ray.data.read_parquet``, which merges the
+    files' schemas and failed on zones, units and null-typed columns); either way a member
+    that fails the row checks makes its label rows error rows ``invalid_member:<reason>``."""
+    from lantern_batch.distill.data import mark_unjoined, pack_entities, read_input_files
+
+    build, counts = ROW_CASES[case]
+    path = _write(tmp_path / "members", build())
+    files = pa.table({"path": io.list_parquet_files(path)})
+    streamed = pa.concat_tables(list(read_input_files(files, "members")))
+    whole = io.read_table(path, table="members")
+    assert streamed.equals(whole)
+    packed = pack_entities(streamed, "member_id", "member", "members")
+    invalid = [r for r in packed.column("member_invalid").to_pylist() if r]
+    assert {r: invalid.count(r) for r in invalid} == {k: v for k, v in counts.items() if k != "good"}
+    ids = packed.column("member_id").to_pylist()
+    labels = pa.table({"member_id": ids, "reason": pa.nulls(len(ids), pa.string()),
+                       "member": packed.column("member"), "member_invalid": packed.column("member_invalid"),
+                       "job": pa.array([{"job_id": "j1"}] * len(ids))})
+    reasons = mark_unjoined(labels).column("reason").to_pylist()
+    assert [r.removeprefix("invalid_member:") if r else None for r in reasons] == \
+        packed.column("member_invalid").to_pylist()
+
+
+def test_engagement_teacher_reads_member_files_that_differ(tiny_world, tmp_path):
+    """The engagement teacher's fit reads members and jobs as the input tables they are (each
+    file conformed): files whose timestamps differ in unit and zone, with a null-typed column in
+    one, fitted before as 'column updated_at has type ... but ... in the files before it'."""
+    from lantern_batch.teacher.engagement import fit_engagement_model
+
+    members = io.read_table(str(tiny_world / "members"))
+    n = members.num_rows // 3
+    ns = pa.array([NS] * n, pa.timestamp("ns", tz="America/New_York"))
+    path = _write(tmp_path / "members", {
+        "a.parquet": members.slice(0, n).set_column(members.schema.get_field_index("updated_at"), "updated_at", ns),
+        "b.parquet": members.slice(n, n).set_column(members.schema.get_field_index("years_experience"),
+                                                    "years_experience", pa.nulls(n)),
+        "c.parquet": members.slice(2 * n),
+    })
+    model = fit_engagement_model({"apply_log": str(tiny_world / "apply_log"), "seed": str(tiny_world / "seed"),
+                                  "max_train_rows": 300, "l2": 1.0}, path, str(tiny_world / "jobs"))
+    assert model["train_rows"] == 300 and model["seed_rows"] > 100
+
+
+def test_files_that_do_not_unify_name_the_column_that_does_not(tmp_path):
+    # A null-typed column unifies with any type: the error names the zones that do not.
+    path = _write(tmp_path / "seed", {
+        "a.parquet": pa.table({"pair_id": ["p1"], "score": [1.0], "at": pa.array([NS], pa.timestamp("ns", tz="Asia/Tokyo"))}),
+        "b.parquet": pa.table({"pair_id": ["p2"], "score": pa.nulls(1), "at": pa.array([NS // 1000], TS)}),
+    })
+    with pytest.raises(InputError, match=r"'seed': column 'at' has type timestamp\[us, tz=UTC\] in file .*b\.parquet \(1 rows\)"):
+        io.dataset_schema(path, "seed")

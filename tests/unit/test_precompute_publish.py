@@ -388,7 +388,7 @@ def fake_job(monkeypatch, tmp_path):
     monkeypatch.setattr(job, "input_files", lambda path, name: [io.join(path, "part-0.parquet")])
     monkeypatch.setattr(job, "_count_rows", lambda files: 8)
     monkeypatch.setattr(job, "_resolve_models", lambda cfg: {
-        "classifier": SimpleNamespace(max_length=32, max_chars=400, version="cls-test", dtype="auto",
+        "classifier": SimpleNamespace(max_length=32, max_chars=400, version="cls-test", dtype="auto", use_gpu=False,
                                       temperature=1.0), "explainer": None})
 
     def pipeline(cfg, run_id, ds, files, rows_in, prev_files, scores_dir, errors_dir, *args):
