@@ -42,6 +42,19 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   relocate for a remote job or one in their own city, or is "far from" the job's city when
   it is their own, or says the member is somewhere they are not ("They live in Newark" for a
   member in New York; "they would need to relocate from Atlanta" when Atlanta is the job's city).
+* ``wrong_skill_claim`` — says the member has a required skill they do not list ("They bring
+  Python" for a member without it) or lacks one they list ("do not list SQL", "none of the
+  required skills, such as SQL", "SQL is not mentioned" for a member who lists SQL). Read per
+  clause: a clause with a negation ("no", "not", "none", "missing", "lack", "without", "gap") says
+  its skills are missing; one that says the member or the profile brings, lists, covers, has,
+  offers or includes them says they are there. Clauses break at ``. ; :`` and at "but", "while",
+  "whereas", "although", "though", "however", "yet".
+* ``wrong_domain`` — says the member's background is in another field, or not there, when their
+  role family is the job's ("Their background in human resources is not mentioned" for an HR
+  manager applying to an HR role; "a different area from what they're doing").
+* ``first_person`` — speaks as "I", "me", "my" or "we" anywhere but the verdict ("I would rate
+  this a High fit" is the verdict; "so I would find it a step back", "different from what I'm
+  used to", "what I'm looking for" put the writer in the member's place).
 * ``copied_text`` — copies ``copy_span_words`` or more consecutive words of the member's free
   text (headline, summary, role descriptions).
 * ``contact_info`` — contains an e-mail address, a phone number or a URL, as
@@ -81,13 +94,13 @@ from lantern_batch.titles import job_seniority, member_seniority
 REASONS: tuple[str, ...] = (
     "empty", "too_short", "too_long", "not_prose", "truncated", "no_label", "multiple_labels",
     "wrong_label", "repetition", "circular", "ungrounded_skill", "wrong_years", "wrong_seniority",
-    "wrong_location", "copied_text", "contact_info",
+    "wrong_location", "wrong_skill_claim", "wrong_domain", "first_person", "copied_text", "contact_info",
 )
 """Every reason :func:`check_explanation` can give, in the order it reports them."""
 
 SCORE_REASON = "scores_contradict_label"
 
-QUALITY_VERSION = "q6"  # q6: where the member lives and their own level, as stated, must be theirs
+QUALITY_VERSION = "q7"  # q7: skills said listed or missing, and the field, as stated, must be so; no "I" past the verdict
 """Version of these rules: part of precompute's reuse fingerprint, so a rule change re-checks
 (regenerates) published explanations instead of carrying them over."""
 
@@ -473,6 +486,71 @@ def _gazetteer_relation(a: str | None, b: str | None) -> str:
     return locations.relation(locations.resolve(a), locations.resolve(b))
 
 
+_CLAUSE_BREAK = re.compile(r"[.;:!?]+\s*|,?\s+\b(?:but|while|whereas|although|though|however|yet)\b\s*",
+                           re.IGNORECASE)
+_NEGATION = re.compile(r"\b(?:no|not|none|nor|neither|never|missing|lacks?|lacking|without|absent|gaps?)\b|n't\b",
+                       re.IGNORECASE)
+_POSSESSION = re.compile(
+    r"\b(?:they|the profile|their profile|the member|the candidate|it)\b[^.;:]*?"
+    r"\b(?:bring|brings|list|lists|listing|cover|covers|covering|has|have|having|offer|offers|include|includes|including|show|shows)\b",
+    re.IGNORECASE)
+
+
+def _wrong_skill_claim(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """A clause says a required skill is missing from a profile that lists it, or that the member
+    brings a required skill they do not list (see the module doc). Only the job's required
+    skills are judged here (a skill on neither list is ``ungrounded_skill``).
+
+    In a clause, a skill after a negation is said to be missing ("do not list SQL", "none of the
+    required skills, such as SQL"), and so is one before it that no "brings/lists/covers" verb
+    governs ("SQL and Go are not mentioned"); a skill after such a verb and before any negation
+    is said to be there ("They list Python, not Go")."""
+    required = _canon(job.get("required_skills"))
+    if not required:
+        return False
+    has = _canon(member.get("skills"))
+    matcher = taxonomy_skill_matcher()
+    for clause in _CLAUSE_BREAK.split(text):
+        negation, verb = _NEGATION.search(clause), _POSSESSION.search(clause)
+        for start, _, name in matcher.spans(clause):
+            skill = canonical_skill(name)
+            if skill not in required:
+                continue
+            governed = verb is not None and verb.end() <= start
+            if negation is not None and (start > negation.start() or not governed):
+                if skill in has:
+                    return True
+            elif governed and skill not in has:
+                return True
+    return False
+
+
+_FIELD_DENIED = re.compile(
+    r"\bbackground\b[^.;]*?\b(?:not mentioned|not the same|different|unrelated|not related|does not carry|doesn't carry"
+    r"|another field|outside)\b"
+    r"|\b(?:a |an )?(?:different|another|other|unrelated) (?:area|field|domain|line of work)\b",
+    re.IGNORECASE)
+
+
+def _wrong_domain(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    """The text says the member's field differs from the job's, or is absent, when the member's
+    role family (:func:`lantern_batch.policy.member_family`) is the job's."""
+    from lantern_batch.policy import member_family
+    from lantern_batch.taxonomy import family_of_title
+
+    job_family = family_of_title(job.get("title"))
+    return job_family is not None and member_family(dict(member)) == job_family and bool(_FIELD_DENIED.search(text))
+
+
+_VERDICT = re.compile(r"\bI(?:'d|’d| would| will)?\s+(?:rate|call|label|classify|consider)\s+(?:this|it|them|the (?:pair|match|profile))\b")
+_FIRST_PERSON = re.compile(r"\b(?:I|I'm|I’m|I'd|I’d|I've|I’ve|I'll|I’ll)(?![\w'’])|\b(?:me|my|mine|myself|we|our|ours|us)\b")
+
+
+def _first_person(text: str) -> bool:
+    """"I", "me", "my" or "we" outside the verdict statement (:data:`_VERDICT`)."""
+    return bool(_FIRST_PERSON.search(_VERDICT.sub(" ", text)))
+
+
 def check_explanation(text: str | None, label: str | None, member: Mapping[str, Any] | None,
                       job: Mapping[str, Any] | None, rules: ExplanationRules = DEFAULT_RULES) -> ExplanationCheck:
     """Check one explanation of a pair labelled ``label`` (see the module doc for the reasons).
@@ -483,6 +561,7 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
     if text is None or not text.strip():
         return ExplanationCheck(("empty",))
     text = " ".join(text.split())
+    facts = text
     reasons: list[str] = []
     words = _words(text)
     if len(words) < rules.min_words:
@@ -519,6 +598,7 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
                              + [(r or {}).get("title") for r in member.get("experience") or ()])
         allowed = _canon(job.get("required_skills")) | _canon(member.get("skills"))
         skill_spans = taxonomy_skill_matcher().spans(facts)
+        facts_skills = facts  # names blanked, skills kept: what skill claims are read from
         if _canon(name for _, _, name in skill_spans) - allowed:
             reasons.append("ungrounded_skill")
         for a, b, _ in skill_spans:  # "Reading" in "Blueprint Reading" is no city
@@ -547,8 +627,14 @@ def check_explanation(text: str | None, label: str | None, member: Mapping[str, 
                                                 or _needless_relocation_claim(text, member, job)
                                                 or _wrong_home_claim(text, member)):
             reasons.append("wrong_location")
+        if _wrong_skill_claim(facts_skills, member, job):
+            reasons.append("wrong_skill_claim")
+        if _wrong_domain(text, member, job):
+            reasons.append("wrong_domain")
         if _copied(words, member, rules.copy_span_words):
             reasons.append("copied_text")
+    if _first_person(text if member is None or job is None else facts):  # "Engineer I" is a title
+        reasons.append("first_person")
     if has_contact(text):
         reasons.append("contact_info")
     return ExplanationCheck(tuple(r for r in REASONS if r in reasons))

@@ -24,7 +24,7 @@ def test_demo_wires_two_teachers_and_the_explainer_data(tmp_path):
     assert cfg.explainer.data.teacher == "smollm2"
     # The explainer trains on T2's labels of the prompt version synthesis ran (never another's);
     # the classifier reads the fused table, which has none.
-    assert cfg.explainer.data.prompt_version == cfg.synthesize.teachers[0].prompt_version == "v3"
+    assert cfg.explainer.data.prompt_version == cfg.synthesize.teachers[0].prompt_version == "v4"
     assert cfg.classifier.data.prompt_version is None
     assert cfg.explainer.data.seed == str(tmp_path / "data" / "seed")
     assert cfg.classifier.data.seed == str(tmp_path / "data" / "seed")
@@ -60,5 +60,5 @@ def test_one_teacher_pins_both_students_to_its_prompt_version(tmp_path):
     cfg = load_config(DemoConfig, str(CONFIG), [f"out={tmp_path}"])
     cfg.synthesize.teachers = cfg.synthesize.teachers[:1]
     cfg = wire(cfg)
-    assert cfg.classifier.data.prompt_version == cfg.explainer.data.prompt_version == "v3"
-    assert cfg.evaluate.teacher_prompt_version == "v3"
+    assert cfg.classifier.data.prompt_version == cfg.explainer.data.prompt_version == "v4"
+    assert cfg.evaluate.teacher_prompt_version == "v4"

@@ -200,9 +200,9 @@ def test_v2_leads_with_evidence_inside_one_data_tag_and_is_compact():
 def test_explainer_messages_are_label_conditioned():
     msgs = prompts.explainer_messages(member(), job(), None, "Medium", version="e1")
     assert "The candidate is a Medium fit. Explain why in 2-3 sentences" in msgs[-1]["content"]
-    e2 = prompts.explainer_messages(member(), job(), None, "Medium")[-1]["content"]
-    assert prompts.EXPLAINER_PROMPT_VERSION == "e2"
-    assert "The candidate is a Medium fit. Explain why in 2-4 sentences" in e2
+    e3 = prompts.explainer_messages(member(), job(), None, "Medium")[-1]["content"]
+    assert prompts.EXPLAINER_PROMPT_VERSION == "e3"
+    assert "The candidate is a Medium fit. Explain why in 2-4 sentences" in e3
     with pytest.raises(ValueError):
         prompts.explainer_messages(member(), job(), None, "Great")
     with pytest.raises(ValueError, match="unknown explainer prompt version"):
@@ -217,7 +217,7 @@ def test_v3_and_e2_carry_whole_evidence_lines_and_no_free_text():
         evidence = text.split("<pair_evidence>\n", 1)[1].split("\n</pair_evidence>", 1)[0]
         lines = evidence.split("\n")
         full = prompts.classifier_text(m, j, None, max_chars=10_000, free_text=False).split("\n")
-        assert all(ln in full or ln.startswith("Company: ") for ln in lines)  # whole lines only
+        assert all(ln in full or ln.startswith(("Company: ", "Required skills not listed: ")) for ln in lines)
         assert "reliable services" not in evidence and not any(ln.startswith("Member skills:") for ln in lines)
         assert any(ln.startswith("Required skills listed:") for ln in lines)
         assert f"Company: {j['company']}" in lines
@@ -235,9 +235,29 @@ GOLDEN = {
     "v1": "8a142690dfc5abd63c19dd24c16fe2f004f0619e15678c1ac5c73ad360bdb0f0",
     "v2": "0e5dd7c30bbec80ff8c1a900ac344a3a5f1ea30396c02efdb335e5b893318764",
     "v3": "32abc6a97b294a3313313c4309d7eaeb1b6f62d92cdbcb751ad1698d00b0a85e",
+    "v4": "9d8e8f721826ead03512fb9d49fefc6eec0745540a4345eecdd8aa709d5e983f",
     "e1": "cff4ee2dc5563af2501ba408f199e40fc1a585b89e18e2085e2f50d350e50ce4",
     "e2": "3bc38b53f4a4cc611e7398f38c7f2ace19b38f9cc61f72346eaa1871f93036d6",
+    "e3": "eb88861ebe5fd27e1b5e05091aa80939d0420265c5ce459b52736da2669e64fc",
 }
+
+
+def test_v4_and_e3_state_the_required_skills_the_member_does_not_list():
+    m = member(skills=["Python", "K8s"])
+    j = job(required_skills=["python", "Kubernetes", "Terraform", "Go"])
+
+    def evidence(version, member_=m, job_=j):
+        text = prompts.explainer_messages(member_, job_, None, "Medium", version=version)[-1]["content"]
+        return text.split("<pair_evidence>\n", 1)[1].split("\n</pair_evidence>", 1)[0].split("\n")
+
+    e3 = evidence("e3")
+    listed = e3.index("Required skills listed: 2 of 4 (python, Kubernetes)")
+    assert e3[listed + 1] == "Required skills not listed: Terraform, Go"  # synonyms folded: K8s is Kubernetes
+    assert [ln for ln in e3 if not ln.startswith("Required skills not listed")] == evidence("e2")
+    assert "Required skills not listed: none" in evidence("e3", member(skills=["Python", "kubernetes", "terraform", "go"]))
+    assert not any(ln.startswith("Required skills not") for ln in evidence("e3", m, job(required_skills=[])))
+    v4 = prompts.teacher_messages(m, j, None, "v4")[-1]["content"]
+    assert v4.split("<pair_evidence>\n", 1)[1].split("\n</pair_evidence>", 1)[0].split("\n") == e3
 
 
 @pytest.mark.parametrize("version", sorted(GOLDEN))

@@ -235,7 +235,8 @@ def test_circular_text_is_invalid():
                      "Their background is in software engineering, not software engineering.",
                      "Their background is in backend work, which is a different field from backend work."):
         check = check_explanation(GOOD + " " + circular, "Medium", MEMBER, JOB)
-        assert check.reasons == ("circular",), (circular, check.reasons)
+        # The member's field is the job's (software engineering): "a different field" is also wrong.
+        assert set(check.reasons) - {"wrong_domain"} == {"circular"}, (circular, check.reasons)
     for fine in ("Their background is in backend work, not data science.",
                  "They list Python, not Go alone.",
                  "The profile lists six years of Python."):
@@ -305,3 +306,48 @@ def test_summarise_counts_by_reason():
     assert s["checked"] == len(DEGENERATE) + 1 and s["valid"] == 1
     assert s["by_reason"]["multiple_labels"] == 3
     assert set(s["by_reason"]) <= set(REASONS)
+
+
+# Published by the demo's explainer or kept from T2 under q6 (2026-12-07), verbatim but for the
+# pair's names: each misstates the profile in a way a reader would catch.
+@pytest.mark.parametrize(("text", "reason"), [
+    # A required skill the member lists, said to be missing.
+    (GOOD.replace("do not list Kubernetes", "do not list SQL"), "wrong_skill_claim"),
+    ("This is a Medium fit for the Senior Software Engineer role. The profile shows no required skills, "
+     "such as Python and Kubernetes.", "wrong_skill_claim"),
+    ("Medium fit: the profile covers the required gaps on SQL and Python.", "wrong_skill_claim"),
+    # A required skill the member does not list, said to be there.
+    (GOOD.replace("they bring Python and SQL", "they bring Python, SQL and Kubernetes"), "wrong_skill_claim"),
+    ("I would rate this a Medium fit as it covers the required skills, Python, SQL and Kubernetes.",
+     "wrong_skill_claim"),
+    # The member's field (software engineering, like the job's) said to be missing or another one.
+    (GOOD + " Their background in software engineering is not mentioned.", "wrong_domain"),
+    (GOOD + " Python is a different area from what they're doing.", "wrong_domain"),
+    (GOOD + " Their background in software engineering is related to, but not the same as, software engineering.",
+     "wrong_domain"),
+    # The writer in the member's place.
+    (GOOD + " Their background is commendable, so I would find it a step back.", "first_person"),
+    (GOOD + " Their background is different from what I'm used to.", "first_person"),
+    (GOOD + " It aligns with what I'm looking for.", "first_person"),
+    (GOOD + " This matches my interests in backend work.", "first_person"),
+])
+def test_misstated_profiles_and_the_writers_voice(text, reason):
+    check = check_explanation(text, "Medium", MEMBER, JOB)
+    assert reason in check.reasons, check.reasons
+
+
+def test_claims_that_hold_are_not_flagged():
+    nurse = {**MEMBER, "current_title": "Registered Nurse", "experience": []}
+    ok = [
+        (GOOD, MEMBER),
+        ("I would rate this a Medium fit; they bring Python and SQL but do not list Kubernetes.", MEMBER),
+        ("A partial match for the Senior Software Engineer position, so I rate it Medium fit. They list Python; "
+         "Kubernetes is not mentioned.", MEMBER),
+        ("Medium fit: they bring Python and SQL, while Kubernetes is missing.", MEMBER),
+        # A member in another field: "different" is what the facts say.
+        (GOOD + " Their background in nursing is a different field from software engineering.", nurse),
+        (GOOD.replace("Bellevue is within", "The US office in Bellevue is within"), MEMBER),
+    ]
+    for text, member in ok:
+        check = check_explanation(text, "Medium", member, JOB)
+        assert check.ok, (text, check.reasons)

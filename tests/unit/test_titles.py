@@ -159,7 +159,9 @@ def test_levels_in_prompts_policy_and_validator_follow_the_normaliser():
 # The generator writes enum values only, so every output must stay the same; a change here means
 # a released prompt or classifier-text version changed its output for the world the models were
 # trained on.
-WORLD_GOLDEN = "d4607da302844de1dd6d60f3aa831601163010be3ddd5eeb68443eea122411b6"
+# (Last changed by adding teacher v4 and explainer e3; with them left out the hash is the one
+# before: d4607da3…)
+WORLD_GOLDEN = "946cdae499e1310cfd40fa4d16fea2b390a844a011ac53dc33a612c5d4c75e58"
 
 _LEVEL_TEXTS = ("A {label} fit: their {a} level meets the {b} level of the role, with 3 years.",
                 "A {label} fit: at {a} level they are two levels below the {b} level asked for.")
