@@ -48,10 +48,14 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   clause: a clause with a negation ("no", "not", "none", "missing", "lack", "without", "gap") says
   its skills are missing; one that says the member or the profile brings, lists, covers, has,
   offers or includes them says they are there. Clauses break at ``. ; :`` and at "but", "while",
-  "whereas", "although", "though", "however", "yet".
+  "whereas", "although", "though", "however", "yet". A clause about the required skills as a
+  whole is judged too: "all the required skills are on the profile" when one is missing, "all
+  the required skills are missing" or "none of the required skills" / "no relevant skills" when
+  the member lists one.
 * ``wrong_domain`` — says the member's background is in another field, or not there, when their
   role family is the job's ("Their background in human resources is not mentioned" for an HR
-  manager applying to an HR role; "a different area from what they're doing").
+  manager applying to an HR role; "a different area from what they're doing"; "Their career so
+  far is in sales, which does not carry over to sales").
 * ``first_person`` — speaks as "I", "me", "my" or "we" anywhere but the verdict ("I would rate
   this a High fit" is the verdict; "so I would find it a step back", "different from what I'm
   used to", "what I'm looking for" put the writer in the member's place).
@@ -100,7 +104,7 @@ REASONS: tuple[str, ...] = (
 
 SCORE_REASON = "scores_contradict_label"
 
-QUALITY_VERSION = "q7"  # q7: skills said listed or missing, and the field, as stated, must be so; no "I" past the verdict
+QUALITY_VERSION = "q8"  # q8: "all the required skills" / "none of the required skills" must hold too
 """Version of these rules: part of precompute's reuse fingerprint, so a rule change re-checks
 (regenerates) published explanations instead of carrying them over."""
 
@@ -512,6 +516,11 @@ def _wrong_skill_claim(text: str, member: Mapping[str, Any], job: Mapping[str, A
     matcher = taxonomy_skill_matcher()
     for clause in _CLAUSE_BREAK.split(text):
         negation, verb = _NEGATION.search(clause), _POSSESSION.search(clause)
+        if _NONE_REQUIRED.search(clause) or (_ALL_REQUIRED.search(clause) and negation is not None):
+            if required & has:  # "none of the required skills", "all the required skills are missing"
+                return True
+        elif _ALL_REQUIRED.search(clause) and required - has:  # "all the required skills are on the profile"
+            return True
         for start, _, name in matcher.spans(clause):
             skill = canonical_skill(name)
             if skill not in required:
@@ -525,8 +534,13 @@ def _wrong_skill_claim(text: str, member: Mapping[str, Any], job: Mapping[str, A
     return False
 
 
+_ALL_REQUIRED = re.compile(r"\b(?:all (?:of )?(?:the |their )?required skills|every required skill)\b", re.IGNORECASE)
+_NONE_REQUIRED = re.compile(r"\b(?:none of the (?:required )?skills|no (?:relevant|required) skills|none of the required)\b",
+                            re.IGNORECASE)
+
+
 _FIELD_DENIED = re.compile(
-    r"\bbackground\b[^.;]*?\b(?:not mentioned|not the same|different|unrelated|not related|does not carry|doesn't carry"
+    r"\b(?:background|career)\b[^.;]*?\b(?:not mentioned|not the same|different|unrelated|not related|does not carry|doesn't carry"
     r"|another field|outside)\b"
     r"|\b(?:a |an )?(?:different|another|other|unrelated) (?:area|field|domain|line of work)\b",
     re.IGNORECASE)

@@ -320,9 +320,16 @@ def test_summarise_counts_by_reason():
     (GOOD.replace("they bring Python and SQL", "they bring Python, SQL and Kubernetes"), "wrong_skill_claim"),
     ("I would rate this a Medium fit as it covers the required skills, Python, SQL and Kubernetes.",
      "wrong_skill_claim"),
+    # The required skills as a whole (the member lists Python and SQL, not Kubernetes).
+    ("Medium fit: all the required skills are on the profile (Python and SQL).", "wrong_skill_claim"),
+    ("Medium fit: the profile shows none of the required skills, such as Kubernetes.", "wrong_skill_claim"),
+    ("Medium fit: all the required skills are missing.", "wrong_skill_claim"),
+    ("Medium fit: the profile shows no relevant skills for this role.", "wrong_skill_claim"),
     # The member's field (software engineering, like the job's) said to be missing or another one.
     (GOOD + " Their background in software engineering is not mentioned.", "wrong_domain"),
     (GOOD + " Python is a different area from what they're doing.", "wrong_domain"),
+    (GOOD + " Their career so far is in software engineering, which does not carry over to this role.",
+     "wrong_domain"),
     (GOOD + " Their background in software engineering is related to, but not the same as, software engineering.",
      "wrong_domain"),
     # The writer in the member's place.
@@ -347,6 +354,11 @@ def test_claims_that_hold_are_not_flagged():
         # A member in another field: "different" is what the facts say.
         (GOOD + " Their background in nursing is a different field from software engineering.", nurse),
         (GOOD.replace("Bellevue is within", "The US office in Bellevue is within"), MEMBER),
+        # Quantified claims that hold.
+        ("Medium fit: they list every required skill, including Python, SQL and Kubernetes.",
+         {**MEMBER, "skills": ["Python", "SQL", "Kubernetes"]}),
+        ("Medium fit: the profile shows none of the required skills, such as Kubernetes.",
+         {**MEMBER, "skills": ["Go", "Docker"]}),
     ]
     for text, member in ok:
         check = check_explanation(text, "Medium", member, JOB)
