@@ -8,6 +8,8 @@ joins that cluster; otherwise a local Ray is started with the config's logical C
 from __future__ import annotations
 
 import os
+import sys
+from multiprocessing import resource_tracker
 
 from lantern_batch.config import RayConfig
 from lantern_batch.logs import event, get_logger
@@ -86,14 +88,18 @@ def retry_sampling(sampling_params: dict, retry_overrides: dict, k: int) -> dict
 
 def shutdown_engine(llm: object | None) -> None:
     """Stop a ``vllm.LLM``'s engine process now, quietly (idempotent; None is a no-op)."""
+    if sys.meta_path is None:  # interpreter teardown: the engine's processes exit with their parent
+        return
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is None or not hasattr(core, "shutdown"):
         return
+    # Before the engine goes: its shutdown kills this process's resource tracker and unlinks
+    # shared memory, and a tracker relaunched for that prints a KeyError traceback.
+    quiet_dead_resource_tracker()
     try:
         core.shutdown()
     except Exception as exc:  # noqa: BLE001 - shutting down must not turn a finished run into a failure
         log.debug("vllm.shutdown_failed error=%s", type(exc).__name__)
-    quiet_dead_resource_tracker()
 
 
 def quiet_dead_resource_tracker() -> None:
@@ -106,8 +112,6 @@ def quiet_dead_resource_tracker() -> None:
     tracker has nothing to unregister, so the call is skipped; a live one is called as before.
     Idempotent.
     """
-    from multiprocessing import resource_tracker
-
     tracker = getattr(resource_tracker, "_resource_tracker", None)
     unregister = resource_tracker.unregister
     if tracker is None or not hasattr(tracker, "_check_alive") or getattr(unregister, "quiet_when_dead", False):

@@ -52,3 +52,22 @@ def test_a_dead_resource_tracker_prints_no_traceback_after_shutdown(mode):
     run = subprocess.run([sys.executable, "-c", _DEAD_TRACKER, mode], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert ("KeyError" in run.stderr) is (mode == "loud"), run.stderr
+
+
+def test_engine_shutdown_quiets_the_resource_tracker_before_the_engine_goes(monkeypatch):
+    """vLLM's engine shutdown kills the tracker and unlinks shared memory in the same call: the
+    quiet unregister must be in place before it (a KeyError traceback printed during a
+    successful demo's precompute, 2026-12-08), and a second shutdown is harmless."""
+    from multiprocessing import resource_tracker
+    from types import SimpleNamespace
+
+    from lantern_batch.runtime import shutdown_engine
+
+    monkeypatch.setattr(resource_tracker, "unregister", resource_tracker.unregister)  # restored after
+    seen = []
+    core = SimpleNamespace(shutdown=lambda: seen.append(getattr(resource_tracker.unregister, "quiet_when_dead", False)))
+    llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=core))
+    shutdown_engine(llm)
+    shutdown_engine(llm)
+    shutdown_engine(None)
+    assert seen == [True, True]
