@@ -50,8 +50,8 @@ Reason codes (a text can have several; :data:`REASONS` lists them in this order)
   offers or includes them says they are there. Clauses break at ``. ; :`` and at "but", "while",
   "whereas", "although", "though", "however", "yet". A clause about the required skills as a
   whole is judged too: "all the required skills are on the profile" when one is missing, "all
-  the required skills are missing" or "none of the required skills" / "no relevant skills" when
-  the member lists one.
+  the required skills are missing", "do not list any required skills" or "none of the required
+  skills" / "no relevant skills" when the member lists one.
 * ``wrong_domain`` — says the member's background is in another field, or not there, when their
   role family is the job's ("Their background in human resources is not mentioned" for an HR
   manager applying to an HR role; "a different area from what they're doing"; "Their career so
@@ -534,7 +534,8 @@ def _wrong_skill_claim(text: str, member: Mapping[str, Any], job: Mapping[str, A
     return False
 
 
-_ALL_REQUIRED = re.compile(r"\b(?:all (?:of )?(?:the |their )?required skills|every required skill)\b", re.IGNORECASE)
+_ALL_REQUIRED = re.compile(r"\b(?:(?:all|any) (?:of )?(?:the |their )?required skills|every required skill)\b",
+                           re.IGNORECASE)
 _NONE_REQUIRED = re.compile(r"\b(?:none of the (?:required )?skills|no (?:relevant|required) skills|none of the required)\b",
                             re.IGNORECASE)
 

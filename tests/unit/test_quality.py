@@ -324,6 +324,7 @@ def test_summarise_counts_by_reason():
     ("Medium fit: all the required skills are on the profile (Python and SQL).", "wrong_skill_claim"),
     ("Medium fit: the profile shows none of the required skills, such as Kubernetes.", "wrong_skill_claim"),
     ("Medium fit: all the required skills are missing.", "wrong_skill_claim"),
+    ("Medium fit: they bring a mix of Python and SQL but do not list any required skills.", "wrong_skill_claim"),
     ("Medium fit: the profile shows no relevant skills for this role.", "wrong_skill_claim"),
     # The member's field (software engineering, like the job's) said to be missing or another one.
     (GOOD + " Their background in software engineering is not mentioned.", "wrong_domain"),
