@@ -41,7 +41,7 @@ TINY = [
     "explainer.train.max_steps=2", "explainer.eval.num_pairs=2",
     "precompute.explainer.policy.sample_rate=0.1", "precompute.ds=2026-11-24",
     # A two-step explainer's text rarely passes the validator: one regeneration, not the demo's
-    # three, keeps the chain's time (regenerating is tested in test_precompute_pipeline.py).
+    # five, keeps the chain's time (regenerating is tested in test_precompute_pipeline.py).
     "precompute.explainer.regenerations=1",
     # A few-step classifier may call no pair High: explain each member's top pair of any label.
     "precompute.explainer.policy.labels=[High,Medium,Low]",
@@ -117,7 +117,7 @@ def test_precompute_published_with_conservation(demo_run):
     assert "explanations" in manifest["quality_gate"]
     # The explainer's export records the prompt version it was trained with; precompute built it.
     trained = json.loads((root / "models" / "explainer" / "lantern_batch.json").read_text())["prompt_version"]
-    assert trained == "e2" and manifest["fingerprints"]["explainer_prompt_version"] == trained
+    assert trained == "e3" and manifest["fingerprints"]["explainer_prompt_version"] == trained
     errors = io.read_published(str(root / "errors" / "ds=2026-11-24"))
     assert errors.num_rows == counts["rows_error"]
     assert (root / "scores" / "_LATEST").read_text().strip().endswith("2026-11-24")
