@@ -499,6 +499,11 @@ _POSSESSION = re.compile(
     r"\b(?:bring|brings|list|lists|listing|cover|covers|covering|has|have|having|offer|offers|include|includes|including|show|shows)\b",
     re.IGNORECASE)
 
+_ALL_REQUIRED = re.compile(r"\b(?:(?:all|any) (?:of )?(?:the |their )?required skills|every required skill)\b",
+                           re.IGNORECASE)
+_NONE_REQUIRED = re.compile(r"\b(?:none of the (?:required )?skills|no (?:relevant|required) skills|none of the required)\b",
+                            re.IGNORECASE)
+
 
 def _wrong_skill_claim(text: str, member: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
     """A clause says a required skill is missing from a profile that lists it, or that the member
@@ -516,10 +521,11 @@ def _wrong_skill_claim(text: str, member: Mapping[str, Any], job: Mapping[str, A
     matcher = taxonomy_skill_matcher()
     for clause in _CLAUSE_BREAK.split(text):
         negation, verb = _NEGATION.search(clause), _POSSESSION.search(clause)
-        if _NONE_REQUIRED.search(clause) or (_ALL_REQUIRED.search(clause) and negation is not None):
+        whole = _ALL_REQUIRED.search(clause) is not None
+        if _NONE_REQUIRED.search(clause) or (whole and negation is not None):
             if required & has:  # "none of the required skills", "all the required skills are missing"
                 return True
-        elif _ALL_REQUIRED.search(clause) and required - has:  # "all the required skills are on the profile"
+        elif whole and required - has:  # "all the required skills are on the profile"
             return True
         for start, _, name in matcher.spans(clause):
             skill = canonical_skill(name)
@@ -532,12 +538,6 @@ def _wrong_skill_claim(text: str, member: Mapping[str, Any], job: Mapping[str, A
             elif governed and skill not in has:
                 return True
     return False
-
-
-_ALL_REQUIRED = re.compile(r"\b(?:(?:all|any) (?:of )?(?:the |their )?required skills|every required skill)\b",
-                           re.IGNORECASE)
-_NONE_REQUIRED = re.compile(r"\b(?:none of the (?:required )?skills|no (?:relevant|required) skills|none of the required)\b",
-                            re.IGNORECASE)
 
 
 _FIELD_DENIED = re.compile(
